@@ -1,0 +1,161 @@
+//! The child side: the entry call [`init`], and the runtime that runs a target and reports how it went.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use crate::current::{Me, ParentLink, set_me};
+use crate::error::{ChildError, ChildErrorKind};
+use crate::popen::{ChildInfo, forkserver, read_bootstrap};
+use crate::target::{Job, Outcome, entry_at, install_panic_hook};
+use crate::{context, registry, sys};
+
+/// Environment variable that turns a re-executed program into a child (value: its socket's number).
+pub(crate) const CHILD_ENV: &str = "MP_PROCESS_CHILD";
+
+static INITIALIZED: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// The `#[test]` this thread runs, recorded by `init` (libtest names each test's thread after it).
+    static TEST_NAME: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// The entry call: put `mp_process::init()` first in `main` (and first in each `#[test]` that starts
+/// processes).
+///
+/// In the main program it registers the exit handler (daemonic children are terminated and the others joined
+/// when `main` returns, as in CPython) and returns at once. In a program re-executed as a `Spawn` child or as
+/// the fork server, it never returns: it runs the child's target (or serves fork requests) and exits the
+/// process. This is Rust's counterpart of Python's `if __name__ == "__main__":` guard; starting a process
+/// without it is [`StartError::NotInitialized`](crate::StartError::NotInitialized).
+///
+/// Under `cargo test`, call it first in the test: the re-executed child runs the test binary filtered to
+/// that exact test, reaches this call, and is diverted to its target there.
+pub fn init() {
+    if let Some(fd) = take_env_fd(CHILD_ENV) {
+        run_from_socket(fd, false);
+    }
+    if let Some(fd) = take_env_fd(forkserver::SERVER_ENV) {
+        let parent = take_env(forkserver::PARENT_ENV)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        forkserver::serve(fd, parent);
+    }
+    mark_initialized();
+    if !sys::is_main_thread() {
+        if let Some(name) = std::thread::current().name().filter(|n| *n != "main") {
+            TEST_NAME.with(|slot| *slot.borrow_mut() = Some(name.to_owned()));
+        }
+    }
+}
+
+fn mark_initialized() {
+    if !INITIALIZED.swap(true, Ordering::SeqCst) {
+        sys::at_exit(registry::exit_handler);
+    }
+}
+
+pub(crate) fn is_initialized() -> bool {
+    INITIALIZED.load(Ordering::SeqCst)
+}
+
+/// Arguments for a re-executed child: under `cargo test`, the filter that selects the current test.
+pub(crate) fn child_args() -> Vec<String> {
+    TEST_NAME
+        .with(|slot| slot.borrow().clone())
+        .map_or_else(Vec::new, |name| {
+            vec![
+                name,
+                "--exact".into(),
+                "--nocapture".into(),
+                "--test-threads=1".into(),
+                "--quiet".into(),
+            ]
+        })
+}
+
+fn take_env(key: &str) -> Option<String> {
+    let value = std::env::var(key).ok()?;
+    sys::remove_env(key);
+    Some(value)
+}
+
+fn take_env_fd(key: &str) -> Option<OwnedFd> {
+    let fd: i32 = take_env(key)?.parse().ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: the parent kept exactly this descriptor open across exec for us, and nothing else in this
+    // freshly started program has claimed it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Becomes the process described by `info`. `via_server`: created by the fork server, which has already
+/// arranged to die-with-parent.
+fn become_child(info: &ChildInfo, via_server: bool) -> Result<(), ChildError> {
+    set_me(Me {
+        name: info.name.clone(),
+        identity: info.identity.clone(),
+        daemon: info.daemon,
+        parent: Some(ParentLink {
+            via_server,
+            ..info.parent.clone()
+        }),
+        counter: AtomicU32::new(0),
+    });
+    context::inherit_start_method(info.start_method);
+    mark_initialized();
+    if info.kill_with_parent && !via_server {
+        // Set first, then check: a parent that died before the prctl is caught by the pid check.
+        if sys::set_parent_death_signal().is_err() || sys::parent_pid() != info.parent.pid {
+            sys::exit_now(1);
+        }
+    }
+    if let Some(cpus) = &info.affinity {
+        sys::set_affinity(cpus).map_err(|e| ChildError {
+            kind: ChildErrorKind::Bootstrap,
+            message: format!("failed to set CPU affinity {cpus:?}: {e}"),
+        })?;
+    }
+    install_panic_hook();
+    Ok(())
+}
+
+/// The child of a `fork` start: runs the job from memory.
+pub(crate) fn run_forked(info: ChildInfo, sock: OwnedFd, job: Box<dyn Job>) -> ! {
+    registry::reset_after_fork();
+    let outcome = match become_child(&info, false) {
+        Ok(()) => job.run(),
+        Err(e) => Outcome::Failed(e),
+    };
+    finish(sock, outcome)
+}
+
+/// A re-executed or fork-server child: reads its bootstrap from `sock`, runs the target.
+pub(crate) fn run_from_socket(sock: OwnedFd, via_server: bool) -> ! {
+    if via_server {
+        registry::reset_after_fork();
+    }
+    let outcome = match read_bootstrap(sock.as_fd()) {
+        Err(e) => Outcome::Failed(e),
+        Ok((boot, payload, fds)) => match become_child(&boot.info, via_server) {
+            Err(e) => Outcome::Failed(e),
+            Ok(()) => {
+                // SAFETY: the fingerprint check in `read_bootstrap` established that the parent runs this same
+                // build, so the offset names an `Entry` trampoline in this image.
+                let entry = unsafe { entry_at(boot.entry) };
+                entry(&payload, fds)
+            }
+        },
+    };
+    finish(sock, outcome)
+}
+
+/// Reports the outcome, waits for our own children as CPython does at a child's exit, and exits.
+fn finish(sock: OwnedFd, outcome: Outcome) -> ! {
+    let code = outcome.exit_code();
+    let _ = sys::write_all(sock.as_fd(), &outcome.encode());
+    drop(sock);
+    registry::shutdown_children();
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    sys::exit_now(code)
+}

@@ -1,0 +1,356 @@
+//! Start methods: one launcher per method behind one function, and the parent's handle on a running child.
+//!
+//! - [`fork`]: `fork()`, then the target runs in the copy of this process;
+//! - [`spawn`]: `posix_spawn` of the executable, which [`init`](crate::init) diverts to the child runtime;
+//! - [`forkserver`]: a request to the fork server, which forks a clean copy of itself.
+//!
+//! Every child gets one Unix stream socket. A re-executed child reads its start-up message from it (the
+//! *bootstrap*: build fingerprint, target entry, process info, arguments, handles via `SCM_RIGHTS`); every
+//! child writes its *outcome* (return value, panic, or failure) to it before exiting. See `README.md` here.
+
+pub(crate) mod fork;
+pub(crate) mod forkserver;
+pub(crate) mod spawn;
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::current::ParentLink;
+use crate::error::{ChildError, ChildErrorKind};
+use crate::registry::lock;
+use crate::target::{Job, Outcome, entry_offset};
+use crate::{StartError, StartMethod, sys};
+
+/// What a child is told about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ChildInfo {
+    pub(crate) name: String,
+    pub(crate) identity: Vec<u32>,
+    pub(crate) daemon: bool,
+    pub(crate) parent: ParentLink,
+    pub(crate) kill_with_parent: bool,
+    pub(crate) affinity: Option<Vec<usize>>,
+    pub(crate) start_method: StartMethod,
+}
+
+/// The start-up message of a re-executed child (after the fixed header).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Bootstrap {
+    /// Offset of the target's trampoline from the anchor.
+    pub(crate) entry: i64,
+    pub(crate) info: ChildInfo,
+}
+
+/// Bytes before the bootstrap proper: total length (u64), build fingerprint (u64), bootstrap length (u32).
+const HEADER: usize = 20;
+
+/// Starts a child with `method`.
+pub(crate) fn launch(
+    method: StartMethod,
+    info: ChildInfo,
+    job: Box<dyn Job>,
+    args: Vec<String>,
+) -> Result<Arc<Child>, StartError> {
+    match method {
+        StartMethod::Fork => fork::launch(info, job),
+        StartMethod::Spawn => spawn::launch(info, job, args),
+        StartMethod::ForkServer => forkserver::launch(info, job, args),
+    }
+}
+
+/// This build's fingerprint (see [`sys::exe_fingerprint`]); computed once per build of the program.
+pub(crate) fn fingerprint() -> u64 {
+    static FINGERPRINT: OnceLock<u64> = OnceLock::new();
+    *FINGERPRINT.get_or_init(|| sys::exe_fingerprint(c"/proc/self/exe").unwrap_or(0))
+}
+
+/// The bootstrap frame for a re-executed child, and the handles that go with it.
+pub(crate) fn bootstrap_frame(
+    info: &ChildInfo,
+    job: &dyn Job,
+    method: StartMethod,
+) -> Result<(Vec<u8>, Vec<OwnedFd>), StartError> {
+    let entry = job.entry().ok_or(StartError::ClosureNeedsFork(method))?;
+    let (payload, fds) = job.encode()?;
+    if fds.len() > sys::MAX_FDS_PER_MESSAGE {
+        return Err(StartError::TooManyHandles(fds.len()));
+    }
+    let boot = postcard::to_stdvec(&Bootstrap {
+        entry: entry_offset(entry),
+        info: info.clone(),
+    })
+    .map_err(|e| StartError::Serialize(e.to_string()))?;
+    let mut frame = Vec::with_capacity(HEADER + boot.len() + payload.len());
+    frame.extend_from_slice(&((HEADER - 8 + boot.len() + payload.len()) as u64).to_le_bytes());
+    frame.extend_from_slice(&fingerprint().to_le_bytes());
+    frame.extend_from_slice(&(boot.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&boot);
+    frame.extend_from_slice(&payload);
+    Ok((frame, fds))
+}
+
+/// Sends a bootstrap frame, the handles riding on its first bytes.
+pub(crate) fn send_bootstrap(
+    sock: BorrowedFd<'_>,
+    frame: &[u8],
+    fds: &[OwnedFd],
+) -> io::Result<()> {
+    let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+    let sent = sys::send_with_fds(sock, frame, &borrowed)?;
+    sys::write_all(sock, &frame[sent..])
+}
+
+/// Reads a bootstrap frame in the child; a different build is refused before anything is decoded.
+pub(crate) fn read_bootstrap(
+    sock: BorrowedFd<'_>,
+) -> Result<(Bootstrap, Vec<u8>, Vec<OwnedFd>), ChildError> {
+    let fail = |kind, message: String| ChildError { kind, message };
+    let io_fail = |e: io::Error| {
+        fail(
+            ChildErrorKind::Bootstrap,
+            format!("reading the start-up message: {e}"),
+        )
+    };
+    let mut fds = Vec::new();
+    let mut head = [0u8; HEADER];
+    let mut got = 0;
+    while got < HEADER {
+        match sys::recv_with_fds(sock, &mut head[got..], &mut fds).map_err(io_fail)? {
+            0 => return Err(io_fail(io::ErrorKind::UnexpectedEof.into())),
+            n => got += n,
+        }
+    }
+    let total = u64::from_le_bytes(head[..8].try_into().expect("8 bytes")) as usize;
+    let theirs = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"));
+    let boot_len = u32::from_le_bytes(head[16..20].try_into().expect("4 bytes")) as usize;
+    if theirs != fingerprint() {
+        return Err(fail(
+            ChildErrorKind::BuildMismatch,
+            format!(
+                "parent build {theirs:016x}, child build {:016x}; refusing to run the target",
+                fingerprint()
+            ),
+        ));
+    }
+    let Some(rest_len) = total.checked_sub(HEADER - 8).filter(|n| *n >= boot_len) else {
+        return Err(fail(
+            ChildErrorKind::Bootstrap,
+            "malformed start-up message".into(),
+        ));
+    };
+    let mut rest = vec![0u8; rest_len];
+    sys::read_exact(sock, &mut rest).map_err(io_fail)?;
+    let payload = rest.split_off(boot_len);
+    let boot: Bootstrap = postcard::from_bytes(&rest)
+        .map_err(|e| fail(ChildErrorKind::Bootstrap, format!("decoding: {e}")))?;
+    Ok((boot, payload, fds))
+}
+
+/// The environment of a re-executed child: ours, minus stale mp variables, plus `extra`.
+pub(crate) fn child_env(extra: &[(&str, String)]) -> Vec<CString> {
+    let mut env: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| !k.to_string_lossy().starts_with("MP_PROCESS_"))
+        .filter_map(|(k, v)| {
+            let mut kv = k.into_encoded_bytes();
+            kv.push(b'=');
+            kv.extend(v.into_encoded_bytes());
+            CString::new(kv).ok()
+        })
+        .collect();
+    env.extend(
+        extra
+            .iter()
+            .filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok()),
+    );
+    env
+}
+
+/// `argv` of a re-executed child: this program's `argv[0]`, then `args` (a test filter under `cargo test`).
+pub(crate) fn child_argv(args: &[String]) -> Vec<CString> {
+    let argv0 = std::env::args_os()
+        .next()
+        .map(|a| a.into_encoded_bytes())
+        .unwrap_or_else(|| b"mp-child".to_vec());
+    std::iter::once(CString::new(argv0).unwrap_or_else(|_| c"mp-child".to_owned()))
+        .chain(args.iter().filter_map(|a| CString::new(a.as_bytes()).ok()))
+        .collect()
+}
+
+/// How a child's exit status is learnt.
+#[derive(Debug)]
+enum Reaper {
+    /// Our own child: `waitpid`.
+    Direct,
+    /// The fork server's child: the server writes the exit code to this socket.
+    Server(OwnedFd),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Bytes of the outcome frame read so far.
+    buf: Vec<u8>,
+    /// The child's end of the socket is closed.
+    eof: bool,
+    exitcode: Option<i32>,
+    /// The fork server died without reporting the exit status.
+    server_lost: bool,
+}
+
+/// The parent's handle on a started child.
+#[derive(Debug)]
+pub(crate) struct Child {
+    pub(crate) pid: u32,
+    pub(crate) name: String,
+    pub(crate) daemon: bool,
+    /// Readable once the child has ended; also used to signal it without pid-reuse races.
+    pidfd: OwnedFd,
+    /// Our end of the child's socket; the outcome arrives here.
+    sock: OwnedFd,
+    reaper: Reaper,
+    state: Mutex<State>,
+}
+
+impl Child {
+    fn new(
+        pid: u32,
+        info: &ChildInfo,
+        pidfd: OwnedFd,
+        sock: OwnedFd,
+        status: Option<OwnedFd>,
+    ) -> Self {
+        Child {
+            pid,
+            name: info.name.clone(),
+            daemon: info.daemon,
+            pidfd,
+            sock,
+            reaper: status.map_or(Reaper::Direct, Reaper::Server),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// The descriptor that becomes readable when the child ends.
+    pub(crate) fn sentinel(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    /// Waits up to `timeout` (`None`: no limit) for the child to end, reading its outcome meanwhile so that
+    /// a large result never blocks it. Returns whether it has ended (and was reaped).
+    pub(crate) fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            let eof = {
+                let state = lock(&self.state);
+                if state.exitcode.is_some() {
+                    return Ok(true);
+                }
+                state.eof
+            };
+            let exit_fd = match &self.reaper {
+                Reaper::Direct => self.pidfd.as_fd(),
+                Reaper::Server(status) => status.as_fd(),
+            };
+            let mut fds = vec![exit_fd];
+            if !eof {
+                fds.push(self.sock.as_fd());
+            }
+            let remaining = match (timeout, deadline) {
+                (None, _) | (Some(_), None) => None,
+                (Some(_), Some(deadline)) => {
+                    Some(deadline.saturating_duration_since(Instant::now()))
+                }
+            };
+            let ready = sys::poll_readable(&fds, remaining)?;
+            let mut state = lock(&self.state);
+            if state.exitcode.is_some() {
+                return Ok(true);
+            }
+            if ready.get(1) == Some(&true) {
+                self.drain(&mut state);
+            }
+            if ready[0] {
+                self.reap(&mut state)?;
+                return Ok(true);
+            }
+            if remaining.is_some_and(|r| r.is_zero()) {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Reads whatever the socket holds without blocking.
+    fn drain(&self, state: &mut State) {
+        let mut chunk = vec![0u8; 64 * 1024];
+        while !state.eof {
+            match sys::read_some(self.sock.as_fd(), &mut chunk, true) {
+                Ok(0) => state.eof = true,
+                Ok(n) => state.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => state.eof = true,
+            }
+        }
+    }
+
+    /// Collects the exit status of a child whose exit descriptor is ready.
+    fn reap(&self, state: &mut State) -> io::Result<()> {
+        let code = match &self.reaper {
+            Reaper::Direct => match sys::wait_status(self.pid, true) {
+                Ok(code) => code.unwrap_or(255),
+                // Reaped behind our back (SIGCHLD ignored): the status is gone.
+                Err(e) if e.raw_os_error() == Some(libc::ECHILD) => 255,
+                Err(e) => return Err(e),
+            },
+            Reaper::Server(status) => {
+                let mut bytes = [0u8; 4];
+                match sys::read_exact(status.as_fd(), &mut bytes) {
+                    Ok(()) => i32::from_le_bytes(bytes),
+                    Err(_) => {
+                        // CPython reports 255 when the fork server vanished.
+                        state.server_lost = true;
+                        255
+                    }
+                }
+            }
+        };
+        // The child is gone, so everything it wrote is already in the socket.
+        self.drain(state);
+        state.exitcode = Some(code);
+        Ok(())
+    }
+
+    /// The exit code, once the child has ended (checks without blocking).
+    pub(crate) fn exitcode(&self) -> Option<i32> {
+        let _ = self.wait(Some(Duration::ZERO));
+        lock(&self.state).exitcode
+    }
+
+    /// Sends a signal unless the child has already been reaped.
+    pub(crate) fn signal(&self, sig: i32) -> io::Result<()> {
+        let state = lock(&self.state);
+        if state.exitcode.is_some() {
+            return Ok(());
+        }
+        sys::pidfd_signal(self.pidfd.as_fd(), sig)
+    }
+
+    /// After the child has ended: its outcome, if it sent one, and whether the fork server was lost.
+    pub(crate) fn outcome(&self) -> (Option<Outcome>, bool) {
+        let state = lock(&self.state);
+        (Outcome::decode(&state.buf), state.server_lost)
+    }
+}
+
+/// Opens the pidfd of a just-created child; if that fails, kills and reaps it so nothing is left behind.
+pub(crate) fn adopt(pid: u32, direct: bool) -> io::Result<OwnedFd> {
+    sys::pidfd_open(pid).inspect_err(|_| {
+        let _ = sys::send_signal(pid, libc::SIGKILL);
+        if direct {
+            let _ = sys::wait_status(pid, true);
+        }
+    })
+}

@@ -1,0 +1,173 @@
+//! Process-wide state: the children this process started, the start lock, the launcher thread, and the
+//! exit handler that joins children when the program ends.
+//!
+//! Every piece of state lives in a [`ProcessLocal`], which a forked child replaces wholesale (without
+//! touching the parent's copy, whose locks may be held by threads that do not exist in the child).
+
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::time::Duration;
+
+use crate::popen::Child;
+use crate::{forkserver, sys};
+
+/// A lazily created value that a forked child can swap for a fresh one.
+pub(crate) struct ProcessLocal<T> {
+    ptr: AtomicPtr<T>,
+    init: fn() -> T,
+}
+
+impl<T> ProcessLocal<T> {
+    pub(crate) const fn new(init: fn() -> T) -> Self {
+        ProcessLocal {
+            ptr: AtomicPtr::new(std::ptr::null_mut()),
+            init,
+        }
+    }
+
+    /// The current value, created on first use.
+    pub(crate) fn get(&self) -> &T {
+        let mut ptr = self.ptr.load(Ordering::Acquire);
+        if ptr.is_null() {
+            let fresh = Box::into_raw(Box::new((self.init)()));
+            ptr = match self.ptr.compare_exchange(
+                std::ptr::null_mut(),
+                fresh,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => fresh,
+                Err(existing) => {
+                    // SAFETY: `fresh` came from Box::into_raw above and was never shared.
+                    drop(unsafe { Box::from_raw(fresh) });
+                    existing
+                }
+            };
+        }
+        // SAFETY: the pointer came from Box::into_raw and is never freed (replaced values are leaked), so it
+        // is valid for the rest of the program.
+        unsafe { &*ptr }
+    }
+
+    /// Replaces the value (the old one is leaked: another thread may still hold a reference to it).
+    pub(crate) fn set(&self, value: T) {
+        self.ptr
+            .store(Box::into_raw(Box::new(value)), Ordering::Release);
+    }
+
+    /// In a forked child: forget the inherited value (leaking it; its locks may be held by threads that do
+    /// not exist here) and start afresh on next use.
+    pub(crate) fn reset(&self) {
+        self.ptr.store(std::ptr::null_mut(), Ordering::Release);
+    }
+}
+
+/// Locks a mutex, ignoring poisoning (every guarded value here stays consistent across a panic).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Children started by this process and not yet reaped.
+static CHILDREN: ProcessLocal<Mutex<Vec<Arc<Child>>>> =
+    ProcessLocal::new(|| Mutex::new(Vec::new()));
+
+/// Held while a child is created, so that no sibling created at the same moment inherits its descriptors.
+static START_LOCK: ProcessLocal<Mutex<()>> = ProcessLocal::new(|| Mutex::new(()));
+
+/// The launcher thread's queue (see [`on_launcher`]).
+type Task = Box<dyn FnOnce() + Send>;
+static LAUNCHER: ProcessLocal<Mutex<Option<mpsc::Sender<Task>>>> =
+    ProcessLocal::new(|| Mutex::new(None));
+
+pub(crate) fn start_lock() -> MutexGuard<'static, ()> {
+    lock(START_LOCK.get())
+}
+
+pub(crate) fn add_child(child: Arc<Child>) {
+    lock(CHILDREN.get()).push(child);
+}
+
+pub(crate) fn remove_child(child: &Arc<Child>) {
+    lock(CHILDREN.get()).retain(|c| !Arc::ptr_eq(c, child));
+}
+
+/// Reaps children that have ended and returns the ones still running (CPython's `active_children`).
+pub(crate) fn live_children() -> Vec<Arc<Child>> {
+    let snapshot = lock(CHILDREN.get()).clone();
+    let ended: Vec<_> = snapshot
+        .iter()
+        .filter(|c| c.wait(Some(Duration::ZERO)).unwrap_or(true))
+        .cloned()
+        .collect();
+    let mut children = lock(CHILDREN.get());
+    children.retain(|c| !ended.iter().any(|e| Arc::ptr_eq(c, e)));
+    children.clone()
+}
+
+/// Runs `f` on a thread that lives as long as the process.
+///
+/// `PR_SET_PDEATHSIG` fires when the *thread* that created a child ends, not the process; a child started from
+/// a short-lived thread would be killed when that thread returns. The main thread lives as long as the
+/// process, so it starts children itself; any other thread hands the start to this launcher thread.
+pub(crate) fn on_launcher<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<T> {
+    if sys::is_main_thread() {
+        return Ok(f());
+    }
+    let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+    let task: Task = Box::new(move || {
+        let _ = reply_tx.send(f());
+    });
+    let mut sender = lock(LAUNCHER.get());
+    let queue = match sender.as_ref() {
+        Some(queue) => queue.clone(),
+        None => {
+            let (tx, rx) = mpsc::channel::<Task>();
+            std::thread::Builder::new()
+                .name("mp-process-launcher".into())
+                .spawn(move || {
+                    for task in rx {
+                        // A panicking task must not take the launcher down with it.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task));
+                    }
+                })?;
+            *sender = Some(tx.clone());
+            tx
+        }
+    };
+    drop(sender);
+    queue
+        .send(task)
+        .map_err(|_| std::io::Error::other("the launcher thread is gone"))?;
+    reply_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("the launcher thread failed to start the process"))
+}
+
+/// CPython's `_exit_function` for children: terminate daemonic children, then join every child; then let the
+/// fork server go. Runs at normal exit of the main program (via `atexit`) and at the end of every child.
+pub(crate) fn shutdown_children() {
+    let children = live_children();
+    for child in children.iter().filter(|c| c.daemon) {
+        let _ = child.signal(libc::SIGTERM);
+    }
+    for child in &children {
+        let _ = child.wait(None);
+    }
+    lock(CHILDREN.get()).clear();
+    forkserver::shutdown();
+}
+
+/// The `atexit` hook registered by [`init`](crate::init).
+pub(crate) extern "C" fn exit_handler() {
+    let _ = std::panic::catch_unwind(shutdown_children);
+}
+
+/// In a forked child: drop every inherited piece of state.
+pub(crate) fn reset_after_fork() {
+    CHILDREN.reset();
+    START_LOCK.reset();
+    LAUNCHER.reset();
+    forkserver::reset_after_fork();
+}

@@ -1,0 +1,492 @@
+//! Linux implementation of the OS layer: rustix for sockets, poll and pidfds; libc for what rustix lacks
+//! (`fork`, `posix_spawn`, `waitpid`, `prctl`, `_exit`, `sigaction`, `atexit`).
+
+use std::ffi::{CStr, CString};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+};
+
+/// The most descriptors one message may carry (Linux's `SCM_MAX_FD`).
+pub(crate) const MAX_FDS_PER_MESSAGE: usize = 253;
+
+/// Turns a libc `-1` return into the current `errno` as an [`io::Error`].
+macro_rules! syscall {
+    ($e:expr) => {{
+        let r = $e;
+        if r == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    }};
+}
+
+/// What `fork` returned in this process.
+pub(crate) enum Forked {
+    /// We are the new child.
+    Child,
+    /// We are the parent; the child has this pid.
+    Parent(u32),
+}
+
+/// `fork()`.
+///
+/// # Safety
+///
+/// In the child only the forking thread exists: locks held by other threads stay locked forever. The caller
+/// must keep the child's work to what is safe in that state (the child runtime resets every lock of this crate
+/// before it uses it).
+pub(crate) unsafe fn fork() -> io::Result<Forked> {
+    // SAFETY: fork has no memory-safety preconditions of its own; the caller upholds the post-fork contract.
+    let pid = syscall!(unsafe { libc::fork() })?;
+    Ok(if pid == 0 {
+        Forked::Child
+    } else {
+        Forked::Parent(pid as u32)
+    })
+}
+
+/// `posix_spawn` of `path` with `argv` and `envp`, keeping the descriptors in `keep` open (at the same numbers)
+/// in the child; every other close-on-exec descriptor is closed by `exec`.
+pub(crate) fn spawn(
+    path: &CStr,
+    argv: &[CString],
+    envp: &[CString],
+    keep: &[RawFd],
+) -> io::Result<u32> {
+    let mut argv_ptrs: Vec<*mut libc::c_char> =
+        argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    argv_ptrs.push(std::ptr::null_mut());
+    let mut envp_ptrs: Vec<*mut libc::c_char> =
+        envp.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    envp_ptrs.push(std::ptr::null_mut());
+
+    let mut actions = MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
+    // SAFETY: `actions` is valid for writes; init fully initialises it.
+    let r = unsafe { libc::posix_spawn_file_actions_init(actions.as_mut_ptr()) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    let mut pid: libc::pid_t = 0;
+    let mut result = 0;
+    for &fd in keep {
+        // dup2(fd, fd) in the child clears FD_CLOEXEC (POSIX 2024, glibc >= 2.29): the descriptor survives exec.
+        // SAFETY: `actions` was initialised above.
+        result = unsafe { libc::posix_spawn_file_actions_adddup2(actions.as_mut_ptr(), fd, fd) };
+        if result != 0 {
+            break;
+        }
+    }
+    if result == 0 {
+        // SAFETY: every pointer is valid and NUL-terminated; the argv and envp arrays end with a null pointer
+        // and outlive the call.
+        result = unsafe {
+            libc::posix_spawn(
+                &mut pid,
+                path.as_ptr(),
+                actions.as_ptr(),
+                std::ptr::null(),
+                argv_ptrs.as_ptr(),
+                envp_ptrs.as_ptr(),
+            )
+        };
+    }
+    // SAFETY: `actions` was initialised above and is destroyed exactly once.
+    unsafe { libc::posix_spawn_file_actions_destroy(actions.as_mut_ptr()) };
+    if result != 0 {
+        return Err(io::Error::from_raw_os_error(result));
+    }
+    Ok(pid as u32)
+}
+
+/// Converts a raw wait status into CPython's exit code convention: the exit status, or `-N` for signal `N`.
+fn exitcode_of(status: libc::c_int) -> i32 {
+    if libc::WIFSIGNALED(status) {
+        -libc::WTERMSIG(status)
+    } else {
+        libc::WEXITSTATUS(status)
+    }
+}
+
+/// Reaps child `pid`: `Some(exitcode)` once it has ended, `None` while it runs (only when `block` is false).
+pub(crate) fn wait_status(pid: u32, block: bool) -> io::Result<Option<i32>> {
+    let flags = if block { 0 } else { libc::WNOHANG };
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: `status` is a valid out-pointer.
+        match syscall!(unsafe { libc::waitpid(pid as libc::pid_t, &mut status, flags) }) {
+            Ok(0) => return Ok(None),
+            Ok(_) => return Ok(Some(exitcode_of(status))),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reaps any ended child without blocking: `Some((pid, exitcode))`, or `None` when none has ended.
+pub(crate) fn reap_any() -> Option<(u32, i32)> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: `status` is a valid out-pointer.
+    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    (pid > 0).then(|| (pid as u32, exitcode_of(status)))
+}
+
+/// `kill(pid, sig)`.
+pub(crate) fn send_signal(pid: u32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill has no memory-safety preconditions.
+    syscall!(unsafe { libc::kill(pid as libc::pid_t, sig) }).map(drop)
+}
+
+/// Whether a process with this pid exists (zombies count as gone).
+pub(crate) fn process_exists(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state field follows the parenthesised command name, which may itself hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// `_exit(code)`: ends the process at once, running no destructors, `atexit` handlers or stdio flushes.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and always sound to call.
+    unsafe { libc::_exit(code) }
+}
+
+/// This process's pid.
+pub(crate) fn pid() -> u32 {
+    std::process::id()
+}
+
+/// The parent's pid (`getppid`).
+pub(crate) fn parent_pid() -> u32 {
+    // SAFETY: getppid cannot fail.
+    unsafe { libc::getppid() as u32 }
+}
+
+/// Whether the calling thread is the process's main thread (its tid equals the pid).
+pub(crate) fn is_main_thread() -> bool {
+    rustix::thread::gettid().as_raw_nonzero().get() as u32 == pid()
+}
+
+/// Asks the kernel to SIGKILL this process when the thread that created it ends (`PR_SET_PDEATHSIG`).
+pub(crate) fn set_parent_death_signal() -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and has no memory-safety preconditions.
+    syscall!(unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// Restricts this process to the given CPUs.
+pub(crate) fn set_affinity(cpus: &[usize]) -> io::Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    for &cpu in cpus {
+        if cpu >= rustix::thread::CpuSet::MAX_CPU {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cpu {cpu} is out of range"),
+            ));
+        }
+        set.set(cpu);
+    }
+    rustix::thread::sched_setaffinity(None, &set).map_err(io::Error::from)
+}
+
+/// The number of CPUs this process may run on (its affinity mask), at least 1.
+pub(crate) fn affinity_count() -> usize {
+    match rustix::thread::sched_getaffinity(None) {
+        Ok(set) => (set.count() as usize).max(1),
+        Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
+}
+
+/// A descriptor that becomes readable when process `pid` ends (`pidfd_open`).
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(pid as i32)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pid 0"))?;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).map_err(io::Error::from)
+}
+
+/// A connected pair of close-on-exec Unix stream sockets.
+pub(crate) fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(io::Error::from)
+}
+
+/// A connected pair of close-on-exec Unix sequenced-packet sockets (message boundaries kept).
+pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Sends `data` with `fds` attached (`SCM_RIGHTS`); returns how many bytes went. Never raises SIGPIPE.
+pub(crate) fn send_with_fds(
+    sock: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    if fds.len() > MAX_FDS_PER_MESSAGE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many descriptors in one message",
+        ));
+    }
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::other("control buffer too small"));
+    }
+    loop {
+        match rustix::net::sendmsg(
+            sock,
+            &[IoSlice::new(data)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => return r.map_err(io::Error::from),
+        }
+    }
+}
+
+/// Receives into `buf`, appending any descriptors that came with the bytes to `fds` (close-on-exec).
+/// Returns 0 at end of stream.
+pub(crate) fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    let mut space =
+        vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let n = loop {
+        match rustix::net::recvmsg(
+            sock,
+            &mut [IoSliceMut::new(buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => break r.map_err(io::Error::from)?.bytes,
+        }
+    };
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    Ok(n)
+}
+
+/// Writes all of `data` to a socket. Never raises SIGPIPE: a closed peer is `BrokenPipe`.
+pub(crate) fn write_all(sock: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        match rustix::net::send(sock, data, SendFlags::NOSIGNAL) {
+            Ok(n) => data = &data[n..],
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// One `recv` from a socket; `nonblocking` makes an empty socket `WouldBlock`. Returns 0 at end of stream.
+pub(crate) fn read_some(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    nonblocking: bool,
+) -> io::Result<usize> {
+    let flags = if nonblocking {
+        RecvFlags::DONTWAIT
+    } else {
+        RecvFlags::empty()
+    };
+    loop {
+        match rustix::net::recv(sock, &mut *buf, flags) {
+            Ok((n, _)) => return Ok(n),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Reads exactly `buf.len()` bytes; end of stream first is `UnexpectedEof`.
+pub(crate) fn read_exact(sock: BorrowedFd<'_>, mut buf: &mut [u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match read_some(sock, buf, false)? {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => buf = &mut buf[n..],
+        }
+    }
+    Ok(())
+}
+
+/// Waits until at least one of `fds` is readable (or hung up), or `timeout` passes (`None`: no limit).
+/// Returns one flag per descriptor; all false on timeout.
+pub(crate) fn poll_readable(
+    fds: &[BorrowedFd<'_>],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<bool>> {
+    let deadline = timeout.map(|t| Instant::now().checked_add(t));
+    let mut polls: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|fd| PollFd::from_borrowed_fd(*fd, PollFlags::IN))
+        .collect();
+    loop {
+        let remaining = match deadline {
+            None | Some(None) => None,
+            Some(Some(deadline)) => Some(deadline.saturating_duration_since(Instant::now())),
+        };
+        let spec = remaining.map(|d| Timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: d.subsec_nanos().into(),
+        });
+        match rustix::event::poll(&mut polls, spec.as_ref()) {
+            Ok(_) => break,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(polls.iter().map(|p| !p.revents().is_empty()).collect())
+}
+
+/// A fingerprint of the executable at `path`: its size and modification time. Two builds of a program differ
+/// in at least one of them, so a child started from another build is detected before it runs anything.
+pub(crate) fn exe_fingerprint(path: &CStr) -> io::Result<u64> {
+    let st = rustix::fs::stat(path)?;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for word in [
+        st.st_size as u64,
+        st.st_mtime as u64,
+        st.st_mtime_nsec as u64,
+    ] {
+        for byte in word.to_le_bytes() {
+            h = (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    Ok(h)
+}
+
+/// Registers `f` to run when the process exits normally (`atexit`).
+pub(crate) fn at_exit(f: extern "C" fn()) {
+    // SAFETY: `f` is a plain function with C ABI that lives for the whole program.
+    unsafe { libc::atexit(f) };
+}
+
+/// Closes a raw descriptor that no owner tracks (an inherited copy after `fork`).
+pub(crate) fn close_raw(fd: RawFd) {
+    // SAFETY: the caller hands over a descriptor nothing else in this process will use again.
+    unsafe { libc::close(fd) };
+}
+
+/// Removes an environment variable of ours before any user code (or thread) runs.
+pub(crate) fn remove_env(key: &str) {
+    // SAFETY: called from `init()` at the top of `main`, before the program starts other threads.
+    unsafe { std::env::remove_var(key) };
+}
+
+/// Ignores SIGINT (the fork server must survive the terminal's Ctrl-C; its children restore the default).
+pub(crate) fn ignore_sigint(ignore: bool) {
+    let action = if ignore { libc::SIG_IGN } else { libc::SIG_DFL };
+    // SAFETY: installing SIG_IGN or SIG_DFL is always sound.
+    unsafe { libc::signal(libc::SIGINT, action) };
+}
+
+/// The write end of the SIGCHLD self-pipe, read by the signal handler.
+static SIGCHLD_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_sigchld(_: libc::c_int) {
+    let fd = SIGCHLD_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let byte = 1u8;
+        // SAFETY: write(2) is async-signal-safe; the buffer is a live local. A full pipe just drops the byte.
+        unsafe { libc::write(fd, (&raw const byte).cast(), 1) };
+    }
+}
+
+/// The read end of a self-pipe that becomes readable whenever a child ends (used by the fork server).
+pub(crate) struct SigChld {
+    read: OwnedFd,
+    _write: OwnedFd,
+}
+
+impl SigChld {
+    /// Installs the SIGCHLD handler.
+    pub(crate) fn install() -> io::Result<Self> {
+        let (read, write) = rustix::pipe::pipe_with(
+            rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
+        )?;
+        SIGCHLD_FD.store(write.as_raw_fd(), Ordering::Relaxed);
+        // SAFETY: a zeroed sigaction is a valid starting value; the handler only calls write(2).
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_sigchld as *const () as usize;
+            action.sa_flags = libc::SA_RESTART | libc::SA_NOCLDSTOP;
+            libc::sigemptyset(&mut action.sa_mask);
+            syscall!(libc::sigaction(
+                libc::SIGCHLD,
+                &action,
+                std::ptr::null_mut()
+            ))?;
+        }
+        Ok(Self {
+            read,
+            _write: write,
+        })
+    }
+
+    /// The descriptor to poll.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.read.as_fd()
+    }
+
+    /// Empties the pipe.
+    pub(crate) fn drain(&self) {
+        let mut buf = [0u8; 64];
+        while matches!(rustix::io::read(&self.read, &mut buf), Ok(n) if n > 0) {}
+    }
+
+    /// In a child forked by the server: back to the default SIGCHLD disposition, pipe closed.
+    pub(crate) fn forget_in_child(self) {
+        SIGCHLD_FD.store(-1, Ordering::Relaxed);
+        // SAFETY: restoring SIG_DFL is always sound.
+        unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+    }
+}
+
+/// Sends `sig` to the process behind `pidfd` (immune to pid reuse). An ended process is not an error.
+pub(crate) fn pidfd_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
+    let sig = rustix::process::Signal::from_named_raw(sig).ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("unknown signal {sig}"))
+    })?;
+    match rustix::process::pidfd_send_signal(pidfd, sig) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
