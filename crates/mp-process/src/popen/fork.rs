@@ -25,6 +25,6 @@ pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>) -> Result<Arc<Child>, S
     drop(guard);
     drop(theirs);
     drop(job);
-    let pidfd = adopt(pid, true)?;
+    let pidfd = Some(adopt(pid)?);
     Ok(Arc::new(Child::new(pid, &info, pidfd, ours, None)))
 }

@@ -12,7 +12,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{Child, ChildInfo, adopt, bootstrap_frame, child_argv, child_env, send_bootstrap};
+use super::{Child, ChildInfo, bootstrap_frame, child_argv, child_env, send_bootstrap};
 use crate::registry::{self, ProcessLocal, lock};
 use crate::target::Job;
 use crate::{StartError, StartMethod, child, context, sys};
@@ -94,7 +94,8 @@ pub(crate) fn launch(
             });
         match pid {
             Ok(pid) => {
-                let pidfd = adopt(pid, false)?;
+                // A child that already ended has no pidfd; the server still reports its exit code.
+                let pidfd = sys::pidfd_open(pid).ok();
                 return Ok(Arc::new(Child::new(pid, &info, pidfd, ours, Some(status))));
             }
             Err(e) => {

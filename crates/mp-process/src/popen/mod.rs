@@ -207,8 +207,9 @@ pub(crate) struct Child {
     pub(crate) pid: u32,
     pub(crate) name: String,
     pub(crate) daemon: bool,
-    /// Readable once the child has ended; also used to signal it without pid-reuse races.
-    pidfd: OwnedFd,
+    /// Readable once the child has ended; also used to signal it without pid-reuse races. `None` for a fork
+    /// server's child that had already ended (and been reaped by the server) when we looked.
+    pidfd: Option<OwnedFd>,
     /// Our end of the child's socket; the outcome arrives here.
     sock: OwnedFd,
     reaper: Reaper,
@@ -219,7 +220,7 @@ impl Child {
     fn new(
         pid: u32,
         info: &ChildInfo,
-        pidfd: OwnedFd,
+        pidfd: Option<OwnedFd>,
         sock: OwnedFd,
         status: Option<OwnedFd>,
     ) -> Self {
@@ -234,9 +235,14 @@ impl Child {
         }
     }
 
-    /// The descriptor that becomes readable when the child ends.
+    /// The descriptor that becomes readable when the child has ended: the pidfd of our own child, the status
+    /// socket of a fork server's child (the server writes the exit code there).
     pub(crate) fn sentinel(&self) -> BorrowedFd<'_> {
-        self.pidfd.as_fd()
+        match (&self.reaper, &self.pidfd) {
+            (Reaper::Server(status), _) => status.as_fd(),
+            (Reaper::Direct, Some(pidfd)) => pidfd.as_fd(),
+            (Reaper::Direct, None) => unreachable!("a direct child always has a pidfd"),
+        }
     }
 
     /// Waits up to `timeout` (`None`: no limit) for the child to end, reading its outcome meanwhile so that
@@ -251,11 +257,7 @@ impl Child {
                 }
                 state.eof
             };
-            let exit_fd = match &self.reaper {
-                Reaper::Direct => self.pidfd.as_fd(),
-                Reaper::Server(status) => status.as_fd(),
-            };
-            let mut fds = vec![exit_fd];
+            let mut fds = vec![self.sentinel()];
             if !eof {
                 fds.push(self.sock.as_fd());
             }
@@ -332,10 +334,11 @@ impl Child {
     /// Sends a signal unless the child has already been reaped.
     pub(crate) fn signal(&self, sig: i32) -> io::Result<()> {
         let state = lock(&self.state);
-        if state.exitcode.is_some() {
-            return Ok(());
+        match &self.pidfd {
+            Some(pidfd) if state.exitcode.is_none() => sys::pidfd_signal(pidfd.as_fd(), sig),
+            // Ended already: nothing to signal, as in CPython.
+            _ => Ok(()),
         }
-        sys::pidfd_signal(self.pidfd.as_fd(), sig)
     }
 
     /// After the child has ended: its outcome, if it sent one, and whether the fork server was lost.
@@ -345,12 +348,10 @@ impl Child {
     }
 }
 
-/// Opens the pidfd of a just-created child; if that fails, kills and reaps it so nothing is left behind.
-pub(crate) fn adopt(pid: u32, direct: bool) -> io::Result<OwnedFd> {
+/// Opens the pidfd of a just-created child of ours; if that fails, kills and reaps it so nothing is left.
+pub(crate) fn adopt(pid: u32) -> io::Result<OwnedFd> {
     sys::pidfd_open(pid).inspect_err(|_| {
         let _ = sys::send_signal(pid, libc::SIGKILL);
-        if direct {
-            let _ = sys::wait_status(pid, true);
-        }
+        let _ = sys::wait_status(pid, true);
     })
 }

@@ -23,7 +23,7 @@ pub(crate) fn launch(
         sys::spawn(&context::executable(), &argv, &env, &[theirs.as_raw_fd()])?
     };
     drop(theirs);
-    let pidfd = adopt(pid, true)?;
+    let pidfd = Some(adopt(pid)?);
     let child = Arc::new(Child::new(pid, &info, pidfd, ours, None));
     if let Err(e) = send_bootstrap(child.sock.as_fd(), &frame, &fds) {
         let _ = child.signal(libc::SIGKILL);

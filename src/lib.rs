@@ -1,0 +1,28 @@
+//! Python's `multiprocessing`, rebuilt for Rust: this facade re-exports the mp crates under Python's names.
+//! Depend on it for everything, or on one crate (`mp-process`, ...) for just that part.
+//!
+//! ```
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     mp::init();
+//!     let mut p = mp::Process::new(square, 9);
+//!     p.start()?;
+//!     assert_eq!(p.join()?, 81);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Architecture invariant: re-exports only; no code of its own.
+
+#![warn(missing_docs)]
+
+/// Processes, start methods and contexts (the `mp-process` crate).
+pub use mp_process as process;
+
+pub use mp_process::{
+    Process, StartMethod, active_children, cpu_count, current_process, get_context,
+    get_start_method, init, parent_process, set_start_method,
+};

@@ -1,0 +1,718 @@
+//! mp-process across real processes: every case runs under the start method `cargo xtask test` selects.
+
+mod support;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use mp_process::{
+    Builder, ChildErrorKind, ContextError, Handle, JoinError, Process, ProcessError, StartError,
+    StartMethod, active_children, all_start_methods, cpu_count, current_process, get_context,
+    parent_process, wait,
+};
+use serde::{Deserialize, Serialize};
+use support::{eventually, method, ppid_of, process_alive};
+
+fn main() {
+    mp_process::init();
+    support::run(support::cases![
+        return_value_comes_back,
+        targets_take_python_style_args,
+        default_names_follow_cpython,
+        exit_codes_follow_cpython,
+        panic_comes_back_as_data,
+        join_timeout_returns_while_running,
+        lifecycle_misuse_is_an_error,
+        close_rules,
+        argument_that_fails_to_serialize,
+        argument_that_fails_to_decode,
+        child_from_a_different_build_refuses,
+        closures_need_fork,
+        daemon_rules,
+        exit_joins_and_terminates_children,
+        children_die_with_a_killed_parent,
+        keep_alive_after_parent_opts_out,
+        handles_cross_into_the_child,
+        current_and_parent_process,
+        active_children_lists_running_ones,
+        cpu_count_and_affinity,
+        wait_returns_the_ready_ones,
+        large_arguments_and_results,
+        start_from_a_short_lived_thread,
+        many_children_at_once,
+        start_method_configuration,
+        killed_fork_server_is_reported_and_replaced,
+    ]);
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn nap(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+fn return_value_comes_back() {
+    let mut p = Process::new(square, 12);
+    assert_eq!(p.pid(), None);
+    assert_eq!(p.exitcode(), None);
+    assert!(!p.is_alive());
+    p.start().unwrap();
+    let pid = p.pid().unwrap();
+    assert_ne!(pid, std::process::id());
+    assert_eq!(p.start_method(), method());
+    assert_eq!(p.join().unwrap(), 144);
+    assert_eq!(p.exitcode(), Some(0));
+    assert!(!p.is_alive());
+    assert!(matches!(p.join(), Err(JoinError::AlreadyJoined)));
+    assert_eq!(p.exitcode(), Some(0));
+}
+
+fn no_args() -> String {
+    "none".to_owned()
+}
+
+fn add3(a: i32, b: i32, c: String) -> String {
+    format!("{c}{}", a + b)
+}
+
+fn targets_take_python_style_args() {
+    let mut p = Process::new(no_args, ());
+    p.start().unwrap();
+    assert_eq!(p.join().unwrap(), "none");
+    let mut p = Process::new(add3, (2, 3, "sum=".to_owned()));
+    p.start().unwrap();
+    assert_eq!(p.join().unwrap(), "sum=5");
+    let mut p = Process::new(|v: Vec<u8>| v.len(), vec![1, 2, 3]);
+    p.start().unwrap();
+    assert_eq!(p.join().unwrap(), 3);
+}
+
+fn names_in_child(_: ()) -> (String, String, String) {
+    let first = Process::new(nap, 0);
+    let second = Process::new(nap, 0);
+    (
+        current_process().name().to_owned(),
+        first.name().to_owned(),
+        second.name().to_owned(),
+    )
+}
+
+fn default_names_follow_cpython() {
+    let a = Process::new(nap, 0);
+    let b = Process::new(nap, 0);
+    assert_eq!(a.name(), "Process-1");
+    assert_eq!(b.name(), "Process-2");
+    let mut c = Process::new(names_in_child, ());
+    assert_eq!(c.name(), "Process-3");
+    c.start().unwrap();
+    let (me, first, second) = c.join().unwrap();
+    assert_eq!(me, "Process-3");
+    assert_eq!(first, "Process-3:1");
+    assert_eq!(second, "Process-3:2");
+    let named = Builder::new().name("worker").target(nap, 0);
+    assert_eq!(named.name(), "worker");
+    assert_eq!(current_process().name(), "MainProcess");
+}
+
+fn panics(msg: String) {
+    panic!("{msg}");
+}
+
+fn exits(code: i32) {
+    std::process::exit(code);
+}
+
+fn exit_codes_follow_cpython() {
+    let mut ok = Process::new(nap, 0);
+    let mut panicking = Process::new(panics, "boom".to_owned());
+    let mut exiting = Process::new(exits, 3);
+    let mut exiting_zero = Process::new(exits, 0);
+    let mut terminated = Process::new(nap, 60_000);
+    let mut killed = Process::new(nap, 60_000);
+    for p in [&mut ok, &mut terminated, &mut killed] {
+        p.start().unwrap();
+    }
+    panicking.start().unwrap();
+    exiting.start().unwrap();
+    exiting_zero.start().unwrap();
+    terminated.terminate().unwrap();
+    killed.kill().unwrap();
+    ok.join().unwrap();
+    assert_eq!(ok.exitcode(), Some(0));
+    assert!(matches!(panicking.join(), Err(JoinError::Panicked(_))));
+    assert_eq!(panicking.exitcode(), Some(1));
+    assert!(matches!(
+        exiting.join(),
+        Err(JoinError::Exited { code: 3, .. })
+    ));
+    assert_eq!(exiting.exitcode(), Some(3));
+    assert!(matches!(
+        exiting_zero.join(),
+        Err(JoinError::Exited { code: 0, .. })
+    ));
+    assert_eq!(exiting_zero.exitcode(), Some(0));
+    assert!(matches!(
+        terminated.join(),
+        Err(JoinError::Signaled { signal: 15, .. })
+    ));
+    assert_eq!(terminated.exitcode(), Some(-15));
+    assert!(matches!(
+        killed.join(),
+        Err(JoinError::Signaled { signal: 9, .. })
+    ));
+    assert_eq!(killed.exitcode(), Some(-9));
+    // terminate/kill after the end are no-ops, as in CPython.
+    terminated.terminate().unwrap();
+    killed.kill().unwrap();
+}
+
+fn panic_comes_back_as_data() {
+    let mut p = Builder::new()
+        .name("doomed")
+        .target(panics, "the answer is 42".to_owned());
+    p.start().unwrap();
+    let pid = p.pid().unwrap();
+    let err = p.join().unwrap_err();
+    let info = err.panic_info().expect("a panic");
+    assert_eq!(info.message, "the answer is 42");
+    assert_eq!(info.process_name, "doomed");
+    assert_eq!(info.pid, pid);
+    let location = info.location.as_deref().expect("a location");
+    assert!(location.starts_with("tests/process.rs:"), "{location}");
+    let text = err.to_string();
+    assert!(
+        text.contains("doomed")
+            && text.contains("the answer is 42")
+            && text.contains(&pid.to_string())
+    );
+}
+
+fn join_timeout_returns_while_running() {
+    let mut p = Process::new(nap, 60_000);
+    p.start().unwrap();
+    let start = Instant::now();
+    assert!(
+        p.join_timeout(Duration::from_millis(100))
+            .unwrap()
+            .is_none()
+    );
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(100) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    assert!(p.is_alive());
+    assert_eq!(p.exitcode(), None);
+    assert!(p.join_timeout(Duration::ZERO).unwrap().is_none());
+    p.terminate().unwrap();
+    assert!(matches!(
+        p.join_timeout(Duration::from_secs(10)),
+        Err(JoinError::Signaled { signal: 15, .. })
+    ));
+    let mut quick = Process::new(square, 3);
+    quick.start().unwrap();
+    assert_eq!(
+        quick.join_timeout(Duration::from_secs(10)).unwrap(),
+        Some(9)
+    );
+}
+
+fn lifecycle_misuse_is_an_error() {
+    let mut p = Process::new(square, 2);
+    assert!(matches!(p.join(), Err(JoinError::NotStarted)));
+    assert!(matches!(
+        p.join_timeout(Duration::ZERO),
+        Err(JoinError::NotStarted)
+    ));
+    assert!(matches!(p.terminate(), Err(ProcessError::NotStarted)));
+    assert!(matches!(p.kill(), Err(ProcessError::NotStarted)));
+    p.start().unwrap();
+    assert!(matches!(p.start(), Err(StartError::AlreadyStarted)));
+    assert_eq!(p.join().unwrap(), 4);
+    assert!(matches!(p.start(), Err(StartError::AlreadyStarted)));
+}
+
+fn close_rules() {
+    let unstarted = Process::new(square, 2);
+    unstarted.close().unwrap();
+    let mut running = Process::new(nap, 60_000);
+    running.start().unwrap();
+    let err = running.close().unwrap_err();
+    assert!(err.to_string().contains("still running"));
+    let mut running = err.into_inner();
+    running.kill().unwrap();
+    assert!(running.join().is_err());
+    running.close().unwrap();
+    // Any use after close is a compile error: `close` consumes the process.
+}
+
+/// Serializes only while `ok` is true; decodes only when `decodable` is true.
+#[derive(Debug)]
+struct Picky {
+    serializable: bool,
+    decodable: bool,
+}
+
+impl Serialize for Picky {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if !self.serializable {
+            return Err(serde::ser::Error::custom("Picky refuses to be serialized"));
+        }
+        self.decodable.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Picky {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if bool::deserialize(d)? {
+            Ok(Picky {
+                serializable: true,
+                decodable: true,
+            })
+        } else {
+            Err(serde::de::Error::custom("Picky refuses to be decoded"))
+        }
+    }
+}
+
+fn take_picky(p: Picky) -> bool {
+    p.decodable
+}
+
+fn argument_that_fails_to_serialize() {
+    let mut p = Process::new(
+        take_picky,
+        Picky {
+            serializable: false,
+            decodable: true,
+        },
+    );
+    if method() == StartMethod::Fork {
+        // A forked child gets its arguments by copy, not by serialization (as in CPython).
+        p.start().unwrap();
+        assert!(p.join().unwrap());
+    } else {
+        let err = p.start().unwrap_err();
+        assert!(matches!(err, StartError::Serialize(_)), "{err:?}");
+        assert!(p.pid().is_none());
+        assert!(active_children().is_empty());
+    }
+}
+
+fn argument_that_fails_to_decode() {
+    let mut p = Process::new(
+        take_picky,
+        Picky {
+            serializable: true,
+            decodable: false,
+        },
+    );
+    p.start().unwrap();
+    if method() == StartMethod::Fork {
+        assert!(!p.join().unwrap());
+    } else {
+        match p.join() {
+            Err(JoinError::Child(e)) => assert_eq!(e.kind, ChildErrorKind::ArgumentDecode),
+            other => panic!("expected an argument decode error, got {other:?}"),
+        }
+        assert_eq!(p.exitcode(), Some(1));
+    }
+}
+
+fn child_from_a_different_build_refuses() {
+    if method() == StartMethod::Fork {
+        return; // a forked child is this very build
+    }
+    // A copy of this executable with one byte more is, for the fingerprint, another build.
+    let copy = std::env::temp_dir().join("other-build");
+    std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&copy)
+        .unwrap()
+        .write_all(b"\0")
+        .unwrap();
+    mp_process::set_executable(&copy);
+    let mut p = Process::new(square, 5);
+    p.start().unwrap();
+    let result = p.join();
+    // Stop the fork server running the copy before the file goes.
+    drop(p);
+    std::fs::remove_file(&copy).unwrap();
+    match result {
+        Err(JoinError::Child(e)) => {
+            assert_eq!(e.kind, ChildErrorKind::BuildMismatch);
+            assert!(e.to_string().contains("different build"), "{e}");
+        }
+        other => panic!("expected a build mismatch, got {other:?}"),
+    }
+}
+
+fn closures_need_fork() {
+    let captured = vec![1u32, 2, 3];
+    let mut p = Process::from_closure(move || captured.iter().sum::<u32>());
+    if method() == StartMethod::Fork {
+        p.start().unwrap();
+        assert_eq!(p.join().unwrap(), 6);
+    } else {
+        assert!(matches!(p.start(), Err(StartError::ClosureNeedsFork(m)) if m == method()));
+    }
+}
+
+fn try_to_start_child(_: ()) -> String {
+    let mut p = Process::new(nap, 0);
+    match p.start() {
+        Ok(()) => {
+            p.join().unwrap();
+            "started".to_owned()
+        }
+        Err(e) => format!("{e:?}: {e}"),
+    }
+}
+
+fn daemon_rules() {
+    assert!(!current_process().daemon());
+    let plain = Process::new(nap, 0);
+    assert!(
+        !plain.daemon(),
+        "the daemon flag is inherited from the (non-daemonic) main process"
+    );
+    let mut d = Builder::new().daemon(true).target(try_to_start_child, ());
+    assert!(d.daemon());
+    d.start().unwrap();
+    let answer = d.join().unwrap();
+    assert!(answer.starts_with("DaemonicParent"), "{answer}");
+    assert!(answer.contains("daemonic processes are not allowed to have children"));
+    let mut n = Process::new(try_to_start_child, ());
+    n.start().unwrap();
+    assert_eq!(n.join().unwrap(), "started");
+}
+
+fn write_file_later(path: String) {
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(path, "done").unwrap();
+}
+
+/// Starts a non-daemonic writer and a daemonic sleeper, returns at once with the sleeper's pid.
+fn leave_children_behind(path: String) -> u32 {
+    let mut writer = Process::new(write_file_later, path);
+    writer.start().unwrap();
+    let mut sleeper = Builder::new().daemon(true).target(nap, 60_000);
+    sleeper.start().unwrap();
+    sleeper.pid().unwrap()
+}
+
+fn exit_joins_and_terminates_children() {
+    let path = std::env::temp_dir().join("written-by-grandchild");
+    let mut p = Process::new(leave_children_behind, path.to_string_lossy().into_owned());
+    p.start().unwrap();
+    let daemon_pid = p.join().unwrap();
+    // The child joined its non-daemonic child before exiting...
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "done");
+    std::fs::remove_file(&path).unwrap();
+    // ...and terminated its daemonic one.
+    assert!(eventually(Duration::from_secs(2), || !process_alive(
+        daemon_pid
+    )));
+}
+
+/// Starts a long-lived grandchild, reports its pid through the pipe, then sleeps until killed.
+fn parent_of_sleeper((pipe, keep_alive): (Handle, bool)) {
+    let mut sleeper = Builder::new()
+        .keep_alive_after_parent(keep_alive)
+        .target(nap, 60_000);
+    sleeper.start().unwrap();
+    let mut pipe = File::from(pipe);
+    pipe.write_all(&sleeper.pid().unwrap().to_le_bytes())
+        .unwrap();
+    drop(pipe);
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+fn grandchild_after_parent_killed(keep_alive: bool) -> u32 {
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let mut p = Process::new(
+        parent_of_sleeper,
+        (Handle::from(OwnedFd::from(writer)), keep_alive),
+    );
+    p.start().unwrap();
+    let mut pid = [0u8; 4];
+    reader.read_exact(&mut pid).unwrap();
+    let grandchild = u32::from_le_bytes(pid);
+    assert!(process_alive(grandchild));
+    p.kill().unwrap();
+    assert!(matches!(
+        p.join(),
+        Err(JoinError::Signaled { signal: 9, .. })
+    ));
+    grandchild
+}
+
+fn children_die_with_a_killed_parent() {
+    let grandchild = grandchild_after_parent_killed(false);
+    assert!(
+        eventually(Duration::from_secs(3), || !process_alive(grandchild)),
+        "the grandchild {grandchild} outlived its SIGKILLed parent"
+    );
+}
+
+fn keep_alive_after_parent_opts_out() {
+    let grandchild = grandchild_after_parent_killed(true);
+    std::thread::sleep(Duration::from_millis(200));
+    let survived = process_alive(grandchild);
+    // Clean up the deliberate orphan before asserting.
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(grandchild as i32, libc::SIGKILL) };
+    assert!(eventually(Duration::from_secs(3), || !process_alive(
+        grandchild
+    )));
+    assert!(survived, "an opted-out grandchild must survive its parent");
+}
+
+fn copy_file_to_pipe((file, pipe): (Handle, Handle)) -> usize {
+    let mut text = String::new();
+    File::from(file).read_to_string(&mut text).unwrap();
+    File::from(pipe)
+        .write_all(text.to_uppercase().as_bytes())
+        .unwrap();
+    text.len()
+}
+
+fn handles_cross_into_the_child() {
+    let path = std::env::temp_dir().join("handle-source");
+    std::fs::write(&path, "through a handle").unwrap();
+    let file = File::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let mut p = Process::new(
+        copy_file_to_pipe,
+        (Handle::from(file), Handle::from(OwnedFd::from(writer))),
+    );
+    p.start().unwrap();
+    // The parent's copies went with the arguments at start, so EOF comes when the child is done.
+    let mut text = String::new();
+    reader.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "THROUGH A HANDLE");
+    assert_eq!(p.join().unwrap(), 16);
+    // Outside a child's arguments (or an mp message) a handle refuses to serialize instead of sending a
+    // dangling descriptor number; inside `to_bytes_with_handles` it travels as a duplicate.
+    let lonely = Handle::from(File::open("/dev/null").unwrap());
+    assert!(postcard::to_stdvec(&lonely).is_err());
+    let (bytes, fds) = mp_process::to_bytes_with_handles(&lonely).unwrap();
+    assert_eq!(fds.len(), 1);
+    let back: Handle = mp_process::from_bytes_with_handles(&bytes, fds).unwrap();
+    drop(back);
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+struct Family {
+    my_pid: u32,
+    my_name: String,
+    daemon: bool,
+    parent_pid: Option<u32>,
+    parent_name: Option<String>,
+    parent_alive: bool,
+}
+
+fn describe_family(_: ()) -> Family {
+    let me = current_process();
+    let parent = parent_process();
+    Family {
+        my_pid: me.pid(),
+        my_name: me.name().to_owned(),
+        daemon: me.daemon(),
+        parent_pid: parent.as_ref().map(|p| p.pid()),
+        parent_name: parent.as_ref().map(|p| p.name().to_owned()),
+        parent_alive: parent.as_ref().is_some_and(|p| p.is_alive()),
+    }
+}
+
+fn current_and_parent_process() {
+    assert!(parent_process().is_none());
+    let me = current_process();
+    assert_eq!(me.name(), "MainProcess");
+    assert_eq!(me.pid(), std::process::id());
+    assert!(me.identity().is_empty());
+    let mut p = Builder::new()
+        .name("kid")
+        .daemon(true)
+        .target(describe_family, ());
+    p.start().unwrap();
+    let pid = p.pid().unwrap();
+    let family = p.join().unwrap();
+    assert_eq!(family.my_pid, pid);
+    assert_eq!(family.my_name, "kid");
+    assert!(family.daemon);
+    assert_eq!(family.parent_pid, Some(std::process::id()));
+    assert_eq!(family.parent_name.as_deref(), Some("MainProcess"));
+    assert!(family.parent_alive);
+}
+
+fn active_children_lists_running_ones() {
+    assert!(active_children().is_empty());
+    let mut a = Process::new(nap, 60_000);
+    let mut b = Builder::new().daemon(true).target(nap, 60_000);
+    a.start().unwrap();
+    b.start().unwrap();
+    let mut pids: Vec<u32> = active_children().iter().map(|c| c.pid()).collect();
+    pids.sort();
+    let mut expected = vec![a.pid().unwrap(), b.pid().unwrap()];
+    expected.sort();
+    assert_eq!(pids, expected);
+    let listed = active_children();
+    let daemon = listed.iter().find(|c| c.daemon()).unwrap();
+    assert_eq!(daemon.name(), b.name());
+    assert!(daemon.is_alive());
+    for child in &listed {
+        child.terminate().unwrap();
+    }
+    for child in &listed {
+        assert_eq!(
+            child.join_timeout(Some(Duration::from_secs(10))).unwrap(),
+            Some(-15)
+        );
+    }
+    assert!(active_children().is_empty());
+    assert_eq!(a.exitcode(), Some(-15));
+    assert_eq!(b.exitcode(), Some(-15));
+}
+
+fn child_cpu_count(_: ()) -> usize {
+    cpu_count()
+}
+
+fn cpu_count_and_affinity() {
+    let n = cpu_count();
+    assert!(n >= 1 && n <= std::thread::available_parallelism().unwrap().get().max(n));
+    let mut pinned = Builder::new().cpu_affinity([0]).target(child_cpu_count, ());
+    pinned.start().unwrap();
+    assert_eq!(pinned.join().unwrap(), 1);
+    let mut bad = Builder::new()
+        .cpu_affinity([100_000])
+        .target(child_cpu_count, ());
+    bad.start().unwrap();
+    match bad.join() {
+        Err(JoinError::Child(e)) => assert!(e.message.contains("affinity"), "{e}"),
+        other => panic!("expected an affinity error, got {other:?}"),
+    }
+}
+
+fn wait_returns_the_ready_ones() {
+    let mut quick = Process::new(nap, 0);
+    let mut slow = Process::new(nap, 60_000);
+    let unstarted = Process::new(nap, 0);
+    quick.start().unwrap();
+    slow.start().unwrap();
+    let ready = wait(&[&slow, &unstarted, &quick], Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(ready, vec![2]);
+    assert!(
+        wait(&[&slow], Some(Duration::from_millis(50)))
+            .unwrap()
+            .is_empty()
+    );
+    slow.kill().unwrap();
+    assert_eq!(
+        wait(&[&slow], Some(Duration::from_secs(10))).unwrap(),
+        vec![0]
+    );
+    quick.join().unwrap();
+    assert!(slow.join().is_err());
+}
+
+fn echo_len(data: Vec<u8>) -> Vec<u8> {
+    let mut out = data.clone();
+    out.extend_from_slice(&data);
+    out
+}
+
+fn large_arguments_and_results() {
+    let data: Vec<u8> = (0..4 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let mut p = Process::new(echo_len, data.clone());
+    p.start().unwrap();
+    // The result (8 MiB) is bigger than any socket buffer: polling must drain it for the child to finish.
+    assert!(eventually(Duration::from_secs(20), || !p.is_alive()));
+    let back = p.join().unwrap();
+    assert_eq!(back.len(), data.len() * 2);
+    assert_eq!(&back[..data.len()], &data[..]);
+    assert_eq!(&back[data.len()..], &data[..]);
+}
+
+fn start_from_a_short_lived_thread() {
+    let mut p = std::thread::spawn(|| {
+        let mut p = Process::new(nap, 300);
+        p.start().unwrap();
+        p
+    })
+    .join()
+    .unwrap();
+    // The starting thread is gone; the child must not have died with it (PR_SET_PDEATHSIG is per thread).
+    p.join().unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+}
+
+fn many_children_at_once() {
+    let mut children: Vec<Process<u64>> = (0..24).map(|i| Process::new(square, i)).collect();
+    for p in &mut children {
+        p.start().unwrap();
+    }
+    let results: Vec<u64> = children.iter_mut().map(|p| p.join().unwrap()).collect();
+    assert_eq!(results, (0..24).map(|i| i * i).collect::<Vec<_>>());
+}
+
+fn start_method_configuration() {
+    assert!(
+        matches!("bogus".parse::<StartMethod>(), Err(ContextError::UnknownStartMethod(s)) if s == "bogus")
+    );
+    for m in [
+        StartMethod::Fork,
+        StartMethod::Spawn,
+        StartMethod::ForkServer,
+    ] {
+        assert_eq!(m.as_str().parse::<StartMethod>().unwrap(), m);
+        assert!(m.is_supported());
+        assert_eq!(get_context(m).unwrap().start_method(), m);
+    }
+    assert_eq!(all_start_methods()[0], StartMethod::ForkServer);
+    assert_eq!(all_start_methods().len(), 3);
+    // The harness forced the method; setting it again needs force, as in CPython.
+    assert_eq!(mp_process::get_start_method(), method());
+    assert_eq!(
+        mp_process::set_start_method(StartMethod::Spawn, false),
+        Err(ContextError::AlreadySet)
+    );
+    mp_process::set_start_method(StartMethod::Spawn, true).unwrap();
+    assert_eq!(mp_process::get_start_method(), StartMethod::Spawn);
+    let mut p = Process::new(square, 4);
+    p.start().unwrap();
+    assert_eq!(p.start_method(), StartMethod::Spawn);
+    assert_eq!(p.join().unwrap(), 16);
+}
+
+fn killed_fork_server_is_reported_and_replaced() {
+    if method() != StartMethod::ForkServer {
+        return;
+    }
+    let mut p = Process::new(nap, 60_000);
+    p.start().unwrap();
+    let server = ppid_of(p.pid().unwrap()).unwrap();
+    assert_ne!(server, std::process::id());
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(server as i32, libc::SIGKILL) };
+    match p.join_timeout(Duration::from_secs(10)) {
+        Err(JoinError::ForkServerLost { pid }) => assert_eq!(Some(pid), p.pid()),
+        other => panic!("expected ForkServerLost, got {other:?}"),
+    }
+    assert_eq!(p.exitcode(), Some(255));
+    // The child died with its server.
+    assert!(eventually(Duration::from_secs(3), || !process_alive(
+        p.pid().unwrap()
+    )));
+    let mut again = Process::new(square, 6);
+    again.start().unwrap();
+    assert_eq!(again.join().unwrap(), 36);
+    assert_ne!(ppid_of(std::process::id()), Some(server));
+}
