@@ -1,1 +1,65 @@
-fn main() {}
+//! The project's task runner: `cargo xtask <command>`.
+
+mod bench;
+mod ci;
+mod examples;
+mod test;
+
+use std::process::{Command, ExitCode};
+
+const HELP: &str = "\
+cargo xtask <command>
+
+commands:
+  test [--start-method M]   the test suite once per start method (fork, spawn, forkserver), the doc tests,
+                            then every example with its output checked; prints a summary table
+  bench [GROUP...]          release-mode workloads (groups: process); one JSON line each, CPython and the
+                            raw floor measured in the same run, then a table of ratios
+  ci                        cargo fmt --check, clippy -D warnings, rustdoc -D warnings, then `test`
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
+        Some("ci") => ci::run(),
+        Some("help" | "--help" | "-h") | None => {
+            print!("{HELP}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command {other:?}\n\n{HELP}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Runs a command in the workspace root; Err with a description when it fails.
+fn run_cmd(cmd: &mut Command) -> Result<(), String> {
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed: {status}"))
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
