@@ -8,7 +8,10 @@
 use mp::{Process, cpu_count};
 
 fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 /// Counts the primes among `start, start + step, start + 2 * step, ... <= end`.

@@ -353,7 +353,7 @@ fn child_from_a_different_build_refuses() {
 }
 
 fn closures_need_fork() {
-    let captured = vec![1u32, 2, 3];
+    let captured: Vec<u32> = (1..=3).collect();
     let mut p = Process::from_closure(move || captured.iter().sum::<u32>());
     if method() == StartMethod::Fork {
         p.start().unwrap();

@@ -13,7 +13,7 @@ use mp_process::{Process, current_process, parent_process};
 fn info() -> u32 {
     let me = current_process();
     // In a child, the parent is the process that started it (with `forkserver` the OS parent is the server).
-    let parent = parent_process().map_or_else(|| std::os::unix::process::parent_id(), |p| p.pid());
+    let parent = parent_process().map_or_else(std::os::unix::process::parent_id, |p| p.pid());
     println!("{}: pid {}, parent pid {parent}", me.name(), me.pid());
     parent
 }

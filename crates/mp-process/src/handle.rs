@@ -135,9 +135,8 @@ impl IntoRawFd for Handle {
 impl FromRawFd for Handle {
     unsafe fn from_raw_fd(fd: RawFd) -> Self {
         // SAFETY: the caller transfers ownership of an open descriptor.
-        Handle {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        }
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Handle { fd }
     }
 }
 
