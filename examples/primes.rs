@@ -8,27 +8,20 @@
 use mp::{Process, cpu_count};
 
 fn is_prime(n: u64) -> bool {
-    n >= 2
-        && (2..)
-            .take_while(|d| d * d <= n)
-            .all(|d| !n.is_multiple_of(d))
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
 }
 
 /// Counts the primes among `start, start + step, start + 2 * step, ... <= end`.
 fn count_primes(start: u64, end: u64, step: u64) -> usize {
-    (start..=end)
-        .step_by(step as usize)
-        .filter(|&n| is_prime(n))
-        .count()
+    (start..=end).step_by(step as usize).filter(|&n| is_prime(n)).count()
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     mp::init();
     const N: u64 = 100_000;
     let workers = cpu_count() as u64;
-    let mut processes: Vec<Process<usize>> = (0..workers)
-        .map(|i| Process::new(count_primes, (1 + i, N, workers)))
-        .collect();
+    let mut processes: Vec<Process<usize>> =
+        (0..workers).map(|i| Process::new(count_primes, (1 + i, N, workers))).collect();
     for p in &mut processes {
         p.start()?;
     }

@@ -23,6 +23,6 @@
 pub use mp_process as process;
 
 pub use mp_process::{
-    Process, StartMethod, active_children, cpu_count, current_process, get_context,
-    get_start_method, init, parent_process, set_start_method,
+    Process, StartMethod, active_children, cpu_count, current_process, get_context, get_start_method, init,
+    parent_process, set_start_method,
 };

@@ -6,11 +6,7 @@ fn noop() {}
 
 fn main() {
     let mut failed = 0;
-    for method in [
-        StartMethod::Fork,
-        StartMethod::Spawn,
-        StartMethod::ForkServer,
-    ] {
+    for method in [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer] {
         let mut p = get_context(method).expect("context").process(noop, ());
         match p.start() {
             Err(StartError::NotInitialized) => println!("test start_without_init_{method} ... ok"),

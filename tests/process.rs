@@ -8,9 +8,8 @@ use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use mp_process::{
-    Builder, ChildErrorKind, ContextError, Handle, JoinError, Process, ProcessError, StartError,
-    StartMethod, active_children, all_start_methods, cpu_count, current_process, get_context,
-    parent_process, wait,
+    Builder, ChildErrorKind, ContextError, Handle, JoinError, Process, ProcessError, StartError, StartMethod,
+    active_children, all_start_methods, cpu_count, current_process, get_context, parent_process, wait,
 };
 use serde::{Deserialize, Serialize};
 use support::{eventually, method, ppid_of, process_alive};
@@ -94,11 +93,7 @@ fn targets_take_python_style_args() {
 fn names_in_child(_: ()) -> (String, String, String) {
     let first = Process::new(nap, 0);
     let second = Process::new(nap, 0);
-    (
-        current_process().name().to_owned(),
-        first.name().to_owned(),
-        second.name().to_owned(),
-    )
+    (current_process().name().to_owned(), first.name().to_owned(), second.name().to_owned())
 }
 
 fn default_names_follow_cpython() {
@@ -145,25 +140,13 @@ fn exit_codes_follow_cpython() {
     assert_eq!(ok.exitcode(), Some(0));
     assert!(matches!(panicking.join(), Err(JoinError::Panicked(_))));
     assert_eq!(panicking.exitcode(), Some(1));
-    assert!(matches!(
-        exiting.join(),
-        Err(JoinError::Exited { code: 3, .. })
-    ));
+    assert!(matches!(exiting.join(), Err(JoinError::Exited { code: 3, .. })));
     assert_eq!(exiting.exitcode(), Some(3));
-    assert!(matches!(
-        exiting_zero.join(),
-        Err(JoinError::Exited { code: 0, .. })
-    ));
+    assert!(matches!(exiting_zero.join(), Err(JoinError::Exited { code: 0, .. })));
     assert_eq!(exiting_zero.exitcode(), Some(0));
-    assert!(matches!(
-        terminated.join(),
-        Err(JoinError::Signaled { signal: 15, .. })
-    ));
+    assert!(matches!(terminated.join(), Err(JoinError::Signaled { signal: 15, .. })));
     assert_eq!(terminated.exitcode(), Some(-15));
-    assert!(matches!(
-        killed.join(),
-        Err(JoinError::Signaled { signal: 9, .. })
-    ));
+    assert!(matches!(killed.join(), Err(JoinError::Signaled { signal: 9, .. })));
     assert_eq!(killed.exitcode(), Some(-9));
     // terminate/kill after the end are no-ops, as in CPython.
     terminated.terminate().unwrap();
@@ -171,9 +154,7 @@ fn exit_codes_follow_cpython() {
 }
 
 fn panic_comes_back_as_data() {
-    let mut p = Builder::new()
-        .name("doomed")
-        .target(panics, "the answer is 42".to_owned());
+    let mut p = Builder::new().name("doomed").target(panics, "the answer is 42".to_owned());
     p.start().unwrap();
     let pid = p.pid().unwrap();
     let err = p.join().unwrap_err();
@@ -184,50 +165,30 @@ fn panic_comes_back_as_data() {
     let location = info.location.as_deref().expect("a location");
     assert!(location.starts_with("tests/process.rs:"), "{location}");
     let text = err.to_string();
-    assert!(
-        text.contains("doomed")
-            && text.contains("the answer is 42")
-            && text.contains(&pid.to_string())
-    );
+    assert!(text.contains("doomed") && text.contains("the answer is 42") && text.contains(&pid.to_string()));
 }
 
 fn join_timeout_returns_while_running() {
     let mut p = Process::new(nap, 60_000);
     p.start().unwrap();
     let start = Instant::now();
-    assert!(
-        p.join_timeout(Duration::from_millis(100))
-            .unwrap()
-            .is_none()
-    );
+    assert!(p.join_timeout(Duration::from_millis(100)).unwrap().is_none());
     let waited = start.elapsed();
-    assert!(
-        waited >= Duration::from_millis(100) && waited < Duration::from_secs(5),
-        "{waited:?}"
-    );
+    assert!(waited >= Duration::from_millis(100) && waited < Duration::from_secs(5), "{waited:?}");
     assert!(p.is_alive());
     assert_eq!(p.exitcode(), None);
     assert!(p.join_timeout(Duration::ZERO).unwrap().is_none());
     p.terminate().unwrap();
-    assert!(matches!(
-        p.join_timeout(Duration::from_secs(10)),
-        Err(JoinError::Signaled { signal: 15, .. })
-    ));
+    assert!(matches!(p.join_timeout(Duration::from_secs(10)), Err(JoinError::Signaled { signal: 15, .. })));
     let mut quick = Process::new(square, 3);
     quick.start().unwrap();
-    assert_eq!(
-        quick.join_timeout(Duration::from_secs(10)).unwrap(),
-        Some(9)
-    );
+    assert_eq!(quick.join_timeout(Duration::from_secs(10)).unwrap(), Some(9));
 }
 
 fn lifecycle_misuse_is_an_error() {
     let mut p = Process::new(square, 2);
     assert!(matches!(p.join(), Err(JoinError::NotStarted)));
-    assert!(matches!(
-        p.join_timeout(Duration::ZERO),
-        Err(JoinError::NotStarted)
-    ));
+    assert!(matches!(p.join_timeout(Duration::ZERO), Err(JoinError::NotStarted)));
     assert!(matches!(p.terminate(), Err(ProcessError::NotStarted)));
     assert!(matches!(p.kill(), Err(ProcessError::NotStarted)));
     p.start().unwrap();
@@ -269,10 +230,7 @@ impl Serialize for Picky {
 impl<'de> Deserialize<'de> for Picky {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         if bool::deserialize(d)? {
-            Ok(Picky {
-                serializable: true,
-                decodable: true,
-            })
+            Ok(Picky { serializable: true, decodable: true })
         } else {
             Err(serde::de::Error::custom("Picky refuses to be decoded"))
         }
@@ -284,13 +242,7 @@ fn take_picky(p: Picky) -> bool {
 }
 
 fn argument_that_fails_to_serialize() {
-    let mut p = Process::new(
-        take_picky,
-        Picky {
-            serializable: false,
-            decodable: true,
-        },
-    );
+    let mut p = Process::new(take_picky, Picky { serializable: false, decodable: true });
     if method() == StartMethod::Fork {
         // A forked child gets its arguments by copy, not by serialization (as in CPython).
         p.start().unwrap();
@@ -304,13 +256,7 @@ fn argument_that_fails_to_serialize() {
 }
 
 fn argument_that_fails_to_decode() {
-    let mut p = Process::new(
-        take_picky,
-        Picky {
-            serializable: true,
-            decodable: false,
-        },
-    );
+    let mut p = Process::new(take_picky, Picky { serializable: true, decodable: false });
     p.start().unwrap();
     if method() == StartMethod::Fork {
         assert!(!p.join().unwrap());
@@ -330,12 +276,7 @@ fn child_from_a_different_build_refuses() {
     // A copy of this executable with one byte more is, for the fingerprint, another build.
     let copy = std::env::temp_dir().join("other-build");
     std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&copy)
-        .unwrap()
-        .write_all(b"\0")
-        .unwrap();
+    std::fs::OpenOptions::new().append(true).open(&copy).unwrap().write_all(b"\0").unwrap();
     mp_process::set_executable(&copy);
     let mut p = Process::new(square, 5);
     p.start().unwrap();
@@ -377,10 +318,7 @@ fn try_to_start_child(_: ()) -> String {
 fn daemon_rules() {
     assert!(!current_process().daemon());
     let plain = Process::new(nap, 0);
-    assert!(
-        !plain.daemon(),
-        "the daemon flag is inherited from the (non-daemonic) main process"
-    );
+    assert!(!plain.daemon(), "the daemon flag is inherited from the (non-daemonic) main process");
     let mut d = Builder::new().daemon(true).target(try_to_start_child, ());
     assert!(d.daemon());
     d.start().unwrap();
@@ -415,40 +353,29 @@ fn exit_joins_and_terminates_children() {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "done");
     std::fs::remove_file(&path).unwrap();
     // ...and terminated its daemonic one.
-    assert!(eventually(Duration::from_secs(2), || !process_alive(
-        daemon_pid
-    )));
+    assert!(eventually(Duration::from_secs(2), || !process_alive(daemon_pid)));
 }
 
 /// Starts a long-lived grandchild, reports its pid through the pipe, then sleeps until killed.
 fn parent_of_sleeper((pipe, keep_alive): (Handle, bool)) {
-    let mut sleeper = Builder::new()
-        .keep_alive_after_parent(keep_alive)
-        .target(nap, 60_000);
+    let mut sleeper = Builder::new().keep_alive_after_parent(keep_alive).target(nap, 60_000);
     sleeper.start().unwrap();
     let mut pipe = File::from(pipe);
-    pipe.write_all(&sleeper.pid().unwrap().to_le_bytes())
-        .unwrap();
+    pipe.write_all(&sleeper.pid().unwrap().to_le_bytes()).unwrap();
     drop(pipe);
     std::thread::sleep(Duration::from_secs(60));
 }
 
 fn grandchild_after_parent_killed(keep_alive: bool) -> u32 {
     let (mut reader, writer) = std::io::pipe().unwrap();
-    let mut p = Process::new(
-        parent_of_sleeper,
-        (Handle::from(OwnedFd::from(writer)), keep_alive),
-    );
+    let mut p = Process::new(parent_of_sleeper, (Handle::from(OwnedFd::from(writer)), keep_alive));
     p.start().unwrap();
     let mut pid = [0u8; 4];
     reader.read_exact(&mut pid).unwrap();
     let grandchild = u32::from_le_bytes(pid);
     assert!(process_alive(grandchild));
     p.kill().unwrap();
-    assert!(matches!(
-        p.join(),
-        Err(JoinError::Signaled { signal: 9, .. })
-    ));
+    assert!(matches!(p.join(), Err(JoinError::Signaled { signal: 9, .. })));
     grandchild
 }
 
@@ -467,18 +394,14 @@ fn keep_alive_after_parent_opts_out() {
     // Clean up the deliberate orphan before asserting.
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(grandchild as i32, libc::SIGKILL) };
-    assert!(eventually(Duration::from_secs(3), || !process_alive(
-        grandchild
-    )));
+    assert!(eventually(Duration::from_secs(3), || !process_alive(grandchild)));
     assert!(survived, "an opted-out grandchild must survive its parent");
 }
 
 fn copy_file_to_pipe((file, pipe): (Handle, Handle)) -> usize {
     let mut text = String::new();
     File::from(file).read_to_string(&mut text).unwrap();
-    File::from(pipe)
-        .write_all(text.to_uppercase().as_bytes())
-        .unwrap();
+    File::from(pipe).write_all(text.to_uppercase().as_bytes()).unwrap();
     text.len()
 }
 
@@ -488,10 +411,7 @@ fn handles_cross_into_the_child() {
     let file = File::open(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
     let (mut reader, writer) = std::io::pipe().unwrap();
-    let mut p = Process::new(
-        copy_file_to_pipe,
-        (Handle::from(file), Handle::from(OwnedFd::from(writer))),
-    );
+    let mut p = Process::new(copy_file_to_pipe, (Handle::from(file), Handle::from(OwnedFd::from(writer))));
     p.start().unwrap();
     // The parent's copies went with the arguments at start, so EOF comes when the child is done.
     let mut text = String::new();
@@ -537,10 +457,7 @@ fn current_and_parent_process() {
     assert_eq!(me.name(), "MainProcess");
     assert_eq!(me.pid(), std::process::id());
     assert!(me.identity().is_empty());
-    let mut p = Builder::new()
-        .name("kid")
-        .daemon(true)
-        .target(describe_family, ());
+    let mut p = Builder::new().name("kid").daemon(true).target(describe_family, ());
     p.start().unwrap();
     let pid = p.pid().unwrap();
     let family = p.join().unwrap();
@@ -558,7 +475,7 @@ fn active_children_lists_running_ones() {
     let mut b = Builder::new().daemon(true).target(nap, 60_000);
     a.start().unwrap();
     b.start().unwrap();
-    let mut pids: Vec<u32> = active_children().iter().map(|c| c.pid()).collect();
+    let mut pids: Vec<u32> = active_children().iter().filter_map(|c| c.pid()).collect();
     pids.sort();
     let mut expected = vec![a.pid().unwrap(), b.pid().unwrap()];
     expected.sort();
@@ -571,10 +488,7 @@ fn active_children_lists_running_ones() {
         child.terminate().unwrap();
     }
     for child in &listed {
-        assert_eq!(
-            child.join_timeout(Some(Duration::from_secs(10))).unwrap(),
-            Some(-15)
-        );
+        assert_eq!(child.join_timeout(Some(Duration::from_secs(10))).unwrap(), Some(-15));
     }
     assert!(active_children().is_empty());
     assert_eq!(a.exitcode(), Some(-15));
@@ -591,9 +505,7 @@ fn cpu_count_and_affinity() {
     let mut pinned = Builder::new().cpu_affinity([0]).target(child_cpu_count, ());
     pinned.start().unwrap();
     assert_eq!(pinned.join().unwrap(), 1);
-    let mut bad = Builder::new()
-        .cpu_affinity([100_000])
-        .target(child_cpu_count, ());
+    let mut bad = Builder::new().cpu_affinity([100_000]).target(child_cpu_count, ());
     bad.start().unwrap();
     match bad.join() {
         Err(JoinError::Child(e)) => assert!(e.message.contains("affinity"), "{e}"),
@@ -609,16 +521,9 @@ fn wait_returns_the_ready_ones() {
     slow.start().unwrap();
     let ready = wait(&[&slow, &unstarted, &quick], Some(Duration::from_secs(10))).unwrap();
     assert_eq!(ready, vec![2]);
-    assert!(
-        wait(&[&slow], Some(Duration::from_millis(50)))
-            .unwrap()
-            .is_empty()
-    );
+    assert!(wait(&[&slow], Some(Duration::from_millis(50))).unwrap().is_empty());
     slow.kill().unwrap();
-    assert_eq!(
-        wait(&[&slow], Some(Duration::from_secs(10))).unwrap(),
-        vec![0]
-    );
+    assert_eq!(wait(&[&slow], Some(Duration::from_secs(10))).unwrap(), vec![0]);
     quick.join().unwrap();
     assert!(slow.join().is_err());
 }
@@ -664,14 +569,8 @@ fn many_children_at_once() {
 }
 
 fn start_method_configuration() {
-    assert!(
-        matches!("bogus".parse::<StartMethod>(), Err(ContextError::UnknownStartMethod(s)) if s == "bogus")
-    );
-    for m in [
-        StartMethod::Fork,
-        StartMethod::Spawn,
-        StartMethod::ForkServer,
-    ] {
+    assert!(matches!("bogus".parse::<StartMethod>(), Err(ContextError::UnknownStartMethod(s)) if s == "bogus"));
+    for m in [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer] {
         assert_eq!(m.as_str().parse::<StartMethod>().unwrap(), m);
         assert!(m.is_supported());
         assert_eq!(get_context(m).unwrap().start_method(), m);
@@ -680,10 +579,7 @@ fn start_method_configuration() {
     assert_eq!(all_start_methods().len(), 3);
     // The harness forced the method; setting it again needs force, as in CPython.
     assert_eq!(mp_process::get_start_method(), method());
-    assert_eq!(
-        mp_process::set_start_method(StartMethod::Spawn, false),
-        Err(ContextError::AlreadySet)
-    );
+    assert_eq!(mp_process::set_start_method(StartMethod::Spawn, false), Err(ContextError::AlreadySet));
     mp_process::set_start_method(StartMethod::Spawn, true).unwrap();
     assert_eq!(mp_process::get_start_method(), StartMethod::Spawn);
     let mut p = Process::new(square, 4);
@@ -708,9 +604,7 @@ fn killed_fork_server_is_reported_and_replaced() {
     }
     assert_eq!(p.exitcode(), Some(255));
     // The child died with its server.
-    assert!(eventually(Duration::from_secs(3), || !process_alive(
-        p.pid().unwrap()
-    )));
+    assert!(eventually(Duration::from_secs(3), || !process_alive(p.pid().unwrap())));
     let mut again = Process::new(square, 6);
     again.start().unwrap();
     assert_eq!(again.join().unwrap(), 36);

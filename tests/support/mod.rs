@@ -6,10 +6,7 @@
 //! that no process, `/dev/shm` entry or file in the case's private `TMPDIR` is left, and fails the case
 //! (and cleans up) otherwise. The closing line is `N passed, N failed`.
 
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different subset of the helpers"
-)]
+#![allow(dead_code, reason = "each test binary uses a different subset of the helpers")]
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -26,10 +23,7 @@ const CASE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The start method under test.
 pub(crate) fn method() -> StartMethod {
-    std::env::var("MP_TEST_START_METHOD")
-        .ok()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(StartMethod::ForkServer)
+    std::env::var("MP_TEST_START_METHOD").ok().and_then(|m| m.parse().ok()).unwrap_or(StartMethod::ForkServer)
 }
 
 /// Polls `cond` until it holds or `limit` passes; returns whether it held.
@@ -49,9 +43,7 @@ pub(crate) fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> boo
 /// Whether a live (non-zombie) process has this pid.
 pub(crate) fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -59,36 +51,23 @@ pub(crate) fn process_alive(pid: u32) -> bool {
 /// The parent pid of `pid`, from `/proc`.
 pub(crate) fn ppid_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Runs the cases (the test binary's `main` calls this right after `mp_process::init()`).
 pub(crate) fn run(cases: &[Case]) {
     if let Ok(name) = std::env::var("MP_TEST_CASE") {
         mp_process::set_start_method(method(), true).expect("start method");
-        let case = cases
-            .iter()
-            .find(|(n, _)| *n == name)
-            .unwrap_or_else(|| panic!("no case {name}"));
+        let case = cases.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("no case {name}"));
         (case.1)();
         return;
     }
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     become_subreaper();
     let me = std::env::current_exe().expect("current exe");
     let (mut passed, mut failed) = (0, 0);
     println!("\nrunning {} cases under {}", cases.len(), method());
-    for (name, _) in cases
-        .iter()
-        .filter(|(n, _)| filters.is_empty() || filters.iter().any(|f| n.contains(f.as_str())))
+    for (name, _) in cases.iter().filter(|(n, _)| filters.is_empty() || filters.iter().any(|f| n.contains(f.as_str())))
     {
         match run_case(&me, name) {
             Ok(()) => {
@@ -114,11 +93,7 @@ fn become_subreaper() {
 
 fn shm_entries() -> BTreeSet<String> {
     std::fs::read_dir("/dev/shm")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default()
 }
 
@@ -168,9 +143,7 @@ fn run_case(me: &PathBuf, name: &str) -> Result<(), String> {
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            problems.push(format!(
-                "watchdog: the case ran longer than {CASE_TIMEOUT:?} and was killed"
-            ));
+            problems.push(format!("watchdog: the case ran longer than {CASE_TIMEOUT:?} and was killed"));
             break None;
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -203,11 +176,7 @@ fn run_case(me: &PathBuf, name: &str) -> Result<(), String> {
         problems.push(format!("left shared memory in /dev/shm: {leaked_shm:?}"));
     }
     let leaked_files: Vec<_> = std::fs::read_dir(&tmp)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     if !leaked_files.is_empty() {
         problems.push(format!("left files in its TMPDIR: {leaked_files:?}"));
@@ -215,11 +184,7 @@ fn run_case(me: &PathBuf, name: &str) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&tmp);
     let output = std::fs::read_to_string(&log_path).unwrap_or_default();
     let _ = std::fs::remove_file(&log_path);
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("{}\n--- output ---\n{output}", problems.join("\n")))
-    }
+    if problems.is_empty() { Ok(()) } else { Err(format!("{}\n--- output ---\n{output}", problems.join("\n"))) }
 }
 
 /// `cases![a, b]` → `&[("a", a as fn()), ("b", b as fn())]`.

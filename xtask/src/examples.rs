@@ -23,10 +23,7 @@ fn find() -> Result<Vec<Example>, String> {
     let mut dirs = vec![("mp".to_owned(), root().join("examples"))];
     let crates = std::fs::read_dir(root().join("crates")).map_err(|e| e.to_string())?;
     for krate in crates.filter_map(Result::ok) {
-        dirs.push((
-            krate.file_name().to_string_lossy().into_owned(),
-            krate.path().join("examples"),
-        ));
+        dirs.push((krate.file_name().to_string_lossy().into_owned(), krate.path().join("examples")));
     }
     for (package, dir) in dirs {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -39,16 +36,8 @@ fn find() -> Result<Vec<Example>, String> {
             .collect();
         files.sort();
         for source in files {
-            let name = source
-                .file_stem()
-                .expect("file name")
-                .to_string_lossy()
-                .into_owned();
-            found.push(Example {
-                package: package.clone(),
-                name,
-                source,
-            });
+            let name = source.file_stem().expect("file name").to_string_lossy().into_owned();
+            found.push(Example { package: package.clone(), name, source });
         }
     }
     Ok(found)
@@ -57,23 +46,12 @@ fn find() -> Result<Vec<Example>, String> {
 /// The lines of the ```text block that follows "Expected output" in the file's `//!` comments.
 fn expected(source: &Path) -> Option<Vec<String>> {
     let text = std::fs::read_to_string(source).ok()?;
-    let docs: Vec<&str> = text
-        .lines()
-        .map_while(|l| l.strip_prefix("//!"))
-        .map(|l| l.strip_prefix(' ').unwrap_or(l))
-        .collect();
+    let docs: Vec<&str> =
+        text.lines().map_while(|l| l.strip_prefix("//!")).map(|l| l.strip_prefix(' ').unwrap_or(l)).collect();
     let start = docs.iter().position(|l| l.starts_with("Expected output"))?;
-    let open = start
-        + docs[start..]
-            .iter()
-            .position(|l| l.starts_with("```text"))?;
+    let open = start + docs[start..].iter().position(|l| l.starts_with("```text"))?;
     let close = open + 1 + docs[open + 1..].iter().position(|l| l.starts_with("```"))?;
-    Some(
-        docs[open + 1..close]
-            .iter()
-            .map(|l| (*l).to_owned())
-            .collect(),
-    )
+    Some(docs[open + 1..close].iter().map(|l| (*l).to_owned()).collect())
 }
 
 fn line_matches(pattern: &str, line: &str) -> bool {
@@ -84,10 +62,7 @@ fn line_matches(pattern: &str, line: &str) -> bool {
     };
     for part in parts {
         let digits = rest.strip_prefix('-').unwrap_or(rest);
-        let n = digits.len()
-            - digits
-                .trim_start_matches(|c: char| c.is_ascii_digit())
-                .len();
+        let n = digits.len() - digits.trim_start_matches(|c: char| c.is_ascii_digit()).len();
         if n == 0 {
             return false;
         }
@@ -110,12 +85,7 @@ pub(crate) fn run_all() -> Result<Vec<(String, bool)>, String> {
         run_cmd(cargo().args(["build", "--quiet", "-p", package, "--examples"]))?;
         for example in examples.iter().filter(|e| e.package == package) {
             let ok = check(example);
-            println!(
-                "example {}/{} ... {}",
-                example.package,
-                example.name,
-                if ok { "ok" } else { "FAILED" }
-            );
+            println!("example {}/{} ... {}", example.package, example.name, if ok { "ok" } else { "FAILED" });
             results.push((format!("{}/{}", example.package, example.name), ok));
         }
     }
@@ -124,10 +94,7 @@ pub(crate) fn run_all() -> Result<Vec<(String, bool)>, String> {
 
 fn check(example: &Example) -> bool {
     let Some(expected) = expected(&example.source) else {
-        println!(
-            "  {} has no `Expected output` ```text block in its //! docs",
-            example.source.display()
-        );
+        println!("  {} has no `Expected output` ```text block in its //! docs", example.source.display());
         return false;
     };
     let binary = root().join("target/debug/examples").join(&example.name);
@@ -135,12 +102,7 @@ fn check(example: &Example) -> bool {
     let Ok(out) = std::fs::File::create(&out_path) else {
         return false;
     };
-    let mut child = match Command::new(&binary)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(Stdio::null())
-        .spawn()
-    {
+    let mut child = match Command::new(&binary).stdin(Stdio::null()).stdout(out).stderr(Stdio::null()).spawn() {
         Ok(child) => child,
         Err(e) => {
             println!("  cannot run {}: {e}", binary.display());
@@ -174,14 +136,8 @@ fn check(example: &Example) -> bool {
         Some(_) => {}
     }
     let lines: Vec<&str> = output.lines().collect();
-    if lines.len() != expected.len()
-        || !expected.iter().zip(&lines).all(|(p, l)| line_matches(p, l))
-    {
-        println!(
-            "  expected:\n    {}\n  got:\n    {}",
-            expected.join("\n    "),
-            lines.join("\n    ")
-        );
+    if lines.len() != expected.len() || !expected.iter().zip(&lines).all(|(p, l)| line_matches(p, l)) {
+        println!("  expected:\n    {}\n  got:\n    {}", expected.join("\n    "), lines.join("\n    "));
         ok = false;
     }
     let left = leftovers();
@@ -218,14 +174,7 @@ fn leftovers() -> Vec<u32> {
                     .filter(|pid| {
                         std::fs::read_to_string(format!("/proc/{pid}/stat"))
                             .ok()
-                            .and_then(|s| {
-                                s.rsplit_once(')')?
-                                    .1
-                                    .split_whitespace()
-                                    .nth(1)?
-                                    .parse::<u32>()
-                                    .ok()
-                            })
+                            .and_then(|s| s.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse::<u32>().ok())
                             == Some(me)
                     })
                     .collect()

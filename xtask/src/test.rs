@@ -9,28 +9,20 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         [] => METHODS.to_vec(),
         [flag, m] if flag == "--start-method" && METHODS.contains(&m.as_str()) => vec![m.as_str()],
         _ => {
-            return Err(format!(
-                "usage: cargo xtask test [--start-method {}]",
-                METHODS.join("|")
-            ));
+            return Err(format!("usage: cargo xtask test [--start-method {}]", METHODS.join("|")));
         }
     };
     let mut rows: Vec<(String, bool)> = Vec::new();
     for method in &methods {
         println!("\n=== test suite under start method {method} ===");
         let ok = run_cmd(
-            cargo()
-                .args(["test", "--workspace", "--lib", "--bins", "--tests"])
-                .env("MP_TEST_START_METHOD", method),
+            cargo().args(["test", "--workspace", "--lib", "--bins", "--tests"]).env("MP_TEST_START_METHOD", method),
         )
         .is_ok();
         rows.push((format!("suite / {method}"), ok));
     }
     println!("\n=== doc tests ===");
-    rows.push((
-        "doc tests".into(),
-        run_cmd(cargo().args(["test", "--workspace", "--doc"])).is_ok(),
-    ));
+    rows.push(("doc tests".into(), run_cmd(cargo().args(["test", "--workspace", "--doc"])).is_ok()));
     println!("\n=== examples ===");
     for (name, ok) in examples::run_all()? {
         rows.push((format!("example {name}"), ok));
@@ -41,9 +33,5 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     }
     let failed = rows.iter().filter(|(_, ok)| !ok).count();
     println!("\n{} passed, {failed} failed", rows.len() - failed);
-    if failed == 0 {
-        Ok(())
-    } else {
-        Err(format!("{failed} of {} failed", rows.len()))
-    }
+    if failed == 0 { Ok(()) } else { Err(format!("{failed} of {} failed", rows.len())) }
 }

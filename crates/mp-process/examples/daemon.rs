@@ -26,11 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     mp_process::init();
     let mut daemon = Builder::new().daemon(true).target(serve_forever, ());
     daemon.start()?;
-    println!(
-        "daemon {} started, alive: {}",
-        daemon.name(),
-        daemon.is_alive()
-    );
+    println!("daemon {} started, alive: {}", daemon.name(), daemon.is_alive());
     let mut worker = Process::new(work, ());
     worker.start()?;
     // No join for the worker: like CPython, the exit handler joins non-daemonic children.

@@ -41,17 +41,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (label, p) in &mut children {
         let detail = match p.join() {
             Err(JoinError::Panicked(info)) => {
-                format!(
-                    " (process {} panicked: {})",
-                    info.process_name, info.message
-                )
+                format!(" (process {} panicked: {})", info.process_name, info.message)
             }
             _ => String::new(),
         };
-        println!(
-            "{label}: exit code {}{detail}",
-            p.exitcode().expect("ended")
-        );
+        println!("{label}: exit code {}{detail}", p.exitcode().expect("ended"));
     }
     Ok(())
 }

@@ -17,9 +17,7 @@ use mp_process::{Handle, Process, current_process};
 /// Waits for the go-ahead byte, then reports.
 fn work(go: Handle) {
     let mut byte = [0u8; 1];
-    std::fs::File::from(go)
-        .read_exact(&mut byte)
-        .expect("go-ahead");
+    std::fs::File::from(go).read_exact(&mut byte).expect("go-ahead");
     println!("{} says: working", current_process().name());
 }
 

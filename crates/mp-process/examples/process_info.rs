@@ -24,9 +24,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut child = Process::new(info, ());
     child.start()?;
     let childs_parent = child.join()?;
-    println!(
-        "the child's parent is the main process: {}",
-        childs_parent == std::process::id()
-    );
+    println!("the child's parent is the main process: {}", childs_parent == std::process::id());
     Ok(())
 }

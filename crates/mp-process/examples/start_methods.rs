@@ -10,25 +10,14 @@
 use mp_process::{StartMethod, all_start_methods, current_process, get_context};
 
 fn worker(a: u32, b: u32) -> String {
-    format!(
-        "worker says {a} * {b} = {} from {}",
-        a * b,
-        current_process().name()
-    )
+    format!("worker says {a} * {b} = {} from {}", a * b, current_process().name())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     mp_process::init();
     let mut methods = all_start_methods();
-    methods.sort_by_key(|m| {
-        [
-            StartMethod::Fork,
-            StartMethod::Spawn,
-            StartMethod::ForkServer,
-        ]
-        .iter()
-        .position(|x| x == m)
-    });
+    methods
+        .sort_by_key(|m| [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer].iter().position(|x| x == m));
     for method in methods {
         let mut p = get_context(method)?.process(worker, (6, 7));
         p.start()?;

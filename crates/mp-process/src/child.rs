@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::current::{Me, ParentLink, set_me};
 use crate::error::{ChildError, ChildErrorKind};
-use crate::popen::{ChildInfo, forkserver, read_bootstrap};
+use crate::popen::{ChildInfo, forkserver, read_bootstrap, send_outcome};
 use crate::target::{Job, Outcome, entry_at, install_panic_hook};
 use crate::{context, registry, sys};
 
@@ -37,12 +37,11 @@ pub fn init() {
         run_from_socket(fd, false);
     }
     if let Some(fd) = take_env_fd(forkserver::SERVER_ENV) {
-        let parent = take_env(forkserver::PARENT_ENV)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let parent = take_env(forkserver::PARENT_ENV).and_then(|v| v.parse().ok()).unwrap_or(0);
         forkserver::serve(fd, parent);
     }
     mark_initialized();
+    install_panic_hook();
     if !sys::is_main_thread() {
         if let Some(name) = std::thread::current().name().filter(|n| *n != "main") {
             TEST_NAME.with(|slot| *slot.borrow_mut() = Some(name.to_owned()));
@@ -51,7 +50,8 @@ pub fn init() {
 }
 
 fn mark_initialized() {
-    if !INITIALIZED.swap(true, Ordering::SeqCst) {
+    // Read first: a forked child shares this page with its parent until it writes to it.
+    if !INITIALIZED.load(Ordering::SeqCst) && !INITIALIZED.swap(true, Ordering::SeqCst) {
         sys::at_exit(registry::exit_handler);
     }
 }
@@ -62,17 +62,9 @@ pub(crate) fn is_initialized() -> bool {
 
 /// Arguments for a re-executed child: under `cargo test`, the filter that selects the current test.
 pub(crate) fn child_args() -> Vec<String> {
-    TEST_NAME
-        .with(|slot| slot.borrow().clone())
-        .map_or_else(Vec::new, |name| {
-            vec![
-                name,
-                "--exact".into(),
-                "--nocapture".into(),
-                "--test-threads=1".into(),
-                "--quiet".into(),
-            ]
-        })
+    TEST_NAME.with(|slot| slot.borrow().clone()).map_or_else(Vec::new, |name| {
+        vec![name, "--exact".into(), "--nocapture".into(), "--test-threads=1".into(), "--quiet".into()]
+    })
 }
 
 fn take_env(key: &str) -> Option<String> {
@@ -90,17 +82,8 @@ fn take_env_fd(key: &str) -> Option<OwnedFd> {
 
 /// Becomes the process described by `info`. `via_server`: created by the fork server, which has already
 /// arranged to die-with-parent.
-fn become_child(info: &ChildInfo, via_server: bool) -> Result<(), ChildError> {
-    set_me(Me {
-        name: info.name.clone(),
-        identity: info.identity.clone(),
-        daemon: info.daemon,
-        parent: Some(ParentLink {
-            via_server,
-            ..info.parent.clone()
-        }),
-        counter: AtomicU32::new(0),
-    });
+fn become_child(info: &ChildInfo, me: Box<Me>, via_server: bool) -> Result<(), ChildError> {
+    set_me(me);
     context::inherit_start_method(info.start_method);
     mark_initialized();
     if info.kill_with_parent && !via_server {
@@ -119,10 +102,22 @@ fn become_child(info: &ChildInfo, via_server: bool) -> Result<(), ChildError> {
     Ok(())
 }
 
+/// Who the child of `info` will be. A `fork` start builds this before forking, so that the child allocates
+/// nothing (every page it writes is a copy-on-write fault).
+pub(crate) fn me_for(info: &ChildInfo, via_server: bool) -> Box<Me> {
+    Box::new(Me {
+        name: info.name.clone(),
+        identity: info.identity.clone(),
+        daemon: info.daemon,
+        parent: Some(ParentLink { via_server, ..info.parent.clone() }),
+        counter: AtomicU32::new(0),
+    })
+}
+
 /// The child of a `fork` start: runs the job from memory.
-pub(crate) fn run_forked(info: ChildInfo, sock: OwnedFd, job: Box<dyn Job>) -> ! {
+pub(crate) fn run_forked(info: &ChildInfo, me: Box<Me>, sock: OwnedFd, job: Box<dyn Job>) -> ! {
     registry::reset_after_fork();
-    let outcome = match become_child(&info, false) {
+    let outcome = match become_child(info, me, false) {
         Ok(()) => job.run(),
         Err(e) => Outcome::Failed(e),
     };
@@ -136,7 +131,7 @@ pub(crate) fn run_from_socket(sock: OwnedFd, via_server: bool) -> ! {
     }
     let outcome = match read_bootstrap(sock.as_fd()) {
         Err(e) => Outcome::Failed(e),
-        Ok((boot, payload, fds)) => match become_child(&boot.info, via_server) {
+        Ok((boot, payload, fds)) => match become_child(&boot.info, me_for(&boot.info, via_server), via_server) {
             Err(e) => Outcome::Failed(e),
             Ok(()) => {
                 // SAFETY: the fingerprint check in `read_bootstrap` established that the parent runs this same
@@ -149,13 +144,13 @@ pub(crate) fn run_from_socket(sock: OwnedFd, via_server: bool) -> ! {
     finish(sock, outcome)
 }
 
-/// Reports the outcome, waits for our own children as CPython does at a child's exit, and exits.
+/// Waits for our own children as CPython does at a child's exit, reports the outcome, and exits. The outcome
+/// goes last, so that the parent, once it has it, knows the exit is immediate.
 fn finish(sock: OwnedFd, outcome: Outcome) -> ! {
     let code = outcome.exit_code();
-    let _ = sys::write_all(sock.as_fd(), &outcome.encode());
-    drop(sock);
     registry::shutdown_children();
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
+    let _ = send_outcome(sock.as_fd(), &outcome);
     sys::exit_now(code)
 }

@@ -62,27 +62,17 @@ impl Context {
 
 /// The context for `method`; [`ContextError::Unsupported`] where the platform lacks it.
 pub fn get_context(method: StartMethod) -> Result<Context, ContextError> {
-    if method.is_supported() {
-        Ok(Context { method })
-    } else {
-        Err(ContextError::Unsupported(method))
-    }
+    if method.is_supported() { Ok(Context { method }) } else { Err(ContextError::Unsupported(method)) }
 }
 
 /// The context of the process-wide default start method (CPython's `multiprocessing.get_context()`).
 pub fn default_context() -> Context {
-    Context {
-        method: get_start_method(),
-    }
+    Context { method: get_start_method() }
 }
 
 /// The platform's default: `ForkServer` on Linux (as Python 3.14), `Spawn` elsewhere.
 fn platform_default() -> StartMethod {
-    if cfg!(target_os = "linux") {
-        StartMethod::ForkServer
-    } else {
-        StartMethod::Spawn
-    }
+    if cfg!(target_os = "linux") { StartMethod::ForkServer } else { StartMethod::Spawn }
 }
 
 /// Sets the process-wide default start method. Like CPython, it may be set once: a second call, or a call
@@ -105,12 +95,7 @@ pub fn set_start_method(method: StartMethod, force: bool) -> Result<(), ContextE
 /// The process-wide default start method. Reading it fixes it (CPython's `get_start_method()`): a later
 /// [`set_start_method`] then needs `force`.
 pub fn get_start_method() -> StartMethod {
-    let _ = METHOD.compare_exchange(
-        0,
-        platform_default().to_u8(),
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
+    let _ = METHOD.compare_exchange(0, platform_default().to_u8(), Ordering::SeqCst, Ordering::SeqCst);
     StartMethod::from_u8(METHOD.load(Ordering::SeqCst)).unwrap_or_else(platform_default)
 }
 
@@ -119,13 +104,9 @@ pub fn all_start_methods() -> Vec<StartMethod> {
     let default = platform_default();
     let mut methods = vec![default];
     methods.extend(
-        [
-            StartMethod::Fork,
-            StartMethod::Spawn,
-            StartMethod::ForkServer,
-        ]
-        .into_iter()
-        .filter(|m| *m != default && m.is_supported()),
+        [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer]
+            .into_iter()
+            .filter(|m| *m != default && m.is_supported()),
     );
     methods
 }
@@ -141,14 +122,13 @@ pub fn set_executable(path: impl AsRef<Path>) {
 
 /// The program to re-execute.
 pub(crate) fn executable() -> CString {
-    EXECUTABLE
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-        .unwrap_or_else(|| c"/proc/self/exe".to_owned())
+    EXECUTABLE.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_else(|| c"/proc/self/exe".to_owned())
 }
 
 /// In a child: adopt the parent's default start method.
 pub(crate) fn inherit_start_method(method: StartMethod) {
-    METHOD.store(method.to_u8(), Ordering::SeqCst);
+    // A forked child usually has the value already; not writing spares it a copy-on-write fault.
+    if METHOD.load(Ordering::SeqCst) != method.to_u8() {
+        METHOD.store(method.to_u8(), Ordering::SeqCst);
+    }
 }

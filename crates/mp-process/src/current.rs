@@ -42,7 +42,7 @@ pub(crate) fn me() -> &'static Me {
     ME.get()
 }
 
-pub(crate) fn set_me(me: Me) {
+pub(crate) fn set_me(me: Box<Me>) {
     ME.set(me);
 }
 
@@ -97,12 +97,7 @@ impl ProcessInfo {
 /// ```
 pub fn current_process() -> ProcessInfo {
     let me = me();
-    ProcessInfo {
-        name: me.name.clone(),
-        pid: sys::pid(),
-        daemon: me.daemon,
-        identity: me.identity.clone(),
-    }
+    ProcessInfo { name: me.name.clone(), pid: sys::pid(), daemon: me.daemon, identity: me.identity.clone() }
 }
 
 /// The process that started this one (CPython's `multiprocessing.parent_process()`).
@@ -125,11 +120,7 @@ impl ParentProcess {
     /// Whether the parent still runs. (A child reparented after its parent's death sees a different
     /// `getppid`; a fork-server child asks the kernel about the parent's pid.)
     pub fn is_alive(&self) -> bool {
-        if self.link.via_server {
-            sys::process_exists(self.link.pid)
-        } else {
-            sys::parent_pid() == self.link.pid
-        }
+        if self.link.via_server { sys::process_exists(self.link.pid) } else { sys::parent_pid() == self.link.pid }
     }
 }
 
@@ -150,9 +141,9 @@ impl ActiveChild {
         &self.child.name
     }
 
-    /// The child's pid.
-    pub fn pid(&self) -> u32 {
-        self.child.pid
+    /// The child's pid (`None` only if a fork server died before reporting it).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.pid()
     }
 
     /// Whether the child is a daemon.
@@ -185,10 +176,7 @@ impl ActiveChild {
 /// The children of this process that are still running; ended ones are reaped as a side effect
 /// (CPython's `multiprocessing.active_children()`).
 pub fn active_children() -> Vec<ActiveChild> {
-    registry::live_children()
-        .into_iter()
-        .map(|child| ActiveChild { child })
-        .collect()
+    registry::live_children().into_iter().map(|child| ActiveChild { child }).collect()
 }
 
 /// The number of CPUs this process may use: its CPU affinity mask, not the machine's total (CPython 3.13's

@@ -54,11 +54,7 @@ pub struct PanicInfo {
 
 impl fmt::Display for PanicInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "process {} (pid {}) panicked",
-            self.process_name, self.pid
-        )?;
+        write!(f, "process {} (pid {}) panicked", self.process_name, self.pid)?;
         if let Some(location) = &self.location {
             write!(f, " at {location}")?;
         }

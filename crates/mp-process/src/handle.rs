@@ -32,11 +32,7 @@ fn handle_error<E: serde::ser::Error>(message: String) -> E {
 
 /// The codec error, preferring the recorded handle message over postcard's generic text.
 fn codec_error(e: postcard::Error) -> CodecError {
-    CodecError(
-        HANDLE_ERROR
-            .with(|slot| slot.borrow_mut().take())
-            .unwrap_or_else(|| e.to_string()),
-    )
+    CodecError(HANDLE_ERROR.with(|slot| slot.borrow_mut().take()).unwrap_or_else(|| e.to_string()))
 }
 
 /// An owned OS handle (a file descriptor on Unix) that can be passed to a child inside its arguments, under
@@ -73,9 +69,7 @@ impl Handle {
 
     /// A second handle to the same open file (`dup`).
     pub fn try_clone(&self) -> std::io::Result<Self> {
-        Ok(Handle {
-            fd: self.fd.try_clone()?,
-        })
+        Ok(Handle { fd: self.fd.try_clone()? })
     }
 
     /// The owned descriptor.
@@ -161,13 +155,8 @@ impl<'de> Deserialize<'de> for Handle {
         INCOMING
             .with(|table| {
                 let mut table = table.borrow_mut();
-                let table = table
-                    .as_mut()
-                    .ok_or("an OS handle can only be deserialized from an mp message")?;
-                table
-                    .get_mut(index)
-                    .and_then(Option::take)
-                    .ok_or("handle index missing or used twice")
+                let table = table.as_mut().ok_or("an OS handle can only be deserialized from an mp message")?;
+                table.get_mut(index).and_then(Option::take).ok_or("handle index missing or used twice")
             })
             .map(|fd| Handle { fd })
             .map_err(|message| {
@@ -183,29 +172,18 @@ impl<'de> Deserialize<'de> for Handle {
 pub struct CodecError(String);
 
 /// Serializes `value` with postcard, collecting a duplicate of every [`Handle`] inside it, in order.
-pub fn to_bytes_with_handles<T: Serialize + ?Sized>(
-    value: &T,
-) -> Result<(Vec<u8>, Vec<OwnedFd>), CodecError> {
+pub fn to_bytes_with_handles<T: Serialize + ?Sized>(value: &T) -> Result<(Vec<u8>, Vec<OwnedFd>), CodecError> {
     let outer = OUTGOING.with(|table| table.borrow_mut().replace(Vec::new()));
     let bytes = postcard::to_stdvec(value);
-    let fds = OUTGOING
-        .with(|table| std::mem::replace(&mut *table.borrow_mut(), outer))
-        .unwrap_or_default();
+    let fds = OUTGOING.with(|table| std::mem::replace(&mut *table.borrow_mut(), outer)).unwrap_or_default();
     let bytes = bytes.map_err(codec_error)?;
     Ok((bytes, fds))
 }
 
 /// Deserializes a value made by [`to_bytes_with_handles`], handing `fds` to its [`Handle`]s. Descriptors
 /// that no handle claims are closed.
-pub fn from_bytes_with_handles<T: DeserializeOwned>(
-    bytes: &[u8],
-    fds: Vec<OwnedFd>,
-) -> Result<T, CodecError> {
-    let outer = INCOMING.with(|table| {
-        table
-            .borrow_mut()
-            .replace(fds.into_iter().map(Some).collect())
-    });
+pub fn from_bytes_with_handles<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T, CodecError> {
+    let outer = INCOMING.with(|table| table.borrow_mut().replace(fds.into_iter().map(Some).collect()));
     let value = postcard::from_bytes(bytes);
     INCOMING.with(|table| *table.borrow_mut() = outer);
     value.map_err(codec_error)

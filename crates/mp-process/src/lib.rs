@@ -70,16 +70,10 @@ pub(crate) use crate::popen::forkserver;
 pub use crate::{
     child::init,
     context::{
-        Context, all_start_methods, default_context, get_context, get_start_method, set_executable,
-        set_start_method,
+        Context, all_start_methods, default_context, get_context, get_start_method, set_executable, set_start_method,
     },
-    current::{
-        ActiveChild, ParentProcess, ProcessInfo, active_children, cpu_count, current_process,
-        parent_process,
-    },
-    error::{
-        ChildError, ChildErrorKind, ContextError, JoinError, PanicInfo, ProcessError, StartError,
-    },
+    current::{ActiveChild, ParentProcess, ProcessInfo, active_children, cpu_count, current_process, parent_process},
+    error::{ChildError, ChildErrorKind, ContextError, JoinError, PanicInfo, ProcessError, StartError},
     handle::{CodecError, Handle, from_bytes_with_handles, to_bytes_with_handles},
     method::StartMethod,
     process::{Builder, CloseError, Process},

@@ -86,17 +86,8 @@ impl Builder {
         A: Serialize + DeserializeOwned + Send + 'static,
         M: 'static,
     {
-        const {
-            assert!(
-                std::mem::size_of::<F>() == 0,
-                "the target must be a fn item or a closure without captures"
-            )
-        };
-        self.build(Box::new(FnJob {
-            target,
-            args,
-            _marker: PhantomData,
-        }))
+        const { assert!(std::mem::size_of::<F>() == 0, "the target must be a fn item or a closure without captures") };
+        self.build(Box::new(FnJob { target, args, _marker: PhantomData }))
     }
 
     /// A process that will run a closure. See [`Process::from_closure`].
@@ -195,9 +186,9 @@ impl<R> Process<R> {
         self.daemon
     }
 
-    /// The child's pid; `None` before `start`.
+    /// The child's pid; `None` before `start` (and if the fork server died before reporting it).
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.pid)
+        self.child.as_ref().and_then(|c| c.pid())
     }
 
     /// Starts the child. Errors leave nothing running: a second start, a missing [`init`](crate::init), a
@@ -228,11 +219,7 @@ impl<R> Process<R> {
             name: self.name.clone(),
             identity: self.identity.clone(),
             daemon: self.daemon,
-            parent: ParentLink {
-                pid: sys::pid(),
-                name: me.name.clone(),
-                via_server: false,
-            },
+            parent: ParentLink { pid: sys::pid(), name: me.name.clone(), via_server: false },
             kill_with_parent: self.kill_with_parent,
             affinity: self.affinity.clone(),
             start_method: context::get_start_method(),
@@ -265,10 +252,7 @@ impl<R> Process<R> {
 
     /// Like [`join`](Process::join), waiting at most `timeout` (`None`: no limit). `Ok(None)` means the child
     /// still runs, which is not an error (CPython's `join(timeout)` returns with the process alive).
-    pub fn join_timeout(
-        &mut self,
-        timeout: impl Into<Option<Duration>>,
-    ) -> Result<Option<R>, JoinError>
+    pub fn join_timeout(&mut self, timeout: impl Into<Option<Duration>>) -> Result<Option<R>, JoinError>
     where
         R: DeserializeOwned,
     {
@@ -281,22 +265,17 @@ impl<R> Process<R> {
             return Err(JoinError::AlreadyJoined);
         }
         let (outcome, server_lost) = child.outcome();
+        let pid = child.pid().unwrap_or(0);
         let code = child.exitcode().unwrap_or(255);
         match outcome {
-            Some(Outcome::Returned(bytes)) => postcard::from_bytes(&bytes)
-                .map(Some)
-                .map_err(|e| JoinError::ResultDecode(e.to_string())),
+            Some(Outcome::Returned(bytes)) => {
+                postcard::from_bytes(&bytes).map(Some).map_err(|e| JoinError::ResultDecode(e.to_string()))
+            }
             Some(Outcome::Panicked(info)) => Err(JoinError::Panicked(info)),
             Some(Outcome::Failed(err)) => Err(JoinError::Child(err)),
-            None if server_lost => Err(JoinError::ForkServerLost { pid: child.pid }),
-            None if code < 0 => Err(JoinError::Signaled {
-                pid: child.pid,
-                signal: -code,
-            }),
-            None => Err(JoinError::Exited {
-                pid: child.pid,
-                code,
-            }),
+            None if server_lost => Err(JoinError::ForkServerLost { pid }),
+            None if code < 0 => Err(JoinError::Signaled { pid, signal: -code }),
+            None => Err(JoinError::Exited { pid, code }),
         }
     }
 
@@ -377,9 +356,7 @@ impl<R> CloseError<R> {
 
 impl<R> fmt::Debug for CloseError<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CloseError")
-            .field("process", &self.process)
-            .finish()
+        f.debug_struct("CloseError").field("process", &self.process).finish()
     }
 }
 

@@ -19,10 +19,7 @@ pub(crate) struct ProcessLocal<T> {
 
 impl<T> ProcessLocal<T> {
     pub(crate) const fn new(init: fn() -> T) -> Self {
-        ProcessLocal {
-            ptr: AtomicPtr::new(std::ptr::null_mut()),
-            init,
-        }
+        ProcessLocal { ptr: AtomicPtr::new(std::ptr::null_mut()), init }
     }
 
     /// The current value, created on first use.
@@ -30,12 +27,7 @@ impl<T> ProcessLocal<T> {
         let mut ptr = self.ptr.load(Ordering::Acquire);
         if ptr.is_null() {
             let fresh = Box::into_raw(Box::new((self.init)()));
-            ptr = match self.ptr.compare_exchange(
-                std::ptr::null_mut(),
-                fresh,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
+            ptr = match self.ptr.compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => fresh,
                 Err(existing) => {
                     // SAFETY: `fresh` came from Box::into_raw above and was never shared.
@@ -49,10 +41,16 @@ impl<T> ProcessLocal<T> {
         unsafe { &*ptr }
     }
 
+    /// The value, if it was ever created (in this process image).
+    pub(crate) fn get_if_created(&self) -> Option<&T> {
+        let ptr = self.ptr.load(Ordering::Acquire);
+        // SAFETY: as in `get`: a non-null pointer came from Box::into_raw and is never freed.
+        (!ptr.is_null()).then(|| unsafe { &*ptr })
+    }
+
     /// Replaces the value (the old one is leaked: another thread may still hold a reference to it).
-    pub(crate) fn set(&self, value: T) {
-        self.ptr
-            .store(Box::into_raw(Box::new(value)), Ordering::Release);
+    pub(crate) fn set(&self, value: Box<T>) {
+        self.ptr.store(Box::into_raw(value), Ordering::Release);
     }
 
     /// In a forked child: forget the inherited value (leaking it; its locks may be held by threads that do
@@ -68,16 +66,14 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Children started by this process and not yet reaped.
-static CHILDREN: ProcessLocal<Mutex<Vec<Arc<Child>>>> =
-    ProcessLocal::new(|| Mutex::new(Vec::new()));
+static CHILDREN: ProcessLocal<Mutex<Vec<Arc<Child>>>> = ProcessLocal::new(|| Mutex::new(Vec::new()));
 
 /// Held while a child is created, so that no sibling created at the same moment inherits its descriptors.
 static START_LOCK: ProcessLocal<Mutex<()>> = ProcessLocal::new(|| Mutex::new(()));
 
 /// The launcher thread's queue (see [`on_launcher`]).
 type Task = Box<dyn FnOnce() + Send>;
-static LAUNCHER: ProcessLocal<Mutex<Option<mpsc::Sender<Task>>>> =
-    ProcessLocal::new(|| Mutex::new(None));
+static LAUNCHER: ProcessLocal<Mutex<Option<mpsc::Sender<Task>>>> = ProcessLocal::new(|| Mutex::new(None));
 
 pub(crate) fn start_lock() -> MutexGuard<'static, ()> {
     lock(START_LOCK.get())
@@ -94,11 +90,7 @@ pub(crate) fn remove_child(child: &Arc<Child>) {
 /// Reaps children that have ended and returns the ones still running (CPython's `active_children`).
 pub(crate) fn live_children() -> Vec<Arc<Child>> {
     let snapshot = lock(CHILDREN.get()).clone();
-    let ended: Vec<_> = snapshot
-        .iter()
-        .filter(|c| c.wait(Some(Duration::ZERO)).unwrap_or(true))
-        .cloned()
-        .collect();
+    let ended: Vec<_> = snapshot.iter().filter(|c| c.wait(Some(Duration::ZERO)).unwrap_or(true)).cloned().collect();
     let mut children = lock(CHILDREN.get());
     children.retain(|c| !ended.iter().any(|e| Arc::ptr_eq(c, e)));
     children.clone()
@@ -109,9 +101,7 @@ pub(crate) fn live_children() -> Vec<Arc<Child>> {
 /// `PR_SET_PDEATHSIG` fires when the *thread* that created a child ends, not the process; a child started from
 /// a short-lived thread would be killed when that thread returns. The main thread lives as long as the
 /// process, so it starts children itself; any other thread hands the start to this launcher thread.
-pub(crate) fn on_launcher<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::io::Result<T> {
+pub(crate) fn on_launcher<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> std::io::Result<T> {
     if sys::is_main_thread() {
         return Ok(f());
     }
@@ -124,30 +114,27 @@ pub(crate) fn on_launcher<T: Send + 'static>(
         Some(queue) => queue.clone(),
         None => {
             let (tx, rx) = mpsc::channel::<Task>();
-            std::thread::Builder::new()
-                .name("mp-process-launcher".into())
-                .spawn(move || {
-                    for task in rx {
-                        // A panicking task must not take the launcher down with it.
-                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task));
-                    }
-                })?;
+            std::thread::Builder::new().name("mp-process-launcher".into()).spawn(move || {
+                for task in rx {
+                    // A panicking task must not take the launcher down with it.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task));
+                }
+            })?;
             *sender = Some(tx.clone());
             tx
         }
     };
     drop(sender);
-    queue
-        .send(task)
-        .map_err(|_| std::io::Error::other("the launcher thread is gone"))?;
-    reply_rx
-        .recv()
-        .map_err(|_| std::io::Error::other("the launcher thread failed to start the process"))
+    queue.send(task).map_err(|_| std::io::Error::other("the launcher thread is gone"))?;
+    reply_rx.recv().map_err(|_| std::io::Error::other("the launcher thread failed to start the process"))
 }
 
 /// CPython's `_exit_function` for children: terminate daemonic children, then join every child; then let the
 /// fork server go. Runs at normal exit of the main program (via `atexit`) and at the end of every child.
 pub(crate) fn shutdown_children() {
+    if CHILDREN.get_if_created().is_none() {
+        return; // never started a child: nothing to join, no fork server
+    }
     let children = live_children();
     for child in children.iter().filter(|c| c.daemon) {
         let _ = child.signal(libc::SIGTERM);

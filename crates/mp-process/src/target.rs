@@ -66,18 +66,26 @@ impl Outcome {
         }
     }
 
-    /// `[u64 LE length][tag][body]`.
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    /// `[marker][u64 LE length][tag][body]`: the frame, after one marker byte of the caller's.
+    pub(crate) fn encode(&self, marker: u8) -> Vec<u8> {
+        let encoded;
         let (tag, body) = match self {
-            Outcome::Returned(bytes) => (0u8, bytes.clone()),
-            Outcome::Panicked(info) => (1, postcard::to_stdvec(info).unwrap_or_default()),
-            Outcome::Failed(err) => (2, postcard::to_stdvec(err).unwrap_or_default()),
+            Outcome::Returned(bytes) => (0u8, bytes.as_slice()),
+            Outcome::Panicked(info) => {
+                encoded = postcard::to_stdvec(info).unwrap_or_default();
+                (1, encoded.as_slice())
+            }
+            Outcome::Failed(err) => {
+                encoded = postcard::to_stdvec(err).unwrap_or_default();
+                (2, encoded.as_slice())
+            }
         };
-        let mut frame = Vec::with_capacity(9 + body.len());
-        frame.extend_from_slice(&(body.len() as u64 + 1).to_le_bytes());
-        frame.push(tag);
-        frame.extend_from_slice(&body);
-        frame
+        let mut message = Vec::with_capacity(10 + body.len());
+        message.push(marker);
+        message.extend_from_slice(&(body.len() as u64 + 1).to_le_bytes());
+        message.push(tag);
+        message.extend_from_slice(body);
+        message
     }
 
     /// Decodes a complete frame; `None` when the bytes are missing or damaged.
@@ -225,10 +233,7 @@ where
     let args: A = match handle::from_bytes_with_handles(payload, fds) {
         Ok(args) => args,
         Err(e) => {
-            return Outcome::Failed(ChildError {
-                kind: ChildErrorKind::ArgumentDecode,
-                message: e.to_string(),
-            });
+            return Outcome::Failed(ChildError { kind: ChildErrorKind::ArgumentDecode, message: e.to_string() });
         }
     };
     // SAFETY: `F` is zero-sized (asserted at compile time when the process was built) and is a function item
@@ -243,14 +248,17 @@ thread_local! {
     static PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-/// Installs a panic hook that records the location, then calls the previous hook (which prints the message,
-/// as CPython prints a child's traceback).
+/// Installs (once per process image: forked children inherit it) a panic hook that records the location,
+/// then calls the previous hook (which prints the message, as CPython prints a child's traceback).
 pub(crate) fn install_panic_hook() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(install_panic_hook_now);
+}
+
+fn install_panic_hook_now() {
     let previous = panic::take_hook();
     panic::set_hook(Box::new(move |info| {
-        let location = info
-            .location()
-            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+        let location = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
         PANIC_LOCATION.with(|slot| *slot.borrow_mut() = location);
         previous(info);
     }));
@@ -261,10 +269,7 @@ pub(crate) fn run_target<R: Serialize>(f: impl FnOnce() -> R) -> Outcome {
     match panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(value) => match postcard::to_stdvec(&value) {
             Ok(bytes) => Outcome::Returned(bytes),
-            Err(e) => Outcome::Failed(ChildError {
-                kind: ChildErrorKind::ResultEncode,
-                message: e.to_string(),
-            }),
+            Err(e) => Outcome::Failed(ChildError { kind: ChildErrorKind::ResultEncode, message: e.to_string() }),
         },
         Err(payload) => {
             let message = payload

@@ -45,27 +45,16 @@ pub trait Waitable {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
-    let watched: Vec<(usize, BorrowedFd<'_>)> = objects
-        .iter()
-        .enumerate()
-        .filter_map(|(i, o)| o.sentinel().map(|s| (i, s.fd)))
-        .collect();
+    let watched: Vec<(usize, BorrowedFd<'_>)> =
+        objects.iter().enumerate().filter_map(|(i, o)| o.sentinel().map(|s| (i, s.fd))).collect();
     if watched.is_empty() {
         if let Some(timeout) = timeout {
             std::thread::sleep(timeout);
             return Ok(Vec::new());
         }
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "wait() with nothing that can become ready",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "wait() with nothing that can become ready"));
     }
     let fds: Vec<BorrowedFd<'_>> = watched.iter().map(|(_, fd)| *fd).collect();
     let ready = sys::poll_readable(&fds, timeout)?;
-    Ok(watched
-        .iter()
-        .zip(ready)
-        .filter(|(_, r)| *r)
-        .map(|((i, _), _)| *i)
-        .collect())
+    Ok(watched.iter().zip(ready).filter(|(_, r)| *r).map(|((i, _), _)| *i).collect())
 }

@@ -20,9 +20,7 @@ fn children_run_under_every_start_method() {
 #[test]
 fn a_second_test_in_the_same_binary() {
     mp_process::init();
-    let mut p = Builder::new()
-        .start_method(mp_process::StartMethod::Spawn)
-        .target(triple, 5);
+    let mut p = Builder::new().start_method(mp_process::StartMethod::Spawn).target(triple, 5);
     p.start().unwrap();
     assert_eq!(p.join().unwrap(), 15);
 }

@@ -12,19 +12,19 @@ pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>) -> Result<Arc<Child>, S
     // Unflushed output would otherwise be printed twice, once by each process.
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
+    let me = child::me_for(&info, false);
     let guard = registry::start_lock();
     // SAFETY: the child only runs `child::run_forked`, which resets this crate's locks before use; the
     // caller chose `Fork` knowing locks held by other threads stay held in the child (see `StartMethod`).
     let pid = match unsafe { sys::fork() }? {
         sys::Forked::Child => {
             drop(ours);
-            child::run_forked(info, theirs, job)
+            child::run_forked(&info, me, theirs, job)
         }
         sys::Forked::Parent(pid) => pid,
     };
     drop(guard);
-    drop(theirs);
-    drop(job);
-    let pidfd = Some(adopt(pid)?);
-    Ok(Arc::new(Child::new(pid, &info, pidfd, ours, None)))
+    drop((theirs, job, me));
+    let pidfd = adopt(pid)?;
+    Ok(Arc::new(Child::direct(pid, &info, pidfd, ours)))
 }

@@ -31,10 +31,7 @@ struct Server {
 impl Server {
     fn start(args: &[String]) -> io::Result<Server> {
         let (ours, theirs) = sys::seqpacket_pair()?;
-        let env = child_env(&[
-            (SERVER_ENV, theirs.as_raw_fd().to_string()),
-            (PARENT_ENV, sys::pid().to_string()),
-        ]);
+        let env = child_env(&[(SERVER_ENV, theirs.as_raw_fd().to_string()), (PARENT_ENV, sys::pid().to_string())]);
         let argv = child_argv(args);
         let pid = {
             let _guard = registry::start_lock();
@@ -42,10 +39,7 @@ impl Server {
         };
         SERVER_FD.store(ours.as_raw_fd(), Ordering::SeqCst);
         log::debug!("fork server started as pid {pid}");
-        Ok(Server {
-            pid,
-            requests: ours,
-        })
+        Ok(Server { pid, requests: ours })
     }
 
     /// Closes the request socket (the server exits on seeing that) and reaps the server.
@@ -60,11 +54,7 @@ static SERVER: ProcessLocal<Mutex<Option<Server>>> = ProcessLocal::new(|| Mutex:
 /// The request socket's number, for a forked child to close without touching `SERVER`'s lock.
 static SERVER_FD: AtomicI32 = AtomicI32::new(-1);
 
-pub(crate) fn launch(
-    info: ChildInfo,
-    job: Box<dyn Job>,
-    args: Vec<String>,
-) -> Result<Arc<Child>, StartError> {
+pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>, args: Vec<String>) -> Result<Arc<Child>, StartError> {
     let (frame, fds) = bootstrap_frame(&info, job.as_ref(), StartMethod::ForkServer)?;
     drop(job);
     let mut last_error = None;
@@ -79,25 +69,12 @@ pub(crate) fn launch(
             }
             let requests = &server.as_ref().expect("server just started").requests;
             let request = [u8::from(info.kill_with_parent)];
-            sys::send_with_fds(
-                requests.as_fd(),
-                &request,
-                &[theirs.as_fd(), server_status.as_fd()],
-            )
+            sys::send_with_fds(requests.as_fd(), &request, &[theirs.as_fd(), server_status.as_fd()])
         };
         drop((theirs, server_status));
-        let pid = sent
-            .and_then(|_| send_bootstrap(ours.as_fd(), &frame, &fds))
-            .and_then(|()| {
-                let mut pid = [0u8; 4];
-                sys::read_exact(status.as_fd(), &mut pid).map(|()| u32::from_le_bytes(pid))
-            });
-        match pid {
-            Ok(pid) => {
-                // A child that already ended has no pidfd; the server still reports its exit code.
-                let pidfd = sys::pidfd_open(pid).ok();
-                return Ok(Arc::new(Child::new(pid, &info, pidfd, ours, Some(status))));
-            }
+        // The pid (and later the exit code) arrive on `status`; `start` does not wait for them.
+        match sent.and_then(|_| send_bootstrap(ours.as_fd(), &frame, &fds)) {
+            Ok(()) => return Ok(Arc::new(Child::served(&info, ours, status))),
             Err(e) => {
                 log::debug!("fork server request failed ({e}); restarting the server");
                 if let Some(server) = lock(SERVER.get()).take() {
@@ -115,7 +92,8 @@ pub(crate) fn launch(
 
 /// Lets the server go (at exit, after every child has been joined).
 pub(crate) fn shutdown() {
-    if let Some(server) = lock(SERVER.get()).take() {
+    let Some(server) = SERVER.get_if_created() else { return };
+    if let Some(server) = lock(server).take() {
         server.stop();
     }
 }
@@ -137,15 +115,11 @@ pub(crate) fn serve(requests: OwnedFd, parent: u32) -> ! {
         sys::exit_now(0);
     }
     sys::ignore_sigint(true);
-    let Ok(sigchld) = sys::SigChld::install() else {
-        sys::exit_now(1)
-    };
+    let Ok(sigchld) = sys::SigChld::install() else { sys::exit_now(1) };
     let server_pid = sys::pid();
     let mut children: HashMap<u32, OwnedFd> = HashMap::new();
     loop {
-        let Ok(ready) = sys::poll_readable(&[requests.as_fd(), sigchld.fd()], None) else {
-            sys::exit_now(1)
-        };
+        let Ok(ready) = sys::poll_readable(&[requests.as_fd(), sigchld.fd()], None) else { sys::exit_now(1) };
         if ready[1] {
             sigchld.drain();
             while let Some((pid, code)) = sys::reap_any() {
@@ -175,9 +149,7 @@ pub(crate) fn serve(requests: OwnedFd, parent: u32) -> ! {
                 drop(status);
                 sigchld.forget_in_child();
                 sys::ignore_sigint(false);
-                if kill_with_parent
-                    && (sys::set_parent_death_signal().is_err() || sys::parent_pid() != server_pid)
-                {
+                if kill_with_parent && (sys::set_parent_death_signal().is_err() || sys::parent_pid() != server_pid) {
                     sys::exit_now(1);
                 }
                 child::run_from_socket(sock, true)

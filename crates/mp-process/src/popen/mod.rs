@@ -16,7 +16,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -80,11 +80,8 @@ pub(crate) fn bootstrap_frame(
     if fds.len() > sys::MAX_FDS_PER_MESSAGE {
         return Err(StartError::TooManyHandles(fds.len()));
     }
-    let boot = postcard::to_stdvec(&Bootstrap {
-        entry: entry_offset(entry),
-        info: info.clone(),
-    })
-    .map_err(|e| StartError::Serialize(e.to_string()))?;
+    let boot = postcard::to_stdvec(&Bootstrap { entry: entry_offset(entry), info: info.clone() })
+        .map_err(|e| StartError::Serialize(e.to_string()))?;
     let mut frame = Vec::with_capacity(HEADER + boot.len() + payload.len());
     frame.extend_from_slice(&((HEADER - 8 + boot.len() + payload.len()) as u64).to_le_bytes());
     frame.extend_from_slice(&fingerprint().to_le_bytes());
@@ -95,27 +92,16 @@ pub(crate) fn bootstrap_frame(
 }
 
 /// Sends a bootstrap frame, the handles riding on its first bytes.
-pub(crate) fn send_bootstrap(
-    sock: BorrowedFd<'_>,
-    frame: &[u8],
-    fds: &[OwnedFd],
-) -> io::Result<()> {
+pub(crate) fn send_bootstrap(sock: BorrowedFd<'_>, frame: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
     let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
     let sent = sys::send_with_fds(sock, frame, &borrowed)?;
     sys::write_all(sock, &frame[sent..])
 }
 
 /// Reads a bootstrap frame in the child; a different build is refused before anything is decoded.
-pub(crate) fn read_bootstrap(
-    sock: BorrowedFd<'_>,
-) -> Result<(Bootstrap, Vec<u8>, Vec<OwnedFd>), ChildError> {
+pub(crate) fn read_bootstrap(sock: BorrowedFd<'_>) -> Result<(Bootstrap, Vec<u8>, Vec<OwnedFd>), ChildError> {
     let fail = |kind, message: String| ChildError { kind, message };
-    let io_fail = |e: io::Error| {
-        fail(
-            ChildErrorKind::Bootstrap,
-            format!("reading the start-up message: {e}"),
-        )
-    };
+    let io_fail = |e: io::Error| fail(ChildErrorKind::Bootstrap, format!("reading the start-up message: {e}"));
     let mut fds = Vec::new();
     let mut head = [0u8; HEADER];
     let mut got = 0;
@@ -131,23 +117,17 @@ pub(crate) fn read_bootstrap(
     if theirs != fingerprint() {
         return Err(fail(
             ChildErrorKind::BuildMismatch,
-            format!(
-                "parent build {theirs:016x}, child build {:016x}; refusing to run the target",
-                fingerprint()
-            ),
+            format!("parent build {theirs:016x}, child build {:016x}; refusing to run the target", fingerprint()),
         ));
     }
     let Some(rest_len) = total.checked_sub(HEADER - 8).filter(|n| *n >= boot_len) else {
-        return Err(fail(
-            ChildErrorKind::Bootstrap,
-            "malformed start-up message".into(),
-        ));
+        return Err(fail(ChildErrorKind::Bootstrap, "malformed start-up message".into()));
     };
     let mut rest = vec![0u8; rest_len];
     sys::read_exact(sock, &mut rest).map_err(io_fail)?;
     let payload = rest.split_off(boot_len);
-    let boot: Bootstrap = postcard::from_bytes(&rest)
-        .map_err(|e| fail(ChildErrorKind::Bootstrap, format!("decoding: {e}")))?;
+    let boot: Bootstrap =
+        postcard::from_bytes(&rest).map_err(|e| fail(ChildErrorKind::Bootstrap, format!("decoding: {e}")))?;
     Ok((boot, payload, fds))
 }
 
@@ -162,20 +142,13 @@ pub(crate) fn child_env(extra: &[(&str, String)]) -> Vec<CString> {
             CString::new(kv).ok()
         })
         .collect();
-    env.extend(
-        extra
-            .iter()
-            .filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok()),
-    );
+    env.extend(extra.iter().filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok()));
     env
 }
 
 /// `argv` of a re-executed child: this program's `argv[0]`, then `args` (a test filter under `cargo test`).
 pub(crate) fn child_argv(args: &[String]) -> Vec<CString> {
-    let argv0 = std::env::args_os()
-        .next()
-        .map(|a| a.into_encoded_bytes())
-        .unwrap_or_else(|| b"mp-child".to_vec());
+    let argv0 = std::env::args_os().next().map(|a| a.into_encoded_bytes()).unwrap_or_else(|| b"mp-child".to_vec());
     std::iter::once(CString::new(argv0).unwrap_or_else(|_| c"mp-child".to_owned()))
         .chain(args.iter().filter_map(|a| CString::new(a.as_bytes()).ok()))
         .collect()
@@ -184,16 +157,27 @@ pub(crate) fn child_argv(args: &[String]) -> Vec<CString> {
 /// How a child's exit status is learnt.
 #[derive(Debug)]
 enum Reaper {
-    /// Our own child: `waitpid`.
-    Direct,
-    /// The fork server's child: the server writes the exit code to this socket.
-    Server(OwnedFd),
+    /// Our own child: its pidfd becomes readable at exit, then `waitpid`.
+    Direct { pidfd: OwnedFd },
+    /// The fork server's child: the server writes its pid, then its exit code, to this socket.
+    Server { status: OwnedFd },
+}
+
+/// Which process the child is: known at once for our own children, read from the status socket on first
+/// use for a fork server's child (so that `start` does not wait for the server's `fork`).
+#[derive(Debug)]
+struct Identity {
+    pid: u32,
+    /// A fork server's child's pidfd, for signals; `None` if it had already ended when we looked.
+    pidfd: Option<OwnedFd>,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// Bytes of the outcome frame read so far.
+    /// Bytes of the outcome message read so far.
     buf: Vec<u8>,
+    /// Descriptors that came with it (a memory file holding a large outcome).
+    fds: Vec<OwnedFd>,
     /// The child's end of the socket is closed.
     eof: bool,
     exitcode: Option<i32>,
@@ -204,12 +188,10 @@ struct State {
 /// The parent's handle on a started child.
 #[derive(Debug)]
 pub(crate) struct Child {
-    pub(crate) pid: u32,
     pub(crate) name: String,
     pub(crate) daemon: bool,
-    /// Readable once the child has ended; also used to signal it without pid-reuse races. `None` for a fork
-    /// server's child that had already ended (and been reaped by the server) when we looked.
-    pidfd: Option<OwnedFd>,
+    /// `None` inside: the fork server died before reporting the pid.
+    identity: OnceLock<Option<Identity>>,
     /// Our end of the child's socket; the outcome arrives here.
     sock: OwnedFd,
     reaper: Reaper,
@@ -217,79 +199,80 @@ pub(crate) struct Child {
 }
 
 impl Child {
-    fn new(
-        pid: u32,
-        info: &ChildInfo,
-        pidfd: Option<OwnedFd>,
-        sock: OwnedFd,
-        status: Option<OwnedFd>,
-    ) -> Self {
+    /// Our own child (fork, spawn).
+    fn direct(pid: u32, info: &ChildInfo, pidfd: OwnedFd, sock: OwnedFd) -> Self {
+        let identity = OnceLock::from(Some(Identity { pid, pidfd: None }));
+        Child::with(info, identity, sock, Reaper::Direct { pidfd })
+    }
+
+    /// A fork server's child, whose pid is still on its way.
+    fn served(info: &ChildInfo, sock: OwnedFd, status: OwnedFd) -> Self {
+        Child::with(info, OnceLock::new(), sock, Reaper::Server { status })
+    }
+
+    fn with(info: &ChildInfo, identity: OnceLock<Option<Identity>>, sock: OwnedFd, reaper: Reaper) -> Self {
         Child {
-            pid,
             name: info.name.clone(),
             daemon: info.daemon,
-            pidfd,
+            identity,
             sock,
-            reaper: status.map_or(Reaper::Direct, Reaper::Server),
+            reaper,
             state: Mutex::new(State::default()),
         }
     }
 
+    fn identity(&self) -> Option<&Identity> {
+        self.identity
+            .get_or_init(|| {
+                let Reaper::Server { status } = &self.reaper else { return None };
+                let mut pid = [0u8; 4];
+                sys::read_exact(status.as_fd(), &mut pid).ok()?;
+                let pid = u32::from_le_bytes(pid);
+                // A child that already ended has no pidfd; the server still reports its exit code.
+                Some(Identity { pid, pidfd: sys::pidfd_open(pid).ok() })
+            })
+            .as_ref()
+    }
+
+    /// The child's pid; `None` only if the fork server died before reporting it.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.identity().map(|i| i.pid)
+    }
+
     /// The descriptor that becomes readable when the child has ended: the pidfd of our own child, the status
-    /// socket of a fork server's child (the server writes the exit code there).
+    /// socket of a fork server's child (the server writes the exit code there, after the pid).
     pub(crate) fn sentinel(&self) -> BorrowedFd<'_> {
-        match (&self.reaper, &self.pidfd) {
-            (Reaper::Server(status), _) => status.as_fd(),
-            (Reaper::Direct, Some(pidfd)) => pidfd.as_fd(),
-            (Reaper::Direct, None) => unreachable!("a direct child always has a pidfd"),
+        match &self.reaper {
+            Reaper::Direct { pidfd } => pidfd.as_fd(),
+            Reaper::Server { status } => {
+                let _ = self.identity(); // the pid comes first on this socket
+                status.as_fd()
+            }
         }
     }
 
-    /// Waits up to `timeout` (`None`: no limit) for the child to end, reading its outcome meanwhile so that
-    /// a large result never blocks it. Returns whether it has ended (and was reaped).
+    /// Waits up to `timeout` (`None`: no limit) for the child to end; returns whether it has ended (and was
+    /// reaped). Only the exit descriptor is watched: the child never blocks on its outcome (see
+    /// [`send_outcome`]), so one wake-up per child is all it costs.
     pub(crate) fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        loop {
-            let eof = {
-                let state = lock(&self.state);
-                if state.exitcode.is_some() {
-                    return Ok(true);
-                }
-                state.eof
-            };
-            let mut fds = vec![self.sentinel()];
-            if !eof {
-                fds.push(self.sock.as_fd());
-            }
-            let remaining = match (timeout, deadline) {
-                (None, _) | (Some(_), None) => None,
-                (Some(_), Some(deadline)) => {
-                    Some(deadline.saturating_duration_since(Instant::now()))
-                }
-            };
-            let ready = sys::poll_readable(&fds, remaining)?;
-            let mut state = lock(&self.state);
-            if state.exitcode.is_some() {
-                return Ok(true);
-            }
-            if ready.get(1) == Some(&true) {
-                self.drain(&mut state);
-            }
-            if ready[0] {
-                self.reap(&mut state)?;
-                return Ok(true);
-            }
-            if remaining.is_some_and(|r| r.is_zero()) {
-                return Ok(false);
-            }
+        if lock(&self.state).exitcode.is_some() {
+            return Ok(true);
         }
+        if !sys::poll_readable(&[self.sentinel()], timeout)?[0] {
+            return Ok(false);
+        }
+        let mut state = lock(&self.state);
+        if state.exitcode.is_none() {
+            self.reap(&mut state)?;
+        }
+        Ok(true)
     }
 
     /// Reads whatever the socket holds without blocking.
     fn drain(&self, state: &mut State) {
-        let mut chunk = vec![0u8; 64 * 1024];
+        let mut chunk = [0u8; 4096];
         while !state.eof {
-            match sys::read_some(self.sock.as_fd(), &mut chunk, true) {
+            match sys::try_recv_with_fds(self.sock.as_fd(), &mut chunk, &mut state.fds) {
                 Ok(0) => state.eof = true,
                 Ok(n) => state.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -298,20 +281,20 @@ impl Child {
         }
     }
 
-    /// Collects the exit status of a child whose exit descriptor is ready.
+    /// Collects the exit status of a child whose exit descriptor is ready, then its outcome.
     fn reap(&self, state: &mut State) -> io::Result<()> {
         let code = match &self.reaper {
-            Reaper::Direct => match sys::wait_status(self.pid, true) {
+            Reaper::Direct { .. } => match sys::wait_status(self.pid().expect("direct child"), true) {
                 Ok(code) => code.unwrap_or(255),
                 // Reaped behind our back (SIGCHLD ignored): the status is gone.
                 Err(e) if e.raw_os_error() == Some(libc::ECHILD) => 255,
                 Err(e) => return Err(e),
             },
-            Reaper::Server(status) => {
+            Reaper::Server { status } => {
                 let mut bytes = [0u8; 4];
-                match sys::read_exact(status.as_fd(), &mut bytes) {
-                    Ok(()) => i32::from_le_bytes(bytes),
-                    Err(_) => {
+                match self.identity().map(|_| sys::read_exact(status.as_fd(), &mut bytes)) {
+                    Some(Ok(())) => i32::from_le_bytes(bytes),
+                    _ => {
                         // CPython reports 255 when the fork server vanished.
                         state.server_lost = true;
                         255
@@ -334,7 +317,11 @@ impl Child {
     /// Sends a signal unless the child has already been reaped.
     pub(crate) fn signal(&self, sig: i32) -> io::Result<()> {
         let state = lock(&self.state);
-        match &self.pidfd {
+        let pidfd = match &self.reaper {
+            Reaper::Direct { pidfd } => Some(pidfd),
+            Reaper::Server { .. } => self.identity().and_then(|i| i.pidfd.as_ref()),
+        };
+        match pidfd {
             Some(pidfd) if state.exitcode.is_none() => sys::pidfd_signal(pidfd.as_fd(), sig),
             // Ended already: nothing to signal, as in CPython.
             _ => Ok(()),
@@ -343,9 +330,32 @@ impl Child {
 
     /// After the child has ended: its outcome, if it sent one, and whether the fork server was lost.
     pub(crate) fn outcome(&self) -> (Option<Outcome>, bool) {
-        let state = lock(&self.state);
-        (Outcome::decode(&state.buf), state.server_lost)
+        let mut state = lock(&self.state);
+        let outcome = match state.buf.first() {
+            Some(&INLINE) => Outcome::decode(&state.buf[1..]),
+            Some(&IN_MEMFD) if state.buf.len() == 1 => {
+                state.fds.pop().and_then(|fd| sys::memfd_contents(fd).ok()).and_then(|frame| Outcome::decode(&frame))
+            }
+            _ => None,
+        };
+        (outcome, state.server_lost)
     }
+}
+
+/// The outcome message: `INLINE` then the frame, or `IN_MEMFD` alone with a memory file holding the frame.
+const INLINE: u8 = b'F';
+const IN_MEMFD: u8 = b'M';
+
+/// Sends a child's outcome. It must never block (the parent only reads it after the exit), so a frame that
+/// might not fit the socket's buffer goes into a memory file whose descriptor travels instead.
+pub(crate) fn send_outcome(sock: BorrowedFd<'_>, outcome: &Outcome) -> io::Result<()> {
+    let message = outcome.encode(INLINE);
+    // Any Unix socket buffers 2 KiB (Linux's minimum SO_SNDBUF is larger), so only bigger messages ask.
+    if message.len() <= 2048 || message.len() <= sys::send_buffer_size(sock) / 2 {
+        return sys::write_all(sock, &message);
+    }
+    let memfd = sys::memfd_with(&message[1..])?;
+    sys::send_with_fds(sock, &[IN_MEMFD], &[memfd.as_fd()]).map(drop)
 }
 
 /// Opens the pidfd of a just-created child of ours; if that fails, kills and reaps it so nothing is left.

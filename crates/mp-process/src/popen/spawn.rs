@@ -7,11 +7,7 @@ use super::{Child, ChildInfo, adopt, bootstrap_frame, child_argv, child_env, sen
 use crate::target::Job;
 use crate::{StartError, StartMethod, child, context, registry, sys};
 
-pub(crate) fn launch(
-    info: ChildInfo,
-    job: Box<dyn Job>,
-    args: Vec<String>,
-) -> Result<Arc<Child>, StartError> {
+pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>, args: Vec<String>) -> Result<Arc<Child>, StartError> {
     // Serialize first: a bad argument fails here, before any process exists.
     let (frame, fds) = bootstrap_frame(&info, job.as_ref(), StartMethod::Spawn)?;
     drop(job);
@@ -23,8 +19,8 @@ pub(crate) fn launch(
         sys::spawn(&context::executable(), &argv, &env, &[theirs.as_raw_fd()])?
     };
     drop(theirs);
-    let pidfd = Some(adopt(pid)?);
-    let child = Arc::new(Child::new(pid, &info, pidfd, ours, None));
+    let pidfd = adopt(pid)?;
+    let child = Arc::new(Child::direct(pid, &info, pidfd, ours));
     if let Err(e) = send_bootstrap(child.sock.as_fd(), &frame, &fds) {
         let _ = child.signal(libc::SIGKILL);
         let _ = child.wait(None);

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage,
+    SendFlags, SocketFlags, SocketType,
 };
 
 /// The most descriptors one message may carry (Linux's `SCM_MAX_FD`).
@@ -21,11 +21,7 @@ pub(crate) const MAX_FDS_PER_MESSAGE: usize = 253;
 macro_rules! syscall {
     ($e:expr) => {{
         let r = $e;
-        if r == -1 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(r)
-        }
+        if r == -1 { Err(io::Error::last_os_error()) } else { Ok(r) }
     }};
 }
 
@@ -47,26 +43,15 @@ pub(crate) enum Forked {
 pub(crate) unsafe fn fork() -> io::Result<Forked> {
     // SAFETY: fork has no memory-safety preconditions of its own; the caller upholds the post-fork contract.
     let pid = syscall!(unsafe { libc::fork() })?;
-    Ok(if pid == 0 {
-        Forked::Child
-    } else {
-        Forked::Parent(pid as u32)
-    })
+    Ok(if pid == 0 { Forked::Child } else { Forked::Parent(pid as u32) })
 }
 
 /// `posix_spawn` of `path` with `argv` and `envp`, keeping the descriptors in `keep` open (at the same numbers)
 /// in the child; every other close-on-exec descriptor is closed by `exec`.
-pub(crate) fn spawn(
-    path: &CStr,
-    argv: &[CString],
-    envp: &[CString],
-    keep: &[RawFd],
-) -> io::Result<u32> {
-    let mut argv_ptrs: Vec<*mut libc::c_char> =
-        argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
+pub(crate) fn spawn(path: &CStr, argv: &[CString], envp: &[CString], keep: &[RawFd]) -> io::Result<u32> {
+    let mut argv_ptrs: Vec<*mut libc::c_char> = argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
     argv_ptrs.push(std::ptr::null_mut());
-    let mut envp_ptrs: Vec<*mut libc::c_char> =
-        envp.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    let mut envp_ptrs: Vec<*mut libc::c_char> = envp.iter().map(|a| a.as_ptr().cast_mut()).collect();
     envp_ptrs.push(std::ptr::null_mut());
 
     let mut actions = MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
@@ -109,11 +94,7 @@ pub(crate) fn spawn(
 
 /// Converts a raw wait status into CPython's exit code convention: the exit status, or `-N` for signal `N`.
 fn exitcode_of(status: libc::c_int) -> i32 {
-    if libc::WIFSIGNALED(status) {
-        -libc::WTERMSIG(status)
-    } else {
-        libc::WEXITSTATUS(status)
-    }
+    if libc::WIFSIGNALED(status) { -libc::WTERMSIG(status) } else { libc::WEXITSTATUS(status) }
 }
 
 /// Reaps child `pid`: `Some(exitcode)` once it has ended, `None` while it runs (only when `block` is false).
@@ -149,9 +130,7 @@ pub(crate) fn send_signal(pid: u32, sig: i32) -> io::Result<()> {
 pub(crate) fn process_exists(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state field follows the parenthesised command name, which may itself hold spaces.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -181,16 +160,7 @@ pub(crate) fn is_main_thread() -> bool {
 /// Asks the kernel to SIGKILL this process when the thread that created it ends (`PR_SET_PDEATHSIG`).
 pub(crate) fn set_parent_death_signal() -> io::Result<()> {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and has no memory-safety preconditions.
-    syscall!(unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    })
-    .map(drop)
+    syscall!(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0,) }).map(drop)
 }
 
 /// Restricts this process to the given CPUs.
@@ -198,10 +168,7 @@ pub(crate) fn set_affinity(cpus: &[usize]) -> io::Result<()> {
     let mut set = rustix::thread::CpuSet::new();
     for &cpu in cpus {
         if cpu >= rustix::thread::CpuSet::MAX_CPU {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("cpu {cpu} is out of range"),
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("cpu {cpu} is out of range")));
         }
         set.set(cpu);
     }
@@ -225,37 +192,20 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 
 /// A connected pair of close-on-exec Unix stream sockets.
 pub(crate) fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(io::Error::from)
+    rustix::net::socketpair(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)
+        .map_err(io::Error::from)
 }
 
 /// A connected pair of close-on-exec Unix sequenced-packet sockets (message boundaries kept).
 pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(io::Error::from)
+    rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
+        .map_err(io::Error::from)
 }
 
 /// Sends `data` with `fds` attached (`SCM_RIGHTS`); returns how many bytes went. Never raises SIGPIPE.
-pub(crate) fn send_with_fds(
-    sock: BorrowedFd<'_>,
-    data: &[u8],
-    fds: &[BorrowedFd<'_>],
-) -> io::Result<usize> {
+pub(crate) fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
     if fds.len() > MAX_FDS_PER_MESSAGE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "too many descriptors in one message",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors in one message"));
     }
     let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
     let mut control = SendAncillaryBuffer::new(&mut space);
@@ -263,12 +213,7 @@ pub(crate) fn send_with_fds(
         return Err(io::Error::other("control buffer too small"));
     }
     loop {
-        match rustix::net::sendmsg(
-            sock,
-            &[IoSlice::new(data)],
-            &mut control,
-            SendFlags::NOSIGNAL,
-        ) {
+        match rustix::net::sendmsg(sock, &[IoSlice::new(data)], &mut control, SendFlags::NOSIGNAL) {
             Err(rustix::io::Errno::INTR) => continue,
             r => return r.map_err(io::Error::from),
         }
@@ -277,21 +222,25 @@ pub(crate) fn send_with_fds(
 
 /// Receives into `buf`, appending any descriptors that came with the bytes to `fds` (close-on-exec).
 /// Returns 0 at end of stream.
-pub(crate) fn recv_with_fds(
+pub(crate) fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+    recv_with_fds_flags(sock, buf, fds, RecvFlags::CMSG_CLOEXEC)
+}
+
+/// [`recv_with_fds`] that fails with `WouldBlock` instead of waiting.
+pub(crate) fn try_recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+    recv_with_fds_flags(sock, buf, fds, RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT)
+}
+
+fn recv_with_fds_flags(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
+    flags: RecvFlags,
 ) -> io::Result<usize> {
-    let mut space =
-        vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let n = loop {
-        match rustix::net::recvmsg(
-            sock,
-            &mut [IoSliceMut::new(buf)],
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC,
-        ) {
+        match rustix::net::recvmsg(sock, &mut [IoSliceMut::new(buf)], &mut control, flags) {
             Err(rustix::io::Errno::INTR) => continue,
             r => break r.map_err(io::Error::from)?.bytes,
         }
@@ -317,16 +266,8 @@ pub(crate) fn write_all(sock: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()>
 }
 
 /// One `recv` from a socket; `nonblocking` makes an empty socket `WouldBlock`. Returns 0 at end of stream.
-pub(crate) fn read_some(
-    sock: BorrowedFd<'_>,
-    buf: &mut [u8],
-    nonblocking: bool,
-) -> io::Result<usize> {
-    let flags = if nonblocking {
-        RecvFlags::DONTWAIT
-    } else {
-        RecvFlags::empty()
-    };
+pub(crate) fn read_some(sock: BorrowedFd<'_>, buf: &mut [u8], nonblocking: bool) -> io::Result<usize> {
+    let flags = if nonblocking { RecvFlags::DONTWAIT } else { RecvFlags::empty() };
     loop {
         match rustix::net::recv(sock, &mut *buf, flags) {
             Ok((n, _)) => return Ok(n),
@@ -334,6 +275,34 @@ pub(crate) fn read_some(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// How many bytes a socket may have in flight before a writer blocks (`SO_SNDBUF`).
+pub(crate) fn send_buffer_size(sock: BorrowedFd<'_>) -> usize {
+    rustix::net::sockopt::socket_send_buffer_size(sock).unwrap_or(0)
+}
+
+/// An anonymous memory file (`memfd_create`) holding `data`.
+pub(crate) fn memfd_with(data: &[u8]) -> io::Result<OwnedFd> {
+    let fd = rustix::fs::memfd_create("mp-outcome", rustix::fs::MemfdFlags::CLOEXEC)?;
+    let mut rest = data;
+    while !rest.is_empty() {
+        match rustix::io::write(&fd, rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(fd)
+}
+
+/// The whole content of a memory file made by [`memfd_with`] (read from offset 0).
+pub(crate) fn memfd_contents(fd: OwnedFd) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::from(fd);
+    let mut data = vec![0u8; file.metadata()?.len() as usize];
+    file.read_exact_at(&mut data, 0)?;
+    Ok(data)
 }
 
 /// Reads exactly `buf.len()` bytes; end of stream first is `UnexpectedEof`.
@@ -349,24 +318,16 @@ pub(crate) fn read_exact(sock: BorrowedFd<'_>, mut buf: &mut [u8]) -> io::Result
 
 /// Waits until at least one of `fds` is readable (or hung up), or `timeout` passes (`None`: no limit).
 /// Returns one flag per descriptor; all false on timeout.
-pub(crate) fn poll_readable(
-    fds: &[BorrowedFd<'_>],
-    timeout: Option<Duration>,
-) -> io::Result<Vec<bool>> {
+pub(crate) fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
     let deadline = timeout.map(|t| Instant::now().checked_add(t));
-    let mut polls: Vec<PollFd<'_>> = fds
-        .iter()
-        .map(|fd| PollFd::from_borrowed_fd(*fd, PollFlags::IN))
-        .collect();
+    let mut polls: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::from_borrowed_fd(*fd, PollFlags::IN)).collect();
     loop {
         let remaining = match deadline {
             None | Some(None) => None,
             Some(Some(deadline)) => Some(deadline.saturating_duration_since(Instant::now())),
         };
-        let spec = remaining.map(|d| Timespec {
-            tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
-            tv_nsec: d.subsec_nanos().into(),
-        });
+        let spec = remaining
+            .map(|d| Timespec { tv_sec: d.as_secs().min(i64::MAX as u64) as i64, tv_nsec: d.subsec_nanos().into() });
         match rustix::event::poll(&mut polls, spec.as_ref()) {
             Ok(_) => break,
             Err(rustix::io::Errno::INTR) => continue,
@@ -381,11 +342,7 @@ pub(crate) fn poll_readable(
 pub(crate) fn exe_fingerprint(path: &CStr) -> io::Result<u64> {
     let st = rustix::fs::stat(path)?;
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for word in [
-        st.st_size as u64,
-        st.st_mtime as u64,
-        st.st_mtime_nsec as u64,
-    ] {
+    for word in [st.st_size as u64, st.st_mtime as u64, st.st_mtime_nsec as u64] {
         for byte in word.to_le_bytes() {
             h = (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
         }
@@ -439,9 +396,8 @@ pub(crate) struct SigChld {
 impl SigChld {
     /// Installs the SIGCHLD handler.
     pub(crate) fn install() -> io::Result<Self> {
-        let (read, write) = rustix::pipe::pipe_with(
-            rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
-        )?;
+        let (read, write) =
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK)?;
         SIGCHLD_FD.store(write.as_raw_fd(), Ordering::Relaxed);
         // SAFETY: a zeroed sigaction is a valid starting value; the handler only calls write(2).
         unsafe {
@@ -449,16 +405,9 @@ impl SigChld {
             action.sa_sigaction = on_sigchld as *const () as usize;
             action.sa_flags = libc::SA_RESTART | libc::SA_NOCLDSTOP;
             libc::sigemptyset(&mut action.sa_mask);
-            syscall!(libc::sigaction(
-                libc::SIGCHLD,
-                &action,
-                std::ptr::null_mut()
-            ))?;
+            syscall!(libc::sigaction(libc::SIGCHLD, &action, std::ptr::null_mut()))?;
         }
-        Ok(Self {
-            read,
-            _write: write,
-        })
+        Ok(Self { read, _write: write })
     }
 
     /// The descriptor to poll.
@@ -482,9 +431,8 @@ impl SigChld {
 
 /// Sends `sig` to the process behind `pidfd` (immune to pid reuse). An ended process is not an error.
 pub(crate) fn pidfd_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
-    let sig = rustix::process::Signal::from_named_raw(sig).ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("unknown signal {sig}"))
-    })?;
+    let sig = rustix::process::Signal::from_named_raw(sig)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("unknown signal {sig}")))?;
     match rustix::process::pidfd_send_signal(pidfd, sig) {
         Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
         Err(e) => Err(e.into()),
