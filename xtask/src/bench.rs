@@ -1,4 +1,87 @@
-//! `cargo xtask bench`: placeholder replaced below.
-pub(crate) fn run(_: &[String]) -> Result<(), String> {
+//! `cargo xtask bench [GROUP...]`: mp's workloads (release build), CPython's on the same workloads, the raw
+//! floors, all in one run; the JSON lines as they come, then a table of ratios.
+
+use std::process::{Command, Stdio};
+
+use crate::{cargo, root, run_cmd};
+
+/// For each mp workload, the floor workload it is held against.
+const FLOOR_OF: &[(&str, &str)] = &[
+    ("spawn_join_fork", "fork_exit_wait"),
+    ("spawn_join_forkserver", "fork_exit_wait"),
+    ("spawn_join_spawn", "posix_spawn_self"),
+];
+
+#[derive(Debug)]
+struct Line {
+    workload: String,
+    implementation: String,
+    value: f64,
+    unit: String,
+}
+
+/// Pulls `"key": value` out of one of our flat JSON lines.
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(&format!("\"{key}\""))? + key.len() + 2;
+    let rest = line[start..].trim_start().strip_prefix(':')?.trim_start();
+    Some(match rest.strip_prefix('"') {
+        Some(quoted) => &quoted[..quoted.find('"')?],
+        None => rest[..rest.find([',', '}'])?].trim(),
+    })
+}
+
+fn parse(line: &str) -> Option<Line> {
+    Some(Line {
+        workload: field(line, "workload")?.to_owned(),
+        implementation: field(line, "impl")?.to_owned(),
+        value: field(line, "value")?.parse().ok()?,
+        unit: field(line, "unit")?.to_owned(),
+    })
+}
+
+/// Runs a command, echoing and collecting its stdout lines.
+fn collect(cmd: &mut Command) -> Result<Vec<Line>, String> {
+    let out = cmd.current_dir(root()).stderr(Stdio::inherit()).output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed: {}", out.status));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    print!("{text}");
+    Ok(text.lines().filter_map(parse).collect())
+}
+
+pub(crate) fn run(groups: &[String]) -> Result<(), String> {
+    run_cmd(cargo().args(["build", "--release", "--quiet", "-p", "mp-bench"]))?;
+    let mut lines = collect(Command::new(root().join("target/release/mp-bench")).args(groups))?;
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    if Command::new(&python).arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success()) {
+        lines.extend(collect(Command::new(&python).arg("crates/mp-bench/cpython_bench.py").args(groups))?);
+    } else {
+        println!("(no {python}: CPython's figures are skipped)");
+    }
+    let value = |workload: &str, implementation: &str| {
+        lines.iter().find(|l| l.workload == workload && l.implementation == implementation).map(|l| l.value)
+    };
+    println!(
+        "\n{:<26} {:>12} {:>12} {:>12} {:>10} {:>12}",
+        "workload", "mp", "cpython", "floor", "mp/floor", "vs cpython"
+    );
+    for line in lines.iter().filter(|l| l.implementation == "mp") {
+        let floor = FLOOR_OF.iter().find(|(w, _)| *w == line.workload).and_then(|(_, f)| value(f, "floor"));
+        let cpython = value(&line.workload, "cpython");
+        let lower_is_better = matches!(line.unit.as_str(), "us" | "ms" | "ns" | "s");
+        let speedup = cpython.map(|c| if lower_is_better { c / line.value } else { line.value / c });
+        let show = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+        println!(
+            "{:<26} {:>12} {:>12} {:>12} {:>10} {:>12}   ({})",
+            line.workload,
+            format!("{:.1}", line.value),
+            show(cpython),
+            show(floor),
+            floor.map_or_else(|| "-".to_owned(), |f| format!("{:.2}x", line.value / f)),
+            speedup.map_or_else(|| "-".to_owned(), |s| format!("{s:.1}x faster")),
+            line.unit,
+        );
+    }
     Ok(())
 }

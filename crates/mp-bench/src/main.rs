@@ -29,18 +29,27 @@ pub(crate) fn report(workload: &str, implementation: &str, value: f64, unit: &st
     println!(r#"{{"workload": "{workload}", "impl": "{implementation}", "value": {value:.3}, "unit": "{unit}"}}"#);
 }
 
-/// Runs `op` `n` times per round for three rounds; the median of the rounds' mean time per op, in µs.
-pub(crate) fn micros_per_op(n: u32, mut op: impl FnMut()) -> f64 {
-    op(); // warm up (the fork server, page faults, lazy statics)
-    let mut rounds: Vec<f64> = (0..3)
-        .map(|_| {
+/// A workload for [`interleaved`]: name, implementation, operations per round, the operation.
+pub(crate) type Workload<'a> = (&'static str, &'static str, u32, Box<dyn FnMut() + 'a>);
+
+/// Runs the workloads in alternating rounds (five each, after one warm-up round), so that a noisy machine
+/// slows all of them alike, and reports each one's median round as µs per operation.
+pub(crate) fn interleaved(mut workloads: Vec<Workload<'_>>) {
+    const ROUNDS: usize = 5;
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); workloads.len()];
+    for round in 0..=ROUNDS {
+        for (i, (_, _, n, op)) in workloads.iter_mut().enumerate() {
             let start = Instant::now();
-            for _ in 0..n {
+            for _ in 0..*n {
                 op();
             }
-            start.elapsed().as_secs_f64() * 1e6 / f64::from(n)
-        })
-        .collect();
-    rounds.sort_by(f64::total_cmp);
-    rounds[1]
+            if round > 0 {
+                times[i].push(start.elapsed().as_secs_f64() * 1e6 / f64::from(*n));
+            }
+        }
+    }
+    for ((name, implementation, _, _), mut rounds) in workloads.into_iter().zip(times) {
+        rounds.sort_by(f64::total_cmp);
+        report(name, implementation, rounds[ROUNDS / 2], "us");
+    }
 }

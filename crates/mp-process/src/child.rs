@@ -37,6 +37,9 @@ pub fn init() {
         run_from_socket(fd, false);
     }
     if let Some(fd) = take_env_fd(forkserver::SERVER_ENV) {
+        if take_env(forkserver::BIND_NOW_ENV).is_some() {
+            take_env("LD_BIND_NOW"); // ours, not the user's: the children must not inherit it
+        }
         let parent = take_env(forkserver::PARENT_ENV).and_then(|v| v.parse().ok()).unwrap_or(0);
         forkserver::serve(fd, parent);
     }
@@ -53,6 +56,7 @@ fn mark_initialized() {
     // Read first: a forked child shares this page with its parent until it writes to it.
     if !INITIALIZED.load(Ordering::SeqCst) && !INITIALIZED.swap(true, Ordering::SeqCst) {
         sys::at_exit(registry::exit_handler);
+        sys::prebind_child_symbols();
     }
 }
 
@@ -115,7 +119,7 @@ pub(crate) fn me_for(info: &ChildInfo, via_server: bool) -> Box<Me> {
 }
 
 /// The child of a `fork` start: runs the job from memory.
-pub(crate) fn run_forked(info: &ChildInfo, me: Box<Me>, sock: OwnedFd, job: Box<dyn Job>) -> ! {
+pub(crate) fn run_forked(info: &ChildInfo, me: Box<Me>, sock: OwnedFd, mut job: Box<dyn Job>) -> ! {
     registry::reset_after_fork();
     let outcome = match become_child(info, me, false) {
         Ok(()) => job.run(),
@@ -128,6 +132,8 @@ pub(crate) fn run_forked(info: &ChildInfo, me: Box<Me>, sock: OwnedFd, job: Box<
 pub(crate) fn run_from_socket(sock: OwnedFd, via_server: bool) -> ! {
     if via_server {
         registry::reset_after_fork();
+        // The parent learns a fork-server child's pid from the child itself.
+        let _ = sys::write_all(sock.as_fd(), &sys::pid().to_le_bytes());
     }
     let outcome = match read_bootstrap(sock.as_fd()) {
         Err(e) => Outcome::Failed(e),
@@ -149,8 +155,8 @@ pub(crate) fn run_from_socket(sock: OwnedFd, via_server: bool) -> ! {
 fn finish(sock: OwnedFd, outcome: Outcome) -> ! {
     let code = outcome.exit_code();
     registry::shutdown_children();
+    // Rust's stderr is unbuffered; stdout may hold a partial line.
     let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
     let _ = send_outcome(sock.as_fd(), &outcome);
     sys::exit_now(code)
 }

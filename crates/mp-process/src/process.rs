@@ -87,7 +87,7 @@ impl Builder {
         M: 'static,
     {
         const { assert!(std::mem::size_of::<F>() == 0, "the target must be a fn item or a closure without captures") };
-        self.build(Box::new(FnJob { target, args, _marker: PhantomData }))
+        self.build(Box::new(FnJob { target, args: Some(args), _marker: PhantomData }))
     }
 
     /// A process that will run a closure. See [`Process::from_closure`].
@@ -96,7 +96,7 @@ impl Builder {
         C: FnOnce() -> R + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        self.build(Box::new(ClosureJob { closure }))
+        self.build(Box::new(ClosureJob { closure: Some(closure) }))
     }
 
     fn build<R>(self, job: Box<dyn Job>) -> Process<R> {

@@ -56,7 +56,10 @@ impl<T> ProcessLocal<T> {
     /// In a forked child: forget the inherited value (leaking it; its locks may be held by threads that do
     /// not exist here) and start afresh on next use.
     pub(crate) fn reset(&self) {
-        self.ptr.store(std::ptr::null_mut(), Ordering::Release);
+        // Only write when needed: in a forked child every page written is a copy-on-write fault.
+        if !self.ptr.load(Ordering::Acquire).is_null() {
+            self.ptr.store(std::ptr::null_mut(), Ordering::Release);
+        }
     }
 }
 

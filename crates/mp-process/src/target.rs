@@ -66,8 +66,8 @@ impl Outcome {
         }
     }
 
-    /// `[marker][u64 LE length][tag][body]`: the frame, after one marker byte of the caller's.
-    pub(crate) fn encode(&self, marker: u8) -> Vec<u8> {
+    /// Hands `[u64 LE length][tag]` and the body of the frame to `send` (no copy of a returned value).
+    pub(crate) fn with_frame<T>(&self, send: impl FnOnce([u8; 9], &[u8]) -> T) -> T {
         let encoded;
         let (tag, body) = match self {
             Outcome::Returned(bytes) => (0u8, bytes.as_slice()),
@@ -80,12 +80,10 @@ impl Outcome {
                 (2, encoded.as_slice())
             }
         };
-        let mut message = Vec::with_capacity(10 + body.len());
-        message.push(marker);
-        message.extend_from_slice(&(body.len() as u64 + 1).to_le_bytes());
-        message.push(tag);
-        message.extend_from_slice(body);
-        message
+        let mut head = [0u8; 9];
+        head[..8].copy_from_slice(&(body.len() as u64 + 1).to_le_bytes());
+        head[8] = tag;
+        send(head, body)
     }
 
     /// Decodes a complete frame; `None` when the bytes are missing or damaged.
@@ -167,14 +165,16 @@ pub(crate) trait Job: Send {
     fn encode(&self) -> Result<(Vec<u8>, Vec<OwnedFd>), StartError>;
     /// The trampoline a re-executed child calls; `None` for closures, which only a forked child can run.
     fn entry(&self) -> Option<Entry>;
-    /// Runs the target in a forked child, which has the arguments in memory already.
-    fn run(self: Box<Self>) -> Outcome;
+    /// Runs the target in a forked child, which has the arguments in memory already. Takes `&mut self` so
+    /// that the child frees nothing (a free writes to heap pages, each a copy-on-write fault after `fork`).
+    fn run(&mut self) -> Outcome;
 }
 
 /// A function item (or non-capturing closure) and its arguments.
 pub(crate) struct FnJob<F, M, A> {
     pub(crate) target: F,
-    pub(crate) args: A,
+    /// `None` once taken by `run`.
+    pub(crate) args: Option<A>,
     pub(crate) _marker: PhantomData<fn() -> M>,
 }
 
@@ -186,22 +186,24 @@ where
     M: 'static,
 {
     fn encode(&self) -> Result<(Vec<u8>, Vec<OwnedFd>), StartError> {
-        handle::to_bytes_with_handles(&self.args).map_err(|e| StartError::Serialize(e.to_string()))
+        handle::to_bytes_with_handles(&self.args.as_ref().expect("arguments not taken yet"))
+            .map_err(|e| StartError::Serialize(e.to_string()))
     }
 
     fn entry(&self) -> Option<Entry> {
         Some(entry::<F, M, A>)
     }
 
-    fn run(self: Box<Self>) -> Outcome {
-        let FnJob { target, args, .. } = *self;
+    fn run(&mut self) -> Outcome {
+        let (target, args) = (self.target, self.args.take().expect("a job runs once"));
         run_target(move || target.call(args))
     }
 }
 
 /// A closure target (fork only).
 pub(crate) struct ClosureJob<C> {
-    pub(crate) closure: C,
+    /// `None` once taken by `run`.
+    pub(crate) closure: Option<C>,
 }
 
 impl<C, R> Job for ClosureJob<C>
@@ -217,8 +219,8 @@ where
         None
     }
 
-    fn run(self: Box<Self>) -> Outcome {
-        run_target(self.closure)
+    fn run(&mut self) -> Outcome {
+        run_target(self.closure.take().expect("a job runs once"))
     }
 }
 

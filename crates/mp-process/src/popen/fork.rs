@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use super::{Child, ChildInfo, adopt};
+use super::{Child, ChildInfo};
 use crate::target::Job;
 use crate::{StartError, child, registry, sys};
 
@@ -13,18 +13,20 @@ pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>) -> Result<Arc<Child>, S
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     let me = child::me_for(&info, false);
+    // Built before the fork too: after it, every heap page the parent writes is copied while the child lives.
+    let mut child = Child::direct(&info, ours);
     let guard = registry::start_lock();
     // SAFETY: the child only runs `child::run_forked`, which resets this crate's locks before use; the
     // caller chose `Fork` knowing locks held by other threads stay held in the child (see `StartMethod`).
     let pid = match unsafe { sys::fork() }? {
-        sys::Forked::Child => {
-            drop(ours);
-            child::run_forked(&info, me, theirs, job)
-        }
+        sys::Forked::Child => child::run_forked(&info, me, theirs, job),
         sys::Forked::Parent(pid) => pid,
     };
     drop(guard);
-    drop((theirs, job, me));
-    let pidfd = adopt(pid)?;
-    Ok(Arc::new(Child::direct(pid, &info, pidfd, ours)))
+    // The arguments go now, as in CPython: a handle among them must not stay open in the parent.
+    drop((theirs, job));
+    child.adopt(pid)?;
+    // Plain memory is freed once the child has ended, when its pages are no longer shared.
+    child.keep_until_reaped(Box::new((me, info)));
+    Ok(Arc::new(child))
 }

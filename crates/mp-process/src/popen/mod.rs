@@ -157,8 +157,8 @@ pub(crate) fn child_argv(args: &[String]) -> Vec<CString> {
 /// How a child's exit status is learnt.
 #[derive(Debug)]
 enum Reaper {
-    /// Our own child: its pidfd becomes readable at exit, then `waitpid`.
-    Direct { pidfd: OwnedFd },
+    /// Our own child: its pidfd becomes readable at exit, then `waitpid`. (`None` only before `adopt`.)
+    Direct { pidfd: Option<OwnedFd> },
     /// The fork server's child: the server writes its pid, then its exit code, to this socket.
     Server { status: OwnedFd },
 }
@@ -183,6 +183,17 @@ struct State {
     exitcode: Option<i32>,
     /// The fork server died without reporting the exit status.
     server_lost: bool,
+    /// The fork server's report on its child: pid and exit code.
+    reported: Option<(u32, i32)>,
+}
+
+/// Values kept alive until a child is reaped.
+struct Deferred(Option<Box<dyn Send>>);
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Deferred(..)" } else { "Deferred(None)" })
+    }
 }
 
 /// The parent's handle on a started child.
@@ -196,13 +207,32 @@ pub(crate) struct Child {
     sock: OwnedFd,
     reaper: Reaper,
     state: Mutex<State>,
+    /// Values whose drop is put off until the child has been reaped (see `keep_until_reaped`).
+    deferred: Mutex<Deferred>,
 }
 
 impl Child {
-    /// Our own child (fork, spawn).
-    fn direct(pid: u32, info: &ChildInfo, pidfd: OwnedFd, sock: OwnedFd) -> Self {
-        let identity = OnceLock::from(Some(Identity { pid, pidfd: None }));
-        Child::with(info, identity, sock, Reaper::Direct { pidfd })
+    /// Our own child (fork, spawn), before it exists; [`adopt`](Child::adopt) completes it.
+    fn direct(info: &ChildInfo, sock: OwnedFd) -> Self {
+        Child::with(info, OnceLock::new(), sock, Reaper::Direct { pidfd: None })
+    }
+
+    /// Records the pid of a just-created child of ours and opens its pidfd; if that fails, kills and reaps
+    /// it so that nothing is left behind.
+    fn adopt(&mut self, pid: u32) -> io::Result<()> {
+        let pidfd = sys::pidfd_open(pid).inspect_err(|_| {
+            let _ = sys::send_signal(pid, libc::SIGKILL);
+            let _ = sys::wait_status(pid, true);
+        })?;
+        self.reaper = Reaper::Direct { pidfd: Some(pidfd) };
+        let _ = self.identity.set(Some(Identity { pid, pidfd: None }));
+        Ok(())
+    }
+
+    /// Keeps `value` alive until the child has been reaped. Freeing memory right after `fork` writes to
+    /// pages the child still shares, each write a page copy; once the child is gone it costs nothing.
+    fn keep_until_reaped(&self, value: Box<dyn Send>) {
+        lock(&self.deferred).0 = Some(value);
     }
 
     /// A fork server's child, whose pid is still on its way.
@@ -218,18 +248,31 @@ impl Child {
             sock,
             reaper,
             state: Mutex::new(State::default()),
+            deferred: Mutex::new(Deferred(None)),
         }
     }
 
+    /// The child's identity. A fork server's child writes its pid on its socket first thing; reading it
+    /// may wait the moment that takes. If the child died before, the server's exit report names the pid.
     fn identity(&self) -> Option<&Identity> {
         self.identity
             .get_or_init(|| {
-                let Reaper::Server { status } = &self.reaper else { return None };
-                let mut pid = [0u8; 4];
-                sys::read_exact(status.as_fd(), &mut pid).ok()?;
-                let pid = u32::from_le_bytes(pid);
-                // A child that already ended has no pidfd; the server still reports its exit code.
-                Some(Identity { pid, pidfd: sys::pidfd_open(pid).ok() })
+                let mut state = lock(&self.state);
+                while state.buf.len() < 4 && !state.eof {
+                    let mut chunk = [0u8; 64];
+                    match sys::recv_with_fds(self.sock.as_fd(), &mut chunk, &mut state.fds) {
+                        Ok(0) | Err(_) => state.eof = true,
+                        Ok(n) => state.buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                if state.buf.len() < 4 {
+                    return state.reported.map(|(pid, _)| Identity { pid, pidfd: None });
+                }
+                let pid = u32::from_le_bytes(state.buf[..4].try_into().expect("4 bytes"));
+                state.buf.drain(..4);
+                // A child that already ended has no pidfd.
+                let pidfd = if state.exitcode.is_none() { sys::pidfd_open(pid).ok() } else { None };
+                Some(Identity { pid, pidfd })
             })
             .as_ref()
     }
@@ -243,11 +286,8 @@ impl Child {
     /// socket of a fork server's child (the server writes the exit code there, after the pid).
     pub(crate) fn sentinel(&self) -> BorrowedFd<'_> {
         match &self.reaper {
-            Reaper::Direct { pidfd } => pidfd.as_fd(),
-            Reaper::Server { status } => {
-                let _ = self.identity(); // the pid comes first on this socket
-                status.as_fd()
-            }
+            Reaper::Direct { pidfd } => pidfd.as_ref().expect("adopted").as_fd(),
+            Reaper::Server { status } => status.as_fd(),
         }
     }
 
@@ -261,10 +301,7 @@ impl Child {
         if !sys::poll_readable(&[self.sentinel()], timeout)?[0] {
             return Ok(false);
         }
-        let mut state = lock(&self.state);
-        if state.exitcode.is_none() {
-            self.reap(&mut state)?;
-        }
+        self.reap()?;
         Ok(true)
     }
 
@@ -282,29 +319,50 @@ impl Child {
     }
 
     /// Collects the exit status of a child whose exit descriptor is ready, then its outcome.
-    fn reap(&self, state: &mut State) -> io::Result<()> {
+    fn reap(&self) -> io::Result<()> {
         let code = match &self.reaper {
-            Reaper::Direct { .. } => match sys::wait_status(self.pid().expect("direct child"), true) {
-                Ok(code) => code.unwrap_or(255),
-                // Reaped behind our back (SIGCHLD ignored): the status is gone.
-                Err(e) if e.raw_os_error() == Some(libc::ECHILD) => 255,
-                Err(e) => return Err(e),
-            },
-            Reaper::Server { status } => {
-                let mut bytes = [0u8; 4];
-                match self.identity().map(|_| sys::read_exact(status.as_fd(), &mut bytes)) {
-                    Some(Ok(())) => i32::from_le_bytes(bytes),
-                    _ => {
-                        // CPython reports 255 when the fork server vanished.
-                        state.server_lost = true;
-                        255
-                    }
+            Reaper::Direct { .. } => {
+                let state = lock(&self.state);
+                if state.exitcode.is_some() {
+                    return Ok(());
+                }
+                match sys::wait_status(self.pid().expect("direct child"), true) {
+                    Ok(code) => code.unwrap_or(255),
+                    // Reaped behind our back (SIGCHLD ignored): the status is gone.
+                    Err(e) if e.raw_os_error() == Some(libc::ECHILD) => 255,
+                    Err(e) => return Err(e),
                 }
             }
+            Reaper::Server { status } => {
+                {
+                    let mut state = lock(&self.state);
+                    if state.exitcode.is_some() {
+                        return Ok(());
+                    }
+                    if state.reported.is_none() && !state.server_lost {
+                        // The server's report: [pid u32][exit code i32].
+                        let mut bytes = [0u8; 8];
+                        match sys::read_exact(status.as_fd(), &mut bytes) {
+                            Ok(()) => {
+                                let pid = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+                                state.reported = Some((pid, i32::from_le_bytes(bytes[4..].try_into().expect("4"))));
+                            }
+                            // CPython reports 255 when the fork server vanished.
+                            Err(_) => state.server_lost = true,
+                        }
+                    }
+                }
+                let _ = self.identity(); // takes the pid off the front of the socket
+                lock(&self.state).reported.map_or(255, |(_, code)| code)
+            }
         };
-        // The child is gone, so everything it wrote is already in the socket.
-        self.drain(state);
-        state.exitcode = Some(code);
+        let mut state = lock(&self.state);
+        if state.exitcode.is_none() {
+            // The child is gone, so everything it wrote is already in the socket.
+            self.drain(&mut state);
+            state.exitcode = Some(code);
+            drop(lock(&self.deferred).0.take());
+        }
         Ok(())
     }
 
@@ -316,11 +374,12 @@ impl Child {
 
     /// Sends a signal unless the child has already been reaped.
     pub(crate) fn signal(&self, sig: i32) -> io::Result<()> {
-        let state = lock(&self.state);
+        // Before taking the state lock: learning a served child's identity takes it too.
         let pidfd = match &self.reaper {
-            Reaper::Direct { pidfd } => Some(pidfd),
+            Reaper::Direct { pidfd } => pidfd.as_ref(),
             Reaper::Server { .. } => self.identity().and_then(|i| i.pidfd.as_ref()),
         };
+        let state = lock(&self.state);
         match pidfd {
             Some(pidfd) if state.exitcode.is_none() => sys::pidfd_signal(pidfd.as_fd(), sig),
             // Ended already: nothing to signal, as in CPython.
@@ -349,19 +408,18 @@ const IN_MEMFD: u8 = b'M';
 /// Sends a child's outcome. It must never block (the parent only reads it after the exit), so a frame that
 /// might not fit the socket's buffer goes into a memory file whose descriptor travels instead.
 pub(crate) fn send_outcome(sock: BorrowedFd<'_>, outcome: &Outcome) -> io::Result<()> {
-    let message = outcome.encode(INLINE);
-    // Any Unix socket buffers 2 KiB (Linux's minimum SO_SNDBUF is larger), so only bigger messages ask.
-    if message.len() <= 2048 || message.len() <= sys::send_buffer_size(sock) / 2 {
-        return sys::write_all(sock, &message);
-    }
-    let memfd = sys::memfd_with(&message[1..])?;
-    sys::send_with_fds(sock, &[IN_MEMFD], &[memfd.as_fd()]).map(drop)
-}
-
-/// Opens the pidfd of a just-created child of ours; if that fails, kills and reaps it so nothing is left.
-pub(crate) fn adopt(pid: u32) -> io::Result<OwnedFd> {
-    sys::pidfd_open(pid).inspect_err(|_| {
-        let _ = sys::send_signal(pid, libc::SIGKILL);
-        let _ = sys::wait_status(pid, true);
+    outcome.with_frame(|head, body| {
+        let len = 1 + head.len() + body.len();
+        // Any Unix socket buffers 2 KiB (Linux's minimum SO_SNDBUF is larger), so only bigger messages ask.
+        if len <= 2048 || len <= sys::send_buffer_size(sock) / 2 {
+            let mut first = [0u8; 10];
+            first[0] = INLINE;
+            first[1..].copy_from_slice(&head);
+            return sys::write_all_parts(sock, &first, body);
+        }
+        let mut frame = head.to_vec();
+        frame.extend_from_slice(body);
+        let memfd = sys::memfd_with(&frame)?;
+        sys::send_with_fds(sock, &[IN_MEMFD], &[memfd.as_fd()]).map(drop)
     })
 }

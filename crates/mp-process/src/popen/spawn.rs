@@ -3,7 +3,7 @@
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 
-use super::{Child, ChildInfo, adopt, bootstrap_frame, child_argv, child_env, send_bootstrap};
+use super::{Child, ChildInfo, bootstrap_frame, child_argv, child_env, send_bootstrap};
 use crate::target::Job;
 use crate::{StartError, StartMethod, child, context, registry, sys};
 
@@ -19,8 +19,9 @@ pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>, args: Vec<String>) -> R
         sys::spawn(&context::executable(), &argv, &env, &[theirs.as_raw_fd()])?
     };
     drop(theirs);
-    let pidfd = adopt(pid)?;
-    let child = Arc::new(Child::direct(pid, &info, pidfd, ours));
+    let mut child = Child::direct(&info, ours);
+    child.adopt(pid)?;
+    let child = Arc::new(child);
     if let Err(e) = send_bootstrap(child.sock.as_fd(), &frame, &fds) {
         let _ = child.signal(libc::SIGKILL);
         let _ = child.wait(None);

@@ -163,6 +163,23 @@ pub(crate) fn set_parent_death_signal() -> io::Result<()> {
     syscall!(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0,) }).map(drop)
 }
 
+/// Undoes [`set_parent_death_signal`].
+pub(crate) fn clear_parent_death_signal() -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG, 0) has no memory-safety preconditions.
+    syscall!(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0 as libc::c_ulong, 0, 0, 0) }).map(drop)
+}
+
+/// Calls, harmlessly, the libc functions a forked child calls, so that their dynamic symbols are bound
+/// before any fork: a child binding a symbol itself writes to (and so copies) a page of its parent's.
+pub(crate) fn prebind_child_symbols() {
+    let mut signal: libc::c_int = 0;
+    // SAFETY: PR_GET_PDEATHSIG writes one int through the valid pointer; getppid cannot fail.
+    unsafe {
+        libc::prctl(libc::PR_GET_PDEATHSIG, &mut signal as *mut libc::c_int as libc::c_ulong, 0, 0, 0);
+        libc::getppid();
+    }
+}
+
 /// Restricts this process to the given CPUs.
 pub(crate) fn set_affinity(cpus: &[usize]) -> io::Result<()> {
     let mut set = rustix::thread::CpuSet::new();
@@ -263,6 +280,24 @@ pub(crate) fn write_all(sock: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()>
         }
     }
     Ok(())
+}
+
+/// Writes `head` then `body` to a socket, in one `sendmsg` when it takes them whole.
+pub(crate) fn write_all_parts(sock: BorrowedFd<'_>, head: &[u8], body: &[u8]) -> io::Result<()> {
+    let sent = loop {
+        let iov = [IoSlice::new(head), IoSlice::new(body)];
+        match rustix::net::sendmsg(sock, &iov, &mut SendAncillaryBuffer::default(), SendFlags::NOSIGNAL) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if sent < head.len() {
+        write_all(sock, &head[sent..])?;
+        write_all(sock, body)
+    } else {
+        write_all(sock, &body[sent - head.len()..])
+    }
 }
 
 /// One `recv` from a socket; `nonblocking` makes an empty socket `WouldBlock`. Returns 0 at end of stream.
@@ -422,8 +457,10 @@ impl SigChld {
     }
 
     /// In a child forked by the server: back to the default SIGCHLD disposition, pipe closed.
-    pub(crate) fn forget_in_child(self) {
+    pub(crate) fn forget_in_child(&self) {
         SIGCHLD_FD.store(-1, Ordering::Relaxed);
+        close_raw(self.read.as_raw_fd());
+        close_raw(self._write.as_raw_fd());
         // SAFETY: restoring SIG_DFL is always sound.
         unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
     }
