@@ -60,6 +60,13 @@ fn mark_initialized() {
     }
 }
 
+/// What `init` sets up, done once in the fork server so that its children inherit it instead of each doing it
+/// after the fork.
+pub(crate) fn prepare_server() {
+    mark_initialized();
+    install_panic_hook();
+}
+
 pub(crate) fn is_initialized() -> bool {
     INITIALIZED.load(Ordering::SeqCst)
 }

@@ -117,12 +117,14 @@ pub(crate) fn reset_after_fork() {
     SERVER.reset();
 }
 
-/// An idle child forked ahead of the next request, waiting for it on `handoff`. Handing a request to it
-/// takes the server's `fork` off the start's critical path (Android's zygote keeps such a pool); the next
-/// spare is forked while the handed-off child runs.
+/// An idle child forked ahead of the next request. The spare itself waits on the request socket, so a
+/// request wakes it directly, without a hop through the server (and without the server's `fork()` on the
+/// start's critical path: Android's zygote keeps such children too). Once it has a request it sends the
+/// request's status socket to the server on `notify`, and the server forks the next spare while the first
+/// runs.
 struct Spare {
     pid: u32,
-    handoff: OwnedFd,
+    notify: OwnedFd,
 }
 
 /// The server loop: never returns.
@@ -132,11 +134,35 @@ pub(crate) fn serve(requests: OwnedFd, parent: u32) -> ! {
         sys::exit_now(0);
     }
     sys::ignore_sigint(true);
+    child::prepare_server();
     let Ok(sigchld) = sys::SigChld::install() else { sys::exit_now(1) };
     let mut children: HashMap<u32, OwnedFd> = HashMap::new();
     let mut spare = fork_spare(&requests, &sigchld, &children);
     loop {
-        let Ok(ready) = sys::poll_readable(&[requests.as_fd(), sigchld.fd()], None) else { sys::exit_now(1) };
+        // With a spare waiting on the request socket, the server must leave requests to it.
+        let watched = match &spare {
+            Some(spare) => [spare.notify.as_fd(), sigchld.fd()],
+            None => [requests.as_fd(), sigchld.fd()],
+        };
+        let Ok(ready) = sys::poll_readable(&watched, None) else { sys::exit_now(1) };
+        if ready[0] {
+            match spare.take() {
+                Some(taken) => {
+                    // The spare took a request: it sends the request's status socket.
+                    let mut byte = [0u8; 1];
+                    let mut fds = Vec::new();
+                    if let (Ok(1), Some(status)) =
+                        (sys::recv_with_fds(taken.notify.as_fd(), &mut byte, &mut fds), fds.pop())
+                    {
+                        children.insert(taken.pid, status);
+                        spare = fork_spare(&requests, &sigchld, &children);
+                    }
+                    // Otherwise the spare ended without a request (its program is gone); with no spare the
+                    // server watches the request socket itself and sees the end there.
+                }
+                None => serve_one(&requests, &sigchld, &mut children),
+            }
+        }
         if ready[1] {
             sigchld.drain();
             while let Some((pid, code)) = sys::reap_any() {
@@ -150,49 +176,40 @@ pub(crate) fn serve(requests: OwnedFd, parent: u32) -> ! {
                     spare = None;
                 }
             }
-        }
-        if !ready[0] {
-            continue;
-        }
-        let mut request = [0u8; 16];
-        let mut fds = Vec::new();
-        match sys::recv_with_fds(requests.as_fd(), &mut request, &mut fds) {
-            Ok(0) | Err(_) => sys::exit_now(0),
-            Ok(_) => {}
-        }
-        let (Some(status), Some(sock), true) = (fds.pop(), fds.pop(), fds.is_empty()) else {
-            continue;
-        };
-        let kill_with_parent = request[0] != 0;
-        let handed = spare.take().and_then(|s| {
-            sys::send_with_fds(s.handoff.as_fd(), &request[..1], &[sock.as_fd(), status.as_fd()]).ok().map(|_| s.pid)
-        });
-        match handed {
-            Some(pid) => {
-                drop(sock);
-                children.insert(pid, status);
+            if spare.is_none() {
+                spare = fork_spare(&requests, &sigchld, &children);
             }
-            // No spare at hand: fork one for this request.
-            // SAFETY: the server is single-threaded, so the child inherits no lock held by another thread.
-            None => match unsafe { sys::fork() } {
-                Ok(sys::Forked::Child) => {
-                    leave_server(&requests, &sigchld, &children);
-                    drop(status);
-                    run_served(sock, kill_with_parent)
-                }
-                Ok(sys::Forked::Parent(pid)) => {
-                    drop(sock);
-                    children.insert(pid, status);
-                }
-                // Dropping both sockets tells the client the start failed.
-                Err(_) => {}
-            },
         }
-        spare = fork_spare(&requests, &sigchld, &children);
     }
 }
 
-/// Forks a spare child that waits for a request on its handoff socket.
+/// Reads one request from the request socket and forks a child for it (the path without a spare).
+fn serve_one(requests: &OwnedFd, sigchld: &sys::SigChld, children: &mut HashMap<u32, OwnedFd>) {
+    let mut request = [0u8; 16];
+    let mut fds = Vec::new();
+    match sys::recv_with_fds(requests.as_fd(), &mut request, &mut fds) {
+        Ok(0) | Err(_) => sys::exit_now(0), // the program is gone
+        Ok(_) => {}
+    }
+    let (Some(status), Some(sock), true) = (fds.pop(), fds.pop(), fds.is_empty()) else { return };
+    // SAFETY: the server is single-threaded, so the child inherits no lock held by another thread.
+    match unsafe { sys::fork() } {
+        Ok(sys::Forked::Child) => {
+            leave_server(requests, sigchld, children);
+            sys::close_raw(requests.as_raw_fd());
+            drop(status);
+            run_served(sock, request[0] != 0)
+        }
+        Ok(sys::Forked::Parent(pid)) => {
+            drop(sock);
+            children.insert(pid, status);
+        }
+        // Dropping both sockets tells the client the start failed.
+        Err(_) => {}
+    }
+}
+
+/// Forks a spare child that takes the next request from the request socket.
 fn fork_spare(requests: &OwnedFd, sigchld: &sys::SigChld, children: &HashMap<u32, OwnedFd>) -> Option<Spare> {
     let (ours, theirs) = sys::seqpacket_pair().ok()?;
     // SAFETY: the server is single-threaded, so the child inherits no lock held by another thread.
@@ -202,22 +219,28 @@ fn fork_spare(requests: &OwnedFd, sigchld: &sys::SigChld, children: &HashMap<u32
             drop(ours);
             let mut request = [0u8; 16];
             let mut fds = Vec::new();
-            match sys::recv_with_fds(theirs.as_fd(), &mut request, &mut fds) {
+            match sys::recv_with_fds(requests.as_fd(), &mut request, &mut fds) {
                 Ok(n) if n > 0 && fds.len() == 2 => {}
-                _ => sys::exit_now(0), // the server is gone
+                _ => sys::exit_now(0), // the program is gone (or sent garbage)
             }
-            drop(theirs);
-            let (Some(_status), Some(sock)) = (fds.pop(), fds.pop()) else { sys::exit_now(0) };
+            sys::close_raw(requests.as_raw_fd());
+            let (Some(status), Some(sock)) = (fds.pop(), fds.pop()) else { sys::exit_now(0) };
+            // The server reports our exit on `status`; it gets it now, we keep nothing of it.
+            if sys::send_with_fds(theirs.as_fd(), &[1], &[status.as_fd()]).is_err() {
+                sys::exit_now(1);
+            }
+            drop((theirs, status));
             run_served(sock, request[0] != 0)
         }
-        sys::Forked::Parent(pid) => Some(Spare { pid, handoff: ours }),
+        sys::Forked::Parent(pid) => Some(Spare { pid, notify: ours }),
     }
 }
 
-/// In a child just forked by the server: drop the server's descriptors and signal handling. (The server's
-/// objects are never dropped in the child, which exits without returning, so closing by number is sound.)
+/// In a child just forked by the server: drop the server's descriptors (but the request socket, which a
+/// spare reads) and signal handling. The server's objects are never dropped in the child, which exits
+/// without returning, so closing by number is sound.
 fn leave_server(requests: &OwnedFd, sigchld: &sys::SigChld, children: &HashMap<u32, OwnedFd>) {
-    sys::close_raw(requests.as_raw_fd());
+    let _ = requests;
     for status in children.values() {
         sys::close_raw(status.as_raw_fd());
     }
