@@ -43,6 +43,8 @@ fn main() {
         many_children_at_once,
         start_method_configuration,
         killed_fork_server_is_reported_and_replaced,
+        inherited_settings_reach_grandchildren,
+        detached_processes_are_not_children,
     ]);
 }
 
@@ -609,4 +611,49 @@ fn killed_fork_server_is_reported_and_replaced() {
     again.start().unwrap();
     assert_eq!(again.join().unwrap(), 36);
     assert_ne!(ppid_of(std::process::id()), Some(server));
+}
+
+fn read_setting(_: ()) -> Option<String> {
+    mp_process::inherited("test.colour")
+}
+
+/// Starts a grandchild that reads the setting, after changing another one.
+fn relay_setting(_: ()) -> (Option<String>, Option<String>) {
+    mp_process::set_inherited("test.shape", Some("round"));
+    let mut p = Process::new(read_setting, ());
+    p.start().unwrap();
+    let colour = p.join().unwrap();
+    let mut q = Process::new(|(): ()| mp_process::inherited("test.shape"), ());
+    q.start().unwrap();
+    (colour, q.join().unwrap())
+}
+
+fn inherited_settings_reach_grandchildren() {
+    assert_eq!(mp_process::inherited("test.colour"), None);
+    mp_process::set_inherited("test.colour", Some("blue"));
+    let mut p = Process::new(relay_setting, ());
+    p.start().unwrap();
+    assert_eq!(p.join().unwrap(), (Some("blue".to_owned()), Some("round".to_owned())));
+    // The child's change stayed in the child.
+    assert_eq!(mp_process::inherited("test.shape"), None);
+    mp_process::set_inherited("test.colour", None);
+    let mut p = Process::new(read_setting, ());
+    p.start().unwrap();
+    assert_eq!(p.join().unwrap(), None);
+}
+
+fn start_detached_service(_: ()) -> u32 {
+    let mut service = Builder::new().detached(true).target(nap, 300);
+    service.start().unwrap();
+    assert!(active_children().is_empty(), "a detached process is not a child");
+    service.pid().unwrap()
+}
+
+fn detached_processes_are_not_children() {
+    // A daemon may start a detached service; its exit neither joins nor kills it.
+    let mut d = Builder::new().daemon(true).target(start_detached_service, ());
+    d.start().unwrap();
+    let service = d.join().unwrap();
+    assert!(process_alive(service), "the service outlived the process that started it");
+    assert!(eventually(Duration::from_secs(10), || !process_alive(service)), "the service ends by itself");
 }

@@ -135,6 +135,12 @@ pub(crate) fn run_forked(info: &ChildInfo, me: Box<Me>, sock: OwnedFd, mut job: 
     finish(sock, outcome)
 }
 
+/// A re-executed child takes over its parent's inherited settings, then becomes the process `info` says.
+fn adopt_and_become(info: &mut ChildInfo, via_server: bool) -> Result<(), ChildError> {
+    crate::inherit::adopt(std::mem::take(&mut info.inherited));
+    become_child(info, me_for(info, via_server), via_server)
+}
+
 /// A re-executed or fork-server child: reads its bootstrap from `sock`, runs the target.
 pub(crate) fn run_from_socket(sock: OwnedFd, via_server: bool) -> ! {
     if via_server {
@@ -144,7 +150,7 @@ pub(crate) fn run_from_socket(sock: OwnedFd, via_server: bool) -> ! {
     }
     let outcome = match read_bootstrap(sock.as_fd()) {
         Err(e) => Outcome::Failed(e),
-        Ok((boot, payload, fds)) => match become_child(&boot.info, me_for(&boot.info, via_server), via_server) {
+        Ok((mut boot, payload, fds)) => match adopt_and_become(&mut boot.info, via_server) {
             Err(e) => Outcome::Failed(e),
             Ok(()) => {
                 // SAFETY: the fingerprint check in `read_bootstrap` established that the parent runs this same

@@ -57,6 +57,7 @@ mod context;
 mod current;
 mod error;
 mod handle;
+mod inherit;
 mod method;
 mod popen;
 mod process;
@@ -75,6 +76,7 @@ pub use crate::{
     current::{ActiveChild, ParentProcess, ProcessInfo, active_children, cpu_count, current_process, parent_process},
     error::{ChildError, ChildErrorKind, ContextError, JoinError, PanicInfo, ProcessError, StartError},
     handle::{CodecError, Handle, from_bytes_with_handles, to_bytes_with_handles},
+    inherit::{inherited, set_inherited},
     method::StartMethod,
     process::{Builder, CloseError, Process},
     target::Target,

@@ -37,6 +37,7 @@ pub struct Builder {
     method: Option<StartMethod>,
     keep_alive_after_parent: bool,
     affinity: Option<Vec<usize>>,
+    detached: bool,
 }
 
 impl Builder {
@@ -78,6 +79,15 @@ impl Builder {
         self
     }
 
+    /// A detached process: a service of the process tree rather than a child in CPython's sense (mp's
+    /// shared-memory resource tracker is one). It is not listed by [`active_children`](crate::active_children),
+    /// not joined or terminated when this process exits, does not die with it, and may be started from a
+    /// daemon. Its handle still joins, signals and reports it.
+    pub fn detached(mut self, detached: bool) -> Self {
+        self.detached = detached;
+        self
+    }
+
     /// A process that will run `target(args)`. See [`Process::new`].
     pub fn target<F, M, A>(self, target: F, args: A) -> Process<F::Output>
     where
@@ -106,8 +116,9 @@ impl Builder {
             identity,
             daemon: self.daemon.unwrap_or_else(|| current::me().daemon),
             method: self.method,
-            kill_with_parent: !self.keep_alive_after_parent,
+            kill_with_parent: !self.keep_alive_after_parent && !self.detached,
             affinity: self.affinity,
+            detached: self.detached,
             job: Some(job),
             child: None,
             taken: false,
@@ -140,6 +151,7 @@ pub struct Process<R> {
     method: Option<StartMethod>,
     kill_with_parent: bool,
     affinity: Option<Vec<usize>>,
+    detached: bool,
     job: Option<Box<dyn Job>>,
     child: Option<Arc<Child>>,
     /// The result has been handed out by a join.
@@ -201,7 +213,7 @@ impl<R> Process<R> {
         if !child::is_initialized() {
             return Err(StartError::NotInitialized);
         }
-        if current::me().daemon {
+        if current::me().daemon && !self.detached {
             return Err(StartError::DaemonicParent);
         }
         let method = self.method.unwrap_or_else(context::get_start_method);
@@ -223,11 +235,14 @@ impl<R> Process<R> {
             kill_with_parent: self.kill_with_parent,
             affinity: self.affinity.clone(),
             start_method: context::get_start_method(),
+            inherited: if method == StartMethod::Fork { Default::default() } else { crate::inherit::snapshot() },
         };
         let job = self.job.take().expect("checked above");
         let args = child::child_args();
         let child = registry::on_launcher(move || popen::launch(method, info, job, args))??;
-        registry::add_child(child.clone());
+        if !self.detached {
+            registry::add_child(child.clone());
+        }
         self.method = Some(method);
         self.child = Some(child);
         Ok(())
@@ -260,7 +275,9 @@ impl<R> Process<R> {
         if !child.wait(timeout.into())? {
             return Ok(None);
         }
-        registry::remove_child(&child);
+        if !self.detached {
+            registry::remove_child(&child);
+        }
         if std::mem::replace(&mut self.taken, true) {
             return Err(JoinError::AlreadyJoined);
         }

@@ -160,4 +160,5 @@ pub(crate) fn reset_after_fork() {
     START_LOCK.reset();
     LAUNCHER.reset();
     forkserver::reset_after_fork();
+    crate::inherit::reset_after_fork();
 }

@@ -12,6 +12,7 @@ pub(crate) mod fork;
 pub(crate) mod forkserver;
 pub(crate) mod spawn;
 
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -36,6 +37,8 @@ pub(crate) struct ChildInfo {
     pub(crate) kill_with_parent: bool,
     pub(crate) affinity: Option<Vec<usize>>,
     pub(crate) start_method: StartMethod,
+    /// Settings from [`set_inherited`](crate::set_inherited) (a forked child has them in memory already).
+    pub(crate) inherited: BTreeMap<String, String>,
 }
 
 /// The start-up message of a re-executed child (after the fixed header).

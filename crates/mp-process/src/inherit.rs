@@ -1,0 +1,50 @@
+//! Inherited settings: a small key → value table that every child (and its children) inherits, under every
+//! start method. Higher crates keep their process-tree-wide settings here (the shared-memory resource
+//! tracker's address, logging settings), much as CPython passes its "preparation data" to a spawned child.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use crate::registry::{ProcessLocal, lock};
+
+/// The current table: an immutable snapshot, replaced whole on every change (a forked child keeps it as is).
+static VALUES: ProcessLocal<BTreeMap<String, String>> = ProcessLocal::new(BTreeMap::new);
+/// Serializes writers.
+static WRITING: ProcessLocal<Mutex<()>> = ProcessLocal::new(|| Mutex::new(()));
+
+/// Sets a value that children started from now on inherit (`None` removes it). Keys are namespaced by
+/// convention: `"mp-shm.tracker"`.
+///
+/// ```
+/// mp_process::set_inherited("example.colour", Some("blue"));
+/// assert_eq!(mp_process::inherited("example.colour").as_deref(), Some("blue"));
+/// ```
+pub fn set_inherited(key: &str, value: Option<&str>) {
+    let _writing = lock(WRITING.get());
+    let mut values = VALUES.get().clone();
+    match value {
+        Some(value) => values.insert(key.to_owned(), value.to_owned()),
+        None => values.remove(key),
+    };
+    VALUES.set(Box::new(values));
+}
+
+/// A value set with [`set_inherited`] in this process or in one of its ancestors before it started us.
+pub fn inherited(key: &str) -> Option<String> {
+    VALUES.get().get(key).cloned()
+}
+
+/// The whole table, for a child's start-up message.
+pub(crate) fn snapshot() -> BTreeMap<String, String> {
+    VALUES.get().clone()
+}
+
+/// In a re-executed child: take over the parent's table.
+pub(crate) fn adopt(values: BTreeMap<String, String>) {
+    VALUES.set(Box::new(values));
+}
+
+/// In a forked child: the table stays, its writers' lock is renewed.
+pub(crate) fn reset_after_fork() {
+    WRITING.reset();
+}
