@@ -21,8 +21,11 @@
 
 /// Processes, start methods and contexts (the `mp-process` crate).
 pub use mp_process as process;
+/// Shared memory and typed raw values (the `mp-shm` crate).
+pub use mp_shm as shm;
 
 pub use mp_process::{
     Process, StartMethod, active_children, cpu_count, current_process, get_context, get_start_method, init,
     parent_process, set_start_method,
 };
+pub use mp_shm::{RawArray, RawValue, SharedMemory};

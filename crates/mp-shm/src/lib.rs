@@ -1,0 +1,60 @@
+//! Python's `multiprocessing.shared_memory` and `sharedctypes.RawValue` / `RawArray` for Rust: named
+//! shared-memory segments that several processes map, typed values in them, and a resource tracker that
+//! removes what a crashed process tree left behind.
+//!
+//! ```
+//! use mp_process::Process;
+//! use mp_shm::SharedMemory;
+//!
+//! fn fill(shm: SharedMemory) {
+//!     shm.write_at(0, b"written by the child").unwrap();
+//! }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     mp_process::init();
+//!     let shm = SharedMemory::create(64)?;
+//!     let mut child = Process::new(fill, SharedMemory::open(shm.name())?);
+//!     child.start()?;
+//!     child.join()?;
+//!     let mut text = [0u8; 20];
+//!     shm.read_at(0, &mut text)?;
+//!     assert_eq!(&text, b"written by the child");
+//!     shm.unlink()?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Architecture invariant: uses mp-process only (for handles, inherited settings and the tracker process).
+//!
+//! # Segments
+//!
+//! [`SharedMemory`] creates (with a random or given name), attaches, copies bytes in and out, gives atomic
+//! views, and unlinks. It serializes as its name, so passing one to a child attaches the child to it.
+//!
+//! # Typed values
+//!
+//! [`RawValue<T>`] and [`RawArray<T>`] hold [`Pod`] types behind a header naming the type and length, so
+//! attaching with the wrong type is an error, not undefined behaviour. [`Integer`] types add atomic
+//! `fetch_add`, `compare_exchange` and `swap`.
+//!
+//! # Cleanup
+//!
+//! A resource tracker process unlinks the segments a process tree created and did not unlink once every
+//! process of the tree has ended, SIGKILL included. Only creators register segments; attaching never causes
+//! an unlink.
+
+#![warn(missing_docs)]
+
+mod error;
+mod pod;
+mod raw;
+mod segment;
+mod sys;
+mod tracker;
+
+pub use crate::{
+    error::ShmError,
+    pod::{Integer, Pod},
+    raw::{RawArray, RawValue},
+    segment::SharedMemory,
+};
