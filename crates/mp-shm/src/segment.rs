@@ -158,7 +158,7 @@ impl SharedMemory {
 
     fn aligned(&self, offset: usize, align: usize) -> Result<*mut u8, ShmError> {
         let ptr = self.range(offset, align)?;
-        if (ptr as usize) % align != 0 {
+        if !(ptr as usize).is_multiple_of(align) {
             return Err(ShmError::Misaligned { offset, align });
         }
         Ok(ptr)
