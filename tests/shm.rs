@@ -45,7 +45,7 @@ fn segments_cross_into_children() {
     let shm = SharedMemory::create(100_000).unwrap();
     assert!(shm.name().starts_with("mp_"));
     assert!(shm.is_owner());
-    let mut p = Process::new(write_pattern, SharedMemory::open(shm.name()).unwrap());
+    let mut p = Process::new(write_pattern, shm.try_clone().unwrap());
     p.start().unwrap();
     assert_eq!(p.join().unwrap(), 100_000);
     let expected: Vec<u8> = (0..100_000).map(|i| (i % 251) as u8).collect();
@@ -155,7 +155,7 @@ fn square_own_index((array, index): (RawArray<u64>, usize)) {
 fn each_child_squares_its_index() {
     let array = RawArray::<u64>::create(5).unwrap();
     let mut children: Vec<Process<()>> =
-        (0..5).map(|i| Process::new(square_own_index, (RawArray::<u64>::open(array.name()).unwrap(), i))).collect();
+        (0..5).map(|i| Process::new(square_own_index, (array.try_clone().unwrap(), i))).collect();
     for p in &mut children {
         p.start().unwrap();
     }
@@ -196,7 +196,7 @@ fn add_many((counter, n): (RawValue<u64>, u64)) {
 fn atomic_increments_are_exact() {
     let counter = RawValue::<u64>::zeroed().unwrap();
     let mut workers: Vec<Process<()>> =
-        (0..2).map(|_| Process::new(add_many, (RawValue::open(counter.name()).unwrap(), 100_000))).collect();
+        (0..2).map(|_| Process::new(add_many, (counter.try_clone().unwrap(), 100_000))).collect();
     for p in &mut workers {
         p.start().unwrap();
     }
@@ -219,7 +219,7 @@ fn flip((flag, point): (RawValue<bool>, RawArray<f64>)) -> bool {
 fn raw_values_cross_into_children() {
     let flag = RawValue::new(false).unwrap();
     let point = RawArray::from_slice(&[1.5f64, 0.0]).unwrap();
-    let mut p = Process::new(flip, (RawValue::open(flag.name()).unwrap(), RawArray::open(point.name()).unwrap()));
+    let mut p = Process::new(flip, (flag.try_clone().unwrap(), point.try_clone().unwrap()));
     p.start().unwrap();
     assert!(p.join().unwrap());
     assert!(flag.get());

@@ -13,7 +13,7 @@
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     mp_process::init();
 //!     let shm = SharedMemory::create(64)?;
-//!     let mut child = Process::new(fill, SharedMemory::open(shm.name())?);
+//!     let mut child = Process::new(fill, shm.try_clone()?);
 //!     child.start()?;
 //!     child.join()?;
 //!     let mut text = [0u8; 20];

@@ -118,6 +118,11 @@ impl<T: Pod> RawArray<T> {
         Ok(RawArray { shm, len, _type: PhantomData })
     }
 
+    /// Another handle to the same array (see [`SharedMemory::try_clone`]).
+    pub fn try_clone(&self) -> Result<Self, ShmError> {
+        Ok(RawArray { shm: self.shm.try_clone()?, len: self.len, _type: PhantomData })
+    }
+
     /// The number of elements.
     pub fn len(&self) -> usize {
         self.len
@@ -286,6 +291,11 @@ impl<T: Pod> RawValue<T> {
             });
         }
         Ok(RawValue { array })
+    }
+
+    /// Another handle to the same value (see [`SharedMemory::try_clone`]).
+    pub fn try_clone(&self) -> Result<Self, ShmError> {
+        Ok(RawValue { array: self.array.try_clone()? })
     }
 
     /// The value.

@@ -90,6 +90,12 @@ impl SharedMemory {
         Ok(SharedMemory { name: name.to_owned(), size, map, owner: false })
     }
 
+    /// Another handle to the same segment (an attachment: it does not own the segment). Handy for passing a
+    /// segment to a child while keeping one.
+    pub fn try_clone(&self) -> Result<Self, ShmError> {
+        Self::open(&self.name)
+    }
+
     /// The name, without the leading `/` (as CPython reports it).
     pub fn name(&self) -> &str {
         &self.name
