@@ -70,6 +70,12 @@ impl<T: Pod> RawArray<T> {
         Self::init(SharedMemory::create(Self::bytes(len)?)?, len)
     }
 
+    /// A zeroed array whose segment lives as long as the process tree (see
+    /// [`SharedMemory::create_for_tree`]).
+    pub fn create_for_tree(len: usize) -> Result<Self, ShmError> {
+        Self::init(SharedMemory::create_for_tree(Self::bytes(len)?)?, len)
+    }
+
     /// A zeroed array of `len` elements in a new segment named `name`.
     pub fn create_named(name: &str, len: usize) -> Result<Self, ShmError> {
         Self::init(SharedMemory::create_named(name, Self::bytes(len)?)?, len)
@@ -264,6 +270,13 @@ impl<T: Pod> RawValue<T> {
     /// A value in a new segment with a random name.
     pub fn new(value: T) -> Result<Self, ShmError> {
         let array = RawArray::create(1)?;
+        array.set(0, value)?;
+        Ok(RawValue { array })
+    }
+
+    /// A value whose segment lives as long as the process tree (see [`SharedMemory::create_for_tree`]).
+    pub fn new_for_tree(value: T) -> Result<Self, ShmError> {
+        let array = RawArray::create_for_tree(1)?;
         array.set(0, value)?;
         Ok(RawValue { array })
     }

@@ -60,9 +60,26 @@ impl SharedMemory {
         }
     }
 
+    /// Creates a segment with a random name whose lifetime is the process tree's: the resource tracker
+    /// unlinks it when the tree has ended, without reporting it as leaked. For objects built on shared
+    /// memory that are never unlinked by hand (mp-sync's locks, for instance), as CPython's semaphores are
+    /// cleaned up at exit.
+    pub fn create_for_tree(size: usize) -> Result<Self, ShmError> {
+        loop {
+            match Self::create_registered(&format!("mp_{}", sys::random_suffix()), size, tracker::Registration::Quiet) {
+                Err(ShmError::AlreadyExists(_)) => continue,
+                other => return other,
+            }
+        }
+    }
+
     /// Creates a segment named `name` of `size` bytes, zero-filled. Fails with [`ShmError::AlreadyExists`]
     /// if the name is taken, [`ShmError::InvalidName`], or [`ShmError::ZeroSize`].
     pub fn create_named(name: &str, size: usize) -> Result<Self, ShmError> {
+        Self::create_registered(name, size, tracker::Registration::Reported)
+    }
+
+    fn create_registered(name: &str, size: usize, registration: tracker::Registration) -> Result<Self, ShmError> {
         check_name(name)?;
         if size == 0 {
             return Err(ShmError::ZeroSize);
@@ -75,7 +92,7 @@ impl SharedMemory {
                 return Err(ShmError::Io(e));
             }
         };
-        tracker::register(name);
+        tracker::register(name, registration);
         Ok(SharedMemory { name: name.to_owned(), size, map, owner: true })
     }
 

@@ -4,7 +4,8 @@
 //! `mp_process::Builder::detached`) listening on an abstract Unix socket, and publishes the address through
 //! `mp_process::set_inherited`, so that every descendant finds it. Each process that creates a segment keeps
 //! one connection to the tracker (a forked child shares its parent's) and sends `R name` when it creates a
-//! segment and `U name` when it unlinks one; attaching sends nothing, so attachers cause neither cleanup nor
+//! segment (`Q name` for one whose lifetime is the tree's, cleaned up without a warning) and `U name` when
+//! it unlinks one; attaching sends nothing, so attachers cause neither cleanup nor
 //! false "leaked" reports (CPython's gh-82300). When the process that started the tracker has ended and no
 //! connection is left open — however the processes died, SIGKILL included — the tracker unlinks every
 //! segment still registered, says so on stderr as CPython does, and exits.
@@ -65,9 +66,18 @@ fn tell(op: u8, name: &str) {
     }
 }
 
+/// How a segment is registered.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Registration {
+    /// Reported on stderr if the tree ends without unlinking it (CPython's "leaked" warning).
+    Reported,
+    /// Its lifetime is the tree's: cleaned up silently.
+    Quiet,
+}
+
 /// A segment this process created.
-pub(crate) fn register(name: &str) {
-    tell(b'R', name);
+pub(crate) fn register(name: &str, registration: Registration) {
+    tell(if matches!(registration, Registration::Quiet) { b'Q' } else { b'R' }, name);
 }
 
 /// A segment this process created and has now unlinked.
@@ -82,6 +92,7 @@ fn serve(listener: Handle) {
     let mut root = sys::ProcessWatch::new(mp_process::parent_process().map_or(0, |p| p.pid()));
     let mut connections: Vec<OwnedFd> = Vec::new();
     let mut names: BTreeMap<String, usize> = BTreeMap::new();
+    let mut quiet: BTreeMap<String, usize> = BTreeMap::new();
     loop {
         if connections.is_empty() && root.fd().is_none() {
             // Done only if no connection waits in the backlog (a creator that died young still queued one,
@@ -109,11 +120,15 @@ fn serve(listener: Handle) {
                     let name = String::from_utf8_lossy(&buf[1..n]).into_owned();
                     match buf[0] {
                         b'R' => *names.entry(name).or_default() += 1,
+                        b'Q' => *quiet.entry(name).or_default() += 1,
                         b'U' => {
-                            if let Some(count) = names.get_mut(&name) {
-                                *count -= 1;
-                                if *count == 0 {
-                                    names.remove(&name);
+                            for table in [&mut names, &mut quiet] {
+                                if let Some(count) = table.get_mut(&name) {
+                                    *count -= 1;
+                                    if *count == 0 {
+                                        table.remove(&name);
+                                    }
+                                    break;
                                 }
                             }
                         }
@@ -141,7 +156,7 @@ fn serve(listener: Handle) {
             names.keys().collect::<Vec<_>>()
         );
     }
-    for name in names.keys() {
+    for name in names.keys().chain(quiet.keys()) {
         let _ = sys::unlink(name);
     }
 }

@@ -1,0 +1,304 @@
+//! [`Lock`] and [`RLock`]: process-shared mutexes that survive a dead holder.
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::segment::{Kind, Segment};
+use crate::sys::{self, Deadline, Locked, RobustMutex};
+use crate::SyncError;
+
+/// State layout: the pthread mutex, then the owner's thread id and the recursion depth.
+const MUTEX: usize = 0;
+const OWNER: usize = 64;
+const DEPTH: usize = 68;
+const SIZE: usize = 72;
+
+/// The machinery `Lock` and `RLock` share (public only so that the sealed [`ConditionLock`](crate::ConditionLock)
+/// can name it).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct SharedMutex {
+    segment: Segment,
+    mutex: RobustMutex,
+}
+
+const _: () = assert!(sys::MUTEX_SIZE <= OWNER, "the mutex must fit before the owner word");
+
+// SAFETY: the pthread mutex is process-shared and thread-safe by design; the other state words are atomics.
+unsafe impl Send for SharedMutex {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMutex {}
+
+impl SharedMutex {
+    pub(crate) fn create(recursive: bool) -> Result<Self, SyncError> {
+        let kind = if recursive { Kind::RLock } else { Kind::Lock };
+        let segment = Segment::create(kind, SIZE)?;
+        // SAFETY: fresh zeroed shared memory, 64-aligned, that lives as long as `segment`.
+        let mutex = unsafe { RobustMutex::init(segment.at(MUTEX), recursive)? };
+        Ok(SharedMutex { segment, mutex })
+    }
+
+    fn open(name: &str, recursive: bool) -> Result<Self, SyncError> {
+        let segment = Segment::open(name, if recursive { Kind::RLock } else { Kind::Lock })?;
+        // SAFETY: the creator initialised the mutex in this segment (checked by its kind header).
+        let mutex = unsafe { RobustMutex::attach(segment.at(MUTEX)) };
+        Ok(SharedMutex { segment, mutex })
+    }
+
+    fn owner(&self) -> u32 {
+        self.segment.word(OWNER).load(Ordering::Acquire)
+    }
+
+    fn held_by_me(&self) -> bool {
+        self.owner() == sys::thread_id()
+    }
+
+    fn depth(&self) -> u32 {
+        self.segment.word(DEPTH).load(Ordering::Relaxed)
+    }
+
+    /// Locks once; `Ok(Some(owner_died))` when acquired.
+    fn lock(&self, deadline: Option<Deadline>) -> Result<Option<bool>, SyncError> {
+        let outcome = match deadline {
+            None => self.mutex.try_lock()?,
+            Some(deadline) => self.mutex.lock(deadline)?,
+        };
+        let owner_died = match outcome {
+            Locked::Yes => false,
+            Locked::OwnerDied => {
+                log::warn!("mp-sync: the previous holder of {} died holding it", self.segment.name());
+                self.segment.word(DEPTH).store(0, Ordering::Relaxed);
+                true
+            }
+            Locked::No => return Ok(None),
+            Locked::Deadlock if deadline.is_none() => return Ok(None),
+            Locked::Deadlock => return Err(SyncError::WouldDeadlock),
+        };
+        self.segment.word(OWNER).store(sys::thread_id(), Ordering::Release);
+        self.segment.word(DEPTH).fetch_add(1, Ordering::Relaxed);
+        Ok(Some(owner_died))
+    }
+
+    fn unlock(&self) -> Result<(), SyncError> {
+        if !self.held_by_me() {
+            return Err(SyncError::NotHeld);
+        }
+        let depth = self.segment.word(DEPTH).fetch_sub(1, Ordering::Relaxed) - 1;
+        if depth == 0 {
+            self.segment.word(OWNER).store(0, Ordering::Release);
+        }
+        if self.mutex.unlock() {
+            Ok(())
+        } else {
+            // Not ours after all: restore the bookkeeping we touched.
+            self.segment.word(DEPTH).fetch_add(1, Ordering::Relaxed);
+            Err(SyncError::NotHeld)
+        }
+    }
+
+    /// Locks one level, waiting until `deadline`; `Some(owner_died)` when acquired.
+    pub(crate) fn lock_once(&self, deadline: Deadline) -> Result<Option<bool>, SyncError> {
+        self.lock(Some(deadline))
+    }
+
+    /// Releases one level.
+    pub(crate) fn unlock_once(&self) -> Result<(), SyncError> {
+        self.unlock()
+    }
+
+    /// Releases every level held (for a condition wait); returns how many to restore.
+    pub(crate) fn release_all(&self) -> Result<u32, SyncError> {
+        if !self.held_by_me() {
+            return Err(SyncError::NotHeld);
+        }
+        let depth = self.depth();
+        for _ in 0..depth {
+            self.unlock()?;
+        }
+        Ok(depth)
+    }
+
+    /// Re-acquires `depth` levels after a condition wait (no timeout, as in CPython).
+    pub(crate) fn restore(&self, depth: u32) -> Result<bool, SyncError> {
+        let mut died = false;
+        for _ in 0..depth {
+            died |= self.lock(Some(Deadline::after(None)))?.expect("no deadline");
+        }
+        Ok(died)
+    }
+}
+
+macro_rules! lock_type {
+    ($(#[$doc:meta])* $name:ident, $guard:ident, $recursive:expr, $kind:literal) => {
+        $(#[$doc])*
+        pub struct $name {
+            inner: SharedMutex,
+        }
+
+        impl $name {
+            /// A new, unlocked lock in a fresh shared-memory segment.
+            pub fn new() -> Result<Self, SyncError> {
+                Ok($name { inner: SharedMutex::create($recursive)? })
+            }
+
+            /// Attaches to the lock in segment `name` (what a child gets when one is passed to it).
+            pub fn open(name: &str) -> Result<Self, SyncError> {
+                Ok($name { inner: SharedMutex::open(name, $recursive)? })
+            }
+
+            /// Another handle to the same lock, to pass into a child.
+            pub fn try_clone(&self) -> Result<Self, SyncError> {
+                Self::open(self.name())
+            }
+
+            /// The shared-memory segment's name.
+            pub fn name(&self) -> &str {
+                self.inner.segment.name()
+            }
+
+            /// Blocks until the lock is acquired.
+            pub fn acquire(&self) -> Result<$guard<'_>, SyncError> {
+                Ok(self.acquire_until(Deadline::after(None))?.expect("no deadline"))
+            }
+
+            /// Acquires the lock if it is free; `None` if another holds it.
+            pub fn try_acquire(&self) -> Result<Option<$guard<'_>>, SyncError> {
+                Ok(self.inner.lock(None)?.map(|owner_died| $guard { lock: self, owner_died }))
+            }
+
+            /// Waits at most `timeout` for the lock; `None` when the time ran out (CPython's `False`).
+            pub fn acquire_timeout(&self, timeout: Duration) -> Result<Option<$guard<'_>>, SyncError> {
+                self.acquire_until(Deadline::after(Some(timeout)))
+            }
+
+            fn acquire_until(&self, deadline: Deadline) -> Result<Option<$guard<'_>>, SyncError> {
+                Ok(self.inner.lock(Some(deadline))?.map(|owner_died| $guard { lock: self, owner_died }))
+            }
+
+            /// Releases a level of the lock held through a [leaked](`$guard::leak`) guard.
+            /// [`SyncError::NotHeld`] if the calling thread does not hold it.
+            pub fn release(&self) -> Result<(), SyncError> {
+                self.inner.unlock()
+            }
+
+            /// Whether the calling thread holds the lock.
+            pub fn is_held(&self) -> bool {
+                self.inner.held_by_me()
+            }
+
+            pub(crate) fn mutex(&self) -> &SharedMutex {
+                &self.inner
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($name)).field("name", &self.name()).field("owner", &self.inner.owner()).finish()
+            }
+        }
+
+        /// Travels by name; the receiver attaches to the same lock.
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                self.name().serialize(serializer)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let name = String::deserialize(deserializer)?;
+                Self::open(&name).map_err(serde::de::Error::custom)
+            }
+        }
+
+        /// Holds the lock (one level of it, for an `RLock`); dropping it releases.
+        #[must_use = "the lock is released as soon as the guard is dropped"]
+        pub struct $guard<'a> {
+            lock: &'a $name,
+            owner_died: bool,
+        }
+
+        impl $guard<'_> {
+            /// Whether the previous holder died while holding the lock (a process killed inside its critical
+            /// section). The data the lock protects may be half-updated; the lock itself works.
+            pub fn previous_owner_died(&self) -> bool {
+                self.owner_died
+            }
+
+            /// Keeps the lock held past the guard, for a later [`release`](`$name::release`) (CPython's
+            /// manual `acquire()` / `release()` pairing).
+            pub fn leak(self) {
+                std::mem::forget(self);
+            }
+        }
+
+        impl Drop for $guard<'_> {
+            fn drop(&mut self) {
+                let _ = self.lock.inner.unlock();
+            }
+        }
+
+        impl fmt::Debug for $guard<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($guard)).field("lock", &self.lock.name()).field("previous_owner_died", &self.owner_died).finish()
+            }
+        }
+    };
+}
+
+lock_type!(
+    /// A lock shared between processes (CPython's `multiprocessing.Lock`).
+    ///
+    /// Robust: if its holder dies — even by SIGKILL — the next `acquire` succeeds and its guard reports
+    /// [`previous_owner_died`](LockGuard::previous_owner_died), where CPython's lock stays locked forever.
+    /// Unlike CPython's, only the holder may release it, and acquiring it twice from one thread is an error
+    /// ([`SyncError::WouldDeadlock`]) instead of a hang.
+    ///
+    /// ```
+    /// # mp_process::init();
+    /// let lock = mp_sync::Lock::new()?;
+    /// {
+    ///     let _guard = lock.acquire()?;
+    ///     assert!(lock.try_acquire()?.is_none());
+    /// }
+    /// assert!(lock.try_acquire()?.is_some());
+    /// # Ok::<(), mp_sync::SyncError>(())
+    /// ```
+    Lock,
+    LockGuard,
+    false,
+    "Lock"
+);
+
+lock_type!(
+    /// A re-entrant lock shared between processes (CPython's `multiprocessing.RLock`): the holder may
+    /// acquire it again, and must release it as many times. Robust like [`Lock`]; releasing it from a thread
+    /// that does not hold it is [`SyncError::NotHeld`].
+    ///
+    /// ```
+    /// # mp_process::init();
+    /// let lock = mp_sync::RLock::new()?;
+    /// let outer = lock.acquire()?;
+    /// let inner = lock.acquire()?;
+    /// drop(inner);
+    /// assert!(lock.is_held());
+    /// drop(outer);
+    /// assert!(!lock.is_held());
+    /// # Ok::<(), mp_sync::SyncError>(())
+    /// ```
+    RLock,
+    RLockGuard,
+    true,
+    "RLock"
+);
+
+impl RLock {
+    /// How many times the calling thread holds the lock (0 if it does not).
+    pub fn depth(&self) -> u32 {
+        if self.inner.held_by_me() { self.inner.depth() } else { 0 }
+    }
+}
+

@@ -1,0 +1,78 @@
+//! The shared memory behind each object: a 64-byte header naming its kind, then the object's state.
+
+use std::sync::atomic::AtomicU32;
+
+use mp_shm::SharedMemory;
+
+use crate::SyncError;
+
+const MAGIC: [u8; 8] = *b"mp-sync\x01";
+/// Where an object's state starts.
+pub(crate) const BODY: usize = 64;
+
+/// The kinds of objects, as recorded in the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Lock = 1,
+    RLock = 2,
+    Semaphore = 3,
+    Event = 4,
+    Condition = 5,
+    Barrier = 6,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Lock => "Lock",
+            Kind::RLock => "RLock",
+            Kind::Semaphore => "Semaphore",
+            Kind::Event => "Event",
+            Kind::Condition => "Condition",
+            Kind::Barrier => "Barrier",
+        }
+    }
+}
+
+/// A segment holding one synchronization object.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    shm: SharedMemory,
+}
+
+impl Segment {
+    /// A fresh zeroed segment of `body` bytes of state.
+    pub(crate) fn create(kind: Kind, body: usize) -> Result<Self, SyncError> {
+        let shm = SharedMemory::create_for_tree(BODY + body)?;
+        let mut header = [0u8; 16];
+        header[..8].copy_from_slice(&MAGIC);
+        header[8..].copy_from_slice(&(kind as u64).to_le_bytes());
+        shm.write_at(0, &header)?;
+        Ok(Segment { shm })
+    }
+
+    /// Attaches to `name`, which must hold a `kind`.
+    pub(crate) fn open(name: &str, kind: Kind) -> Result<Self, SyncError> {
+        let shm = SharedMemory::open(name)?;
+        let mut header = [0u8; 16];
+        if shm.size() < BODY || shm.read_at(0, &mut header).is_err() || header[..8] != MAGIC || header[8..] != (kind as u64).to_le_bytes() {
+            return Err(SyncError::WrongKind { name: name.to_owned(), expected: kind.name() });
+        }
+        Ok(Segment { shm })
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        self.shm.name()
+    }
+
+    /// The address of byte `offset` of the state.
+    pub(crate) fn at(&self, offset: usize) -> *mut u8 {
+        debug_assert!(BODY + offset < self.shm.size());
+        self.shm.as_ptr().wrapping_add(BODY + offset)
+    }
+
+    /// The 32-bit word at `offset` of the state (4-aligned), as an atomic.
+    pub(crate) fn word(&self, offset: usize) -> &AtomicU32 {
+        self.shm.atomic_u32(BODY + offset).expect("state words are in bounds and aligned")
+    }
+}
