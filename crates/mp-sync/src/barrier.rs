@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::SyncError;
 use crate::segment::{Kind, Segment};
 use crate::sys::{self, Deadline, Locked, RobustMutex};
-use crate::SyncError;
 
 /// State: a mutex guarding the counters, then the counters. `EPOCH` (the futex word) moves on every pass,
 /// break, abort and reset; `GENERATION` only on a pass, so a woken waiter can tell which it was.
@@ -156,7 +156,11 @@ impl<A: BarrierAction> Barrier<A> {
             }
             let index = self.word(COUNT).fetch_add(1, Ordering::AcqRel);
             if index + 1 < self.parties() {
-                return Ok(Err((index, self.word(GENERATION).load(Ordering::Acquire), self.word(EPOCH).load(Ordering::Acquire))));
+                return Ok(Err((
+                    index,
+                    self.word(GENERATION).load(Ordering::Acquire),
+                    self.word(EPOCH).load(Ordering::Acquire),
+                )));
             }
             // The last to arrive runs the action and lets everyone go.
             if catch_unwind(AssertUnwindSafe(A::run)).is_err() {

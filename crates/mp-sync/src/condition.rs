@@ -212,7 +212,10 @@ impl<L: ConditionLock> Condition<L> {
 
 impl<L: ConditionLock> fmt::Debug for Condition<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Condition").field("name", &self.segment.name()).field("lock", &self.lock.segment_name()).finish()
+        f.debug_struct("Condition")
+            .field("name", &self.segment.name())
+            .field("lock", &self.lock.segment_name())
+            .finish()
     }
 }
 

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::SyncError;
 use crate::segment::{Kind, Segment};
 use crate::sys::{self, Deadline};
-use crate::SyncError;
 
 const FLAG: usize = 0;
 

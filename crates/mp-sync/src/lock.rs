@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::SyncError;
 use crate::segment::{Kind, Segment};
 use crate::sys::{self, Deadline, Locked, RobustMutex};
-use crate::SyncError;
 
 /// State layout: the pthread mutex, then the owner's thread id and the recursion depth.
 const MUTEX: usize = 0;
@@ -301,4 +301,3 @@ impl RLock {
         if self.inner.held_by_me() { self.inner.depth() } else { 0 }
     }
 }
-

@@ -55,7 +55,11 @@ impl Segment {
     pub(crate) fn open(name: &str, kind: Kind) -> Result<Self, SyncError> {
         let shm = SharedMemory::open(name)?;
         let mut header = [0u8; 16];
-        if shm.size() < BODY || shm.read_at(0, &mut header).is_err() || header[..8] != MAGIC || header[8..] != (kind as u64).to_le_bytes() {
+        if shm.size() < BODY
+            || shm.read_at(0, &mut header).is_err()
+            || header[..8] != MAGIC
+            || header[8..] != (kind as u64).to_le_bytes()
+        {
             return Err(SyncError::WrongKind { name: name.to_owned(), expected: kind.name() });
         }
         Ok(Segment { shm })

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::SyncError;
 use crate::segment::{Kind, Segment};
 use crate::sys::{self, Deadline};
-use crate::SyncError;
 
 /// State: the value (the futex word), the number of sleepers, and the bound (0: unbounded).
 const VALUE: usize = 0;

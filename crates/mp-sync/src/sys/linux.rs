@@ -160,10 +160,9 @@ impl RobustMutex {
 
 /// Waits while `*word == expected`, until woken or `deadline`. Returns `false` on timeout.
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Deadline) -> bool {
-    let timeout = deadline.remaining().map(|r| futex::Timespec {
-        tv_sec: r.as_secs().min(i64::MAX as u64) as i64,
-        tv_nsec: r.subsec_nanos().into(),
-    });
+    let timeout = deadline
+        .remaining()
+        .map(|r| futex::Timespec { tv_sec: r.as_secs().min(i64::MAX as u64) as i64, tv_nsec: r.subsec_nanos().into() });
     if timeout.is_some_and(|t| t.tv_sec == 0 && t.tv_nsec == 0) {
         return false;
     }
@@ -171,7 +170,8 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Deadline) ->
     !matches!(futex::wait(word, futex::Flags::empty(), expected, timeout.as_ref()), Err(rustix::io::Errno::TIMEDOUT))
 }
 
-/// Wakes up to `count` waiters on `word`.
+/// Wakes up to `count` waiters on `word` (`u32::MAX`: all of them).
 pub(crate) fn futex_wake(word: &AtomicU32, count: u32) {
-    let _ = futex::wake(word, futex::Flags::empty(), count);
+    // The kernel reads the count as a signed int: u32::MAX would be -1, which wakes just one.
+    let _ = futex::wake(word, futex::Flags::empty(), count.min(i32::MAX as u32));
 }

@@ -1,0 +1,475 @@
+//! mp-sync across real processes, under the start method `cargo xtask test` selects.
+
+mod support;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use mp_process::{Handle, Process};
+use mp_shm::RawValue;
+use mp_sync::{
+    Array, Barrier, BarrierAction, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, SyncError, Value,
+};
+use support::eventually;
+
+fn main() {
+    mp_process::init();
+    support::run(support::cases![
+        lock_excludes_across_processes,
+        lock_misuse_is_an_error,
+        dead_lock_holder_does_not_deadlock,
+        dead_rlock_holder_does_not_deadlock,
+        rlock_counts_and_rejects_other_owners,
+        semaphore_limits_concurrency,
+        bounded_semaphore_rejects_over_release,
+        condition_wakes_waiters,
+        condition_timeouts_and_predicates,
+        event_across_processes,
+        barrier_passes_and_indexes,
+        barrier_breaks_on_timeout_abort_and_reset,
+        value_counter_classics,
+        array_of_squares,
+        objects_of_the_wrong_kind_are_refused,
+        extreme_timeouts,
+    ]);
+}
+
+fn add_under_lock((lock, counter, n): (Lock, RawValue<u64>, u32)) {
+    for _ in 0..n {
+        let _guard = lock.acquire().unwrap();
+        // Deliberately not atomic: only the lock keeps this exact.
+        counter.set(counter.get() + 1);
+    }
+}
+
+fn lock_excludes_across_processes() {
+    let lock = Lock::new().unwrap();
+    let counter = RawValue::new(0u64).unwrap();
+    let mut workers: Vec<Process<()>> = (0..3)
+        .map(|_| Process::new(add_under_lock, (lock.try_clone().unwrap(), counter.try_clone().unwrap(), 20_000)))
+        .collect();
+    for p in &mut workers {
+        p.start().unwrap();
+    }
+    for p in &mut workers {
+        p.join().unwrap();
+    }
+    assert_eq!(counter.get(), 60_000);
+    counter.unlink().unwrap();
+}
+
+fn try_lock_elsewhere(lock: Lock) -> bool {
+    lock.try_acquire().unwrap().is_some()
+}
+
+fn lock_misuse_is_an_error() {
+    let lock = Lock::new().unwrap();
+    assert!(matches!(lock.release(), Err(SyncError::NotHeld)));
+    let guard = lock.acquire().unwrap();
+    assert!(!guard.previous_owner_died());
+    assert!(lock.is_held());
+    assert!(matches!(lock.acquire(), Err(SyncError::WouldDeadlock)));
+    assert!(lock.try_acquire().unwrap().is_none());
+    let mut p = Process::new(try_lock_elsewhere, lock.try_clone().unwrap());
+    p.start().unwrap();
+    assert!(!p.join().unwrap(), "another process must not get a held lock");
+    let start = Instant::now();
+    let other = std::thread::scope(|s| {
+        s.spawn(|| lock.acquire_timeout(Duration::from_millis(100)).unwrap().is_none()).join().unwrap()
+    });
+    assert!(other && start.elapsed() >= Duration::from_millis(100));
+    guard.leak();
+    lock.release().unwrap();
+    assert!(matches!(lock.release(), Err(SyncError::NotHeld)));
+    let mut p = Process::new(try_lock_elsewhere, lock.try_clone().unwrap());
+    p.start().unwrap();
+    assert!(p.join().unwrap());
+}
+
+/// Takes the lock, says so through the pipe, and sleeps holding it until killed.
+fn hold_forever((lock, pipe): (Lock, Handle)) {
+    lock.acquire().unwrap().leak();
+    File::from(pipe).write_all(b"held").unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+fn hold_rlock_forever((lock, pipe): (RLock, Handle)) {
+    lock.acquire().unwrap().leak();
+    lock.acquire().unwrap().leak();
+    File::from(pipe).write_all(b"held").unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+fn kill_after_signal<R>(mut p: Process<R>, mut reader: std::io::PipeReader)
+where
+    R: serde::Serialize + serde::de::DeserializeOwned + 'static,
+{
+    p.start().unwrap();
+    let mut buf = [0u8; 4];
+    reader.read_exact(&mut buf).unwrap();
+    p.kill().unwrap();
+    assert!(p.join().is_err());
+}
+
+fn dead_lock_holder_does_not_deadlock() {
+    let lock = Lock::new().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    kill_after_signal(
+        Process::new(hold_forever, (lock.try_clone().unwrap(), Handle::from(OwnedFd::from(writer)))),
+        reader,
+    );
+    let guard = lock.acquire_timeout(Duration::from_secs(10)).unwrap().expect("the lock must come free");
+    assert!(guard.previous_owner_died());
+    drop(guard);
+    let again = lock.acquire().unwrap();
+    assert!(!again.previous_owner_died(), "the lock is healthy again");
+}
+
+fn dead_rlock_holder_does_not_deadlock() {
+    let lock = RLock::new().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    kill_after_signal(
+        Process::new(hold_rlock_forever, (lock.try_clone().unwrap(), Handle::from(OwnedFd::from(writer)))),
+        reader,
+    );
+    let guard = lock.acquire_timeout(Duration::from_secs(10)).unwrap().expect("the lock must come free");
+    assert!(guard.previous_owner_died());
+    assert_eq!(lock.depth(), 1, "the dead owner's levels do not carry over");
+    drop(guard);
+    assert_eq!(lock.depth(), 0);
+    assert!(lock.try_acquire().unwrap().is_some());
+}
+
+fn release_elsewhere(lock: RLock) -> String {
+    format!("{:?}", lock.release())
+}
+
+fn rlock_counts_and_rejects_other_owners() {
+    let lock = RLock::new().unwrap();
+    let a = lock.acquire().unwrap();
+    let b = lock.acquire().unwrap();
+    assert_eq!(lock.depth(), 2);
+    let mut p = Process::new(release_elsewhere, lock.try_clone().unwrap());
+    p.start().unwrap();
+    assert_eq!(p.join().unwrap(), "Err(NotHeld)");
+    drop(b);
+    assert_eq!(lock.depth(), 1);
+    drop(a);
+    assert_eq!(lock.depth(), 0);
+    assert!(matches!(lock.release(), Err(SyncError::NotHeld)));
+}
+
+fn enter_room((sem, inside, most): (Semaphore, RawValue<u32>, RawValue<u32>)) {
+    let _unit = sem.acquire();
+    let now = inside.fetch_add(1) + 1;
+    let mut seen = most.load();
+    while now > seen {
+        match most.compare_exchange(seen, now) {
+            Ok(_) => break,
+            Err(actual) => seen = actual,
+        }
+    }
+    std::thread::sleep(Duration::from_millis(30));
+    inside.fetch_add(u32::MAX); // minus one
+}
+
+fn semaphore_limits_concurrency() {
+    let sem = Semaphore::new(3).unwrap();
+    let inside = RawValue::new(0u32).unwrap();
+    let most = RawValue::new(0u32).unwrap();
+    let mut people: Vec<Process<()>> = (0..10)
+        .map(|_| {
+            Process::new(enter_room, (sem.try_clone().unwrap(), inside.try_clone().unwrap(), most.try_clone().unwrap()))
+        })
+        .collect();
+    for p in &mut people {
+        p.start().unwrap();
+    }
+    for p in &mut people {
+        p.join().unwrap();
+    }
+    assert_eq!(most.get(), 3);
+    assert_eq!(inside.get(), 0);
+    assert_eq!(sem.get_value(), 3);
+    let held: Vec<_> = (0..3).map(|_| sem.acquire()).collect();
+    assert_eq!(sem.get_value(), 0);
+    assert!(sem.acquire_timeout(Duration::from_millis(50)).is_none());
+    drop(held);
+    sem.release_n(2).unwrap();
+    assert_eq!(sem.get_value(), 5);
+    inside.unlink().unwrap();
+    most.unlink().unwrap();
+}
+
+fn bounded_semaphore_rejects_over_release() {
+    let sem = BoundedSemaphore::new(2).unwrap();
+    assert!(matches!(sem.release(), Err(SyncError::TooManyReleases)));
+    assert_eq!(sem.get_value(), 2);
+    sem.acquire().leak();
+    assert_eq!(sem.get_value(), 1);
+    sem.release().unwrap();
+    assert!(matches!(sem.release(), Err(SyncError::TooManyReleases)));
+    assert_eq!(sem.get_value(), 2);
+    assert!(matches!(Semaphore::open(sem.name()), Err(SyncError::WrongKind { .. })));
+}
+
+fn wait_for_flag((cond, flag, woken): (Condition, RawValue<u32>, RawValue<u32>)) -> bool {
+    let mut guard = cond.acquire().unwrap();
+    let ok = cond.wait_for(&mut guard, || flag.get() != 0, Some(Duration::from_secs(20))).unwrap();
+    woken.fetch_add(1);
+    ok
+}
+
+fn condition_wakes_waiters() {
+    let cond = Condition::new().unwrap();
+    let flag = RawValue::new(0u32).unwrap();
+    let woken = RawValue::new(0u32).unwrap();
+    let mut waiters: Vec<Process<bool>> = (0..3)
+        .map(|_| {
+            Process::new(
+                wait_for_flag,
+                (cond.try_clone().unwrap(), flag.try_clone().unwrap(), woken.try_clone().unwrap()),
+            )
+        })
+        .collect();
+    for p in &mut waiters {
+        p.start().unwrap();
+    }
+    // Wait until all three are parked, then let exactly one through.
+    std::thread::sleep(Duration::from_millis(300));
+    {
+        let guard = cond.acquire().unwrap();
+        flag.set(1);
+        cond.notify(&guard, 1).unwrap();
+    }
+    assert!(eventually(Duration::from_secs(10), || woken.get() >= 1));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(woken.get(), 1, "notify(1) wakes at most one waiter");
+    {
+        let guard = cond.acquire().unwrap();
+        cond.notify_all(&guard).unwrap();
+    }
+    for p in &mut waiters {
+        assert!(p.join().unwrap());
+    }
+    assert_eq!(woken.get(), 3);
+    flag.unlink().unwrap();
+    woken.unlink().unwrap();
+}
+
+fn condition_timeouts_and_predicates() {
+    let cond = Condition::with_lock(Lock::new().unwrap()).unwrap();
+    let mut guard = cond.acquire().unwrap();
+    let start = Instant::now();
+    assert!(!cond.wait_timeout(&mut guard, Duration::from_millis(100)).unwrap());
+    assert!(start.elapsed() >= Duration::from_millis(100));
+    assert!(cond.lock().is_held(), "the lock is held again after a timed-out wait");
+    let mut calls = 0;
+    assert!(
+        !cond
+            .wait_for(
+                &mut guard,
+                || {
+                    calls += 1;
+                    false
+                },
+                Some(Duration::from_millis(50))
+            )
+            .unwrap()
+    );
+    assert!(calls >= 2);
+    assert!(cond.wait_for(&mut guard, || true, Some(Duration::ZERO)).unwrap());
+    // A guard of another condition's lock is refused.
+    let other = Condition::with_lock(Lock::new().unwrap()).unwrap();
+    assert!(matches!(other.notify(&guard, 1), Err(SyncError::ForeignGuard)));
+    assert!(matches!(other.wait_timeout(&mut guard, Duration::ZERO), Err(SyncError::ForeignGuard)));
+    drop(guard);
+    let guard = other.acquire().unwrap();
+    other.notify_all(&guard).unwrap();
+}
+
+fn wait_for_event(event: Event) -> (bool, bool) {
+    let first = event.wait_timeout(Duration::from_millis(20));
+    (first, event.wait_timeout(Duration::from_secs(20)))
+}
+
+fn event_across_processes() {
+    let event = Event::new().unwrap();
+    assert!(!event.is_set());
+    // Several sleepers: one `set` must wake them all.
+    let mut waiters: Vec<Process<(bool, bool)>> =
+        (0..3).map(|_| Process::new(wait_for_event, event.try_clone().unwrap())).collect();
+    for p in &mut waiters {
+        p.start().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    event.set();
+    for p in &mut waiters {
+        assert_eq!(p.join_timeout(Duration::from_secs(10)).unwrap(), Some((false, true)));
+    }
+    assert!(event.is_set());
+    event.clear();
+    assert!(!event.wait_timeout(Duration::from_millis(10)));
+}
+
+/// Counts passes in a shared counter whose name the test publishes as an inherited setting.
+struct CountPasses;
+
+impl BarrierAction for CountPasses {
+    fn run() {
+        let name = mp_process::inherited("test.passes").expect("published by the test");
+        RawValue::<u32>::open(&name).unwrap().fetch_add(1);
+    }
+}
+
+fn meet(barrier: Barrier<CountPasses>) -> (u32, u32) {
+    let first = barrier.wait_timeout(Duration::from_secs(20)).unwrap();
+    let second = barrier.wait_timeout(Duration::from_secs(20)).unwrap();
+    (first, second)
+}
+
+fn barrier_passes_and_indexes() {
+    let passes = RawValue::new(0u32).unwrap();
+    mp_process::set_inherited("test.passes", Some(passes.name()));
+    let barrier = Barrier::<CountPasses>::with_action(3).unwrap();
+    let mut parties: Vec<Process<(u32, u32)>> =
+        (0..2).map(|_| Process::new(meet, barrier.try_clone().unwrap())).collect();
+    for p in &mut parties {
+        p.start().unwrap();
+    }
+    let mine = (barrier.wait().unwrap(), barrier.wait().unwrap());
+    let mut firsts = vec![mine.0];
+    let mut seconds = vec![mine.1];
+    for p in &mut parties {
+        let (a, b) = p.join().unwrap();
+        firsts.push(a);
+        seconds.push(b);
+    }
+    firsts.sort();
+    seconds.sort();
+    assert_eq!(firsts, [0, 1, 2]);
+    assert_eq!(seconds, [0, 1, 2]);
+    assert_eq!(passes.get(), 2, "the action runs once per pass");
+    assert_eq!(barrier.parties(), 3);
+    assert_eq!(barrier.n_waiting(), 0);
+    passes.unlink().unwrap();
+}
+
+fn wait_long(barrier: Barrier) -> String {
+    format!("{:?}", barrier.wait_timeout(Duration::from_secs(20)))
+}
+
+fn barrier_breaks_on_timeout_abort_and_reset() {
+    assert!(matches!(Barrier::new(0), Err(SyncError::ZeroParties)));
+    let barrier = Barrier::new(2).unwrap();
+    assert!(matches!(barrier.wait_timeout(Duration::from_millis(50)), Err(SyncError::BrokenBarrier)));
+    assert!(barrier.broken());
+    assert!(matches!(barrier.wait(), Err(SyncError::BrokenBarrier)));
+    barrier.reset();
+    assert!(!barrier.broken());
+    // abort wakes a waiting party with BrokenBarrier.
+    let mut p = Process::new(wait_long, barrier.try_clone().unwrap());
+    p.start().unwrap();
+    assert!(eventually(Duration::from_secs(10), || barrier.n_waiting() == 1));
+    barrier.abort();
+    assert_eq!(p.join().unwrap(), "Err(BrokenBarrier)");
+    // reset while a party waits: it gets BrokenBarrier, and the barrier works again.
+    barrier.reset();
+    let mut p = Process::new(wait_long, barrier.try_clone().unwrap());
+    p.start().unwrap();
+    assert!(eventually(Duration::from_secs(10), || barrier.n_waiting() == 1));
+    barrier.reset();
+    assert_eq!(p.join().unwrap(), "Err(BrokenBarrier)");
+    let mut p = Process::new(wait_long, barrier.try_clone().unwrap());
+    p.start().unwrap();
+    let index = barrier.wait_timeout(Duration::from_secs(20)).unwrap();
+    let theirs = p.join().unwrap();
+    assert!(theirs == "Ok(0)" || theirs == "Ok(1)");
+    assert!(index <= 1);
+}
+
+fn increment_value((value, n): (Value<u64>, u32)) {
+    for _ in 0..n {
+        *value.get_lock().unwrap() += 1;
+    }
+}
+
+fn value_counter_classics() {
+    // The tutorial: 10 processes each add 1 under get_lock().
+    let counter = Value::new(0u64).unwrap();
+    let mut ps: Vec<Process<()>> =
+        (0..10).map(|_| Process::new(increment_value, (counter.try_clone().unwrap(), 1))).collect();
+    for p in &mut ps {
+        p.start().unwrap();
+    }
+    for p in &mut ps {
+        p.join().unwrap();
+    }
+    assert_eq!(counter.value().unwrap(), 10);
+    // 2 processes x 100 000 increments.
+    counter.set_value(0).unwrap();
+    let mut ps: Vec<Process<()>> =
+        (0..2).map(|_| Process::new(increment_value, (counter.try_clone().unwrap(), 100_000))).collect();
+    for p in &mut ps {
+        p.start().unwrap();
+    }
+    for p in &mut ps {
+        p.join().unwrap();
+    }
+    assert_eq!(counter.value().unwrap(), 200_000);
+}
+
+fn square_in_place((array, index): (Array<i64>, usize)) {
+    let locked = array.get_lock().unwrap();
+    let v = locked.get(index).unwrap();
+    locked.set(index, v * v).unwrap();
+}
+
+fn array_of_squares() {
+    let array = Array::from_slice(&[0i64, 1, 2, 3, 4]).unwrap();
+    let mut ps: Vec<Process<()>> =
+        (0..5).map(|i| Process::new(square_in_place, (array.try_clone().unwrap(), i))).collect();
+    for p in &mut ps {
+        p.start().unwrap();
+    }
+    for p in &mut ps {
+        p.join().unwrap();
+    }
+    assert_eq!(array.to_vec().unwrap(), [0, 1, 4, 9, 16]);
+    assert_eq!(array.get(5).unwrap(), None);
+    assert!(matches!(array.set(5, 1), Err(SyncError::Shm(_))));
+}
+
+fn objects_of_the_wrong_kind_are_refused() {
+    let sem = Semaphore::new(1).unwrap();
+    let lock = Lock::new().unwrap();
+    assert!(matches!(Lock::open(sem.name()), Err(SyncError::WrongKind { expected: "Lock", .. })));
+    assert!(matches!(RLock::open(lock.name()), Err(SyncError::WrongKind { expected: "RLock", .. })));
+    assert!(matches!(Event::open(lock.name()), Err(SyncError::WrongKind { .. })));
+    assert!(matches!(Barrier::<mp_sync::NoAction>::open("mp_no_such_barrier"), Err(SyncError::Shm(_))));
+    let plain = mp_shm::SharedMemory::create(128).unwrap();
+    assert!(matches!(Lock::open(plain.name()), Err(SyncError::WrongKind { .. })));
+    plain.unlink().unwrap();
+}
+
+fn extreme_timeouts() {
+    let lock = Lock::new().unwrap();
+    // An enormous timeout is no deadline, not an overflow.
+    assert!(lock.acquire_timeout(Duration::MAX).unwrap().is_some());
+    let guard = lock.acquire_timeout(Duration::ZERO).unwrap();
+    assert!(guard.is_some(), "zero timeout still takes a free lock");
+    drop(guard);
+    // Nanosecond parts that overflow a second when added to now must not fail.
+    for ns in [999_999_999u32, 1, 500_000_000] {
+        assert!(lock.acquire_timeout(Duration::new(0, ns)).unwrap().is_some());
+    }
+    let event = Event::new().unwrap();
+    assert!(!event.wait_timeout(Duration::ZERO));
+    event.set();
+    assert!(event.wait_timeout(Duration::MAX));
+    let sem = Semaphore::new(0).unwrap();
+    assert!(sem.acquire_timeout(Duration::ZERO).is_none());
+    assert!(sem.acquire_timeout(Duration::new(0, 999_999_999)).is_none());
+}
