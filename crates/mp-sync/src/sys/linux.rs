@@ -137,9 +137,10 @@ impl RobustMutex {
 
     /// Locks, waiting until `deadline`.
     pub(crate) fn lock(&self, deadline: Deadline) -> io::Result<Locked> {
-        // SAFETY: `self.ptr` is an initialised process-shared mutex (constructor contract).
         let r = match deadline.monotonic_timespec() {
+            // SAFETY: `self.ptr` is an initialised process-shared mutex (constructor contract).
             None => unsafe { libc::pthread_mutex_lock(self.ptr) },
+            // SAFETY: as above; `ts` is a valid, normalised timespec on the stated clock.
             Some(ts) => unsafe { pthread_mutex_clocklock(self.ptr, libc::CLOCK_MONOTONIC, &ts) },
         };
         self.settle(r)
