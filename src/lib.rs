@@ -23,9 +23,12 @@
 pub use mp_process as process;
 /// Shared memory and typed raw values (the `mp-shm` crate).
 pub use mp_shm as shm;
+/// Locks and the other synchronization primitives (the `mp-sync` crate).
+pub use mp_sync as sync;
 
 pub use mp_process::{
     Process, StartMethod, active_children, cpu_count, current_process, get_context, get_start_method, init,
     parent_process, set_start_method,
 };
 pub use mp_shm::{RawArray, RawValue, SharedMemory};
+pub use mp_sync::{Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, Value};

@@ -1,6 +1,7 @@
 //! Runs every example and compares its standard output with the `Expected output` block of its `//!` doc.
 //!
-//! In the expected text, `{n}` matches a (possibly negative) integer. Each example runs under a watchdog,
+//! In the expected text, `{n}` matches a (possibly negative) integer; a block opened with ```` ```text sorted ````
+//! is compared with both sides' lines sorted (for output whose order varies). Each example runs under a watchdog,
 //! and xtask is a child subreaper while it runs, so a process an example leaves behind is caught.
 
 use std::path::{Path, PathBuf};
@@ -43,15 +44,17 @@ fn find() -> Result<Vec<Example>, String> {
     Ok(found)
 }
 
-/// The lines of the ```text block that follows "Expected output" in the file's `//!` comments.
-fn expected(source: &Path) -> Option<Vec<String>> {
+/// The lines of the ```text block that follows "Expected output" in the file's `//!` comments, and whether
+/// the block is marked `sorted` (lines whose order varies between runs: both sides are sorted first).
+fn expected(source: &Path) -> Option<(Vec<String>, bool)> {
     let text = std::fs::read_to_string(source).ok()?;
     let docs: Vec<&str> =
         text.lines().map_while(|l| l.strip_prefix("//!")).map(|l| l.strip_prefix(' ').unwrap_or(l)).collect();
     let start = docs.iter().position(|l| l.starts_with("Expected output"))?;
     let open = start + docs[start..].iter().position(|l| l.starts_with("```text"))?;
     let close = open + 1 + docs[open + 1..].iter().position(|l| l.starts_with("```"))?;
-    Some(docs[open + 1..close].iter().map(|l| (*l).to_owned()).collect())
+    let sorted = docs[open].split_whitespace().any(|w| w == "sorted");
+    Some((docs[open + 1..close].iter().map(|l| (*l).to_owned()).collect(), sorted))
 }
 
 fn line_matches(pattern: &str, line: &str) -> bool {
@@ -93,7 +96,7 @@ pub(crate) fn run_all() -> Result<Vec<(String, bool)>, String> {
 }
 
 fn check(example: &Example) -> bool {
-    let Some(expected) = expected(&example.source) else {
+    let Some((mut expected, sorted)) = expected(&example.source) else {
         println!("  {} has no `Expected output` ```text block in its //! docs", example.source.display());
         return false;
     };
@@ -135,7 +138,11 @@ fn check(example: &Example) -> bool {
         }
         Some(_) => {}
     }
-    let lines: Vec<&str> = output.lines().collect();
+    let mut lines: Vec<&str> = output.lines().collect();
+    if sorted {
+        lines.sort_unstable();
+        expected.sort_unstable();
+    }
     if lines.len() != expected.len() || !expected.iter().zip(&lines).all(|(p, l)| line_matches(p, l)) {
         println!("  expected:\n    {}\n  got:\n    {}", expected.join("\n    "), lines.join("\n    "));
         ok = false;
