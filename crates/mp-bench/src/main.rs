@@ -6,6 +6,7 @@
 
 mod floor;
 mod process;
+mod sync;
 
 use std::time::Instant;
 
@@ -21,6 +22,9 @@ fn main() {
     let wants = |g: &str| groups.is_empty() || groups.iter().any(|x| x == g);
     if wants("process") {
         process::run();
+    }
+    if wants("sync") {
+        sync::run();
     }
 }
 

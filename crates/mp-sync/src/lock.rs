@@ -10,11 +10,13 @@ use crate::SyncError;
 use crate::segment::{Kind, Segment};
 use crate::sys::{self, Deadline, Locked, RobustMutex};
 
-/// State layout: the pthread mutex, then the owner's thread id and the recursion depth.
+/// State layout: the pthread mutex, then the recursion depth (an `RLock`'s; written by the holder only).
 const MUTEX: usize = 0;
-const OWNER: usize = 64;
-const DEPTH: usize = 68;
-const SIZE: usize = 72;
+const DEPTH: usize = 64;
+const SIZE: usize = 68;
+/// The robust-futex protocol keeps the owner's thread id in the lock word's low 30 bits (kernel ABI; glibc
+/// puts the word first in `pthread_mutex_t`).
+const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
 
 /// The machinery `Lock` and `RLock` share (public only so that the sealed [`ConditionLock`](crate::ConditionLock)
 /// can name it).
@@ -23,9 +25,10 @@ const SIZE: usize = 72;
 pub struct SharedMutex {
     segment: Segment,
     mutex: RobustMutex,
+    recursive: bool,
 }
 
-const _: () = assert!(sys::MUTEX_SIZE <= OWNER, "the mutex must fit before the owner word");
+const _: () = assert!(sys::MUTEX_SIZE <= DEPTH, "the mutex must fit before the depth word");
 
 // SAFETY: the pthread mutex is process-shared and thread-safe by design; the other state words are atomics.
 unsafe impl Send for SharedMutex {}
@@ -38,18 +41,18 @@ impl SharedMutex {
         let segment = Segment::create(kind, SIZE)?;
         // SAFETY: fresh zeroed shared memory, 64-aligned, that lives as long as `segment`.
         let mutex = unsafe { RobustMutex::init(segment.at(MUTEX), recursive)? };
-        Ok(SharedMutex { segment, mutex })
+        Ok(SharedMutex { segment, mutex, recursive })
     }
 
     fn open(name: &str, recursive: bool) -> Result<Self, SyncError> {
         let segment = Segment::open(name, if recursive { Kind::RLock } else { Kind::Lock })?;
         // SAFETY: the creator initialised the mutex in this segment (checked by its kind header).
         let mutex = unsafe { RobustMutex::attach(segment.at(MUTEX)) };
-        Ok(SharedMutex { segment, mutex })
+        Ok(SharedMutex { segment, mutex, recursive })
     }
 
     fn owner(&self) -> u32 {
-        self.segment.word(OWNER).load(Ordering::Acquire)
+        self.segment.word(MUTEX).load(Ordering::Relaxed) & FUTEX_TID_MASK
     }
 
     fn held_by_me(&self) -> bool {
@@ -57,10 +60,10 @@ impl SharedMutex {
     }
 
     fn depth(&self) -> u32 {
-        self.segment.word(DEPTH).load(Ordering::Relaxed)
+        if self.recursive { self.segment.word(DEPTH).load(Ordering::Relaxed) } else { 1 }
     }
 
-    /// Locks once; `Ok(Some(owner_died))` when acquired.
+    /// Locks once; `Ok(Some(owner_died))` when acquired. `deadline: None` only tries.
     fn lock(&self, deadline: Option<Deadline>) -> Result<Option<bool>, SyncError> {
         let outcome = match deadline {
             None => self.mutex.try_lock()?,
@@ -70,33 +73,31 @@ impl SharedMutex {
             Locked::Yes => false,
             Locked::OwnerDied => {
                 log::warn!("mp-sync: the previous holder of {} died holding it", self.segment.name());
-                self.segment.word(DEPTH).store(0, Ordering::Relaxed);
                 true
             }
             Locked::No => return Ok(None),
             Locked::Deadlock if deadline.is_none() => return Ok(None),
             Locked::Deadlock => return Err(SyncError::WouldDeadlock),
         };
-        self.segment.word(OWNER).store(sys::thread_id(), Ordering::Release);
-        self.segment.word(DEPTH).fetch_add(1, Ordering::Relaxed);
+        if self.recursive {
+            let depth = self.segment.word(DEPTH);
+            let before = if owner_died { 0 } else { depth.load(Ordering::Relaxed) };
+            depth.store(before + 1, Ordering::Relaxed);
+        }
         Ok(Some(owner_died))
     }
 
     fn unlock(&self) -> Result<(), SyncError> {
+        if !self.recursive {
+            // An error-checking mutex refuses (EPERM) an unlock by anyone but its owner.
+            return if self.mutex.unlock() { Ok(()) } else { Err(SyncError::NotHeld) };
+        }
         if !self.held_by_me() {
             return Err(SyncError::NotHeld);
         }
-        let depth = self.segment.word(DEPTH).fetch_sub(1, Ordering::Relaxed) - 1;
-        if depth == 0 {
-            self.segment.word(OWNER).store(0, Ordering::Release);
-        }
-        if self.mutex.unlock() {
-            Ok(())
-        } else {
-            // Not ours after all: restore the bookkeeping we touched.
-            self.segment.word(DEPTH).fetch_add(1, Ordering::Relaxed);
-            Err(SyncError::NotHeld)
-        }
+        let depth = self.segment.word(DEPTH);
+        depth.store(depth.load(Ordering::Relaxed).saturating_sub(1), Ordering::Relaxed);
+        if self.mutex.unlock() { Ok(()) } else { Err(SyncError::NotHeld) }
     }
 
     /// Locks one level, waiting until `deadline`; `Some(owner_died)` when acquired.
@@ -196,7 +197,7 @@ macro_rules! lock_type {
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.debug_struct(stringify!($name)).field("name", &self.name()).field("owner", &self.inner.owner()).finish()
+                f.debug_struct(stringify!($name)).field("name", &self.name()).field("owner_tid", &self.inner.owner()).finish()
             }
         }
 

@@ -53,9 +53,35 @@ impl Deadline {
     }
 }
 
+/// Bumped in every child right after `fork`, which invalidates the cached thread ids below.
+static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+thread_local! {
+    /// `(fork generation, tid)`: `gettid` is a system call, and locks need the id on every operation.
+    static THREAD_ID: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((u32::MAX, 0)) };
+}
+
 /// The calling thread's id: unique across all processes of the system while the thread lives.
 pub(crate) fn thread_id() -> u32 {
-    rustix::thread::gettid().as_raw_nonzero().get() as u32
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: the handler only increments an atomic, which is async-signal-safe.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+    let generation = FORK_GENERATION.load(std::sync::atomic::Ordering::Relaxed);
+    THREAD_ID.with(|cached| {
+        let (cached_generation, tid) = cached.get();
+        if cached_generation == generation {
+            return tid;
+        }
+        let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+        cached.set((generation, tid));
+        tid
+    })
 }
 
 /// What locking a [`RobustMutex`] found.
