@@ -120,9 +120,9 @@ pub(crate) fn mutex_contended(n: u32, count: bool) -> f64 {
             let pid = unsafe { libc::fork() };
             if pid == 0 {
                 for _ in 0..n {
-                    // SAFETY: the counter lies inside the mapping.
                     mutex.with(|counter| {
                         if count {
+                            // SAFETY: the counter lies inside the mapping, and the mutex is held.
                             unsafe { *counter += 1 }
                         }
                     });
