@@ -23,6 +23,11 @@ impl<'a> Sentinel<'a> {
 pub trait Waitable {
     /// The sentinel; `None` when the object can never become ready (a process not yet started).
     fn sentinel(&self) -> Option<Sentinel<'_>>;
+
+    /// Whether the object is ready without looking at the sentinel (a connection holding buffered data).
+    fn ready_now(&self) -> bool {
+        false
+    }
 }
 
 /// Waits until at least one of `objects` is ready, or `timeout` passes (`None`: no limit), and returns the
@@ -45,6 +50,10 @@ pub trait Waitable {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
+    let ready_now: Vec<usize> = objects.iter().enumerate().filter(|(_, o)| o.ready_now()).map(|(i, _)| i).collect();
+    if !ready_now.is_empty() {
+        return Ok(ready_now);
+    }
     let watched: Vec<(usize, BorrowedFd<'_>)> =
         objects.iter().enumerate().filter_map(|(i, o)| o.sentinel().map(|s| (i, s.fd))).collect();
     if watched.is_empty() {
