@@ -6,7 +6,9 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use mp_ipc::{Connection, Direction, RecvError, SendError, pipe};
+use mp_ipc::{
+    Address, AuthenticationError, Client, ConnectError, Connection, Direction, Listener, RecvError, SendError, pipe,
+};
 use mp_process::{Process, wait};
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +28,11 @@ fn main() {
         big_messages_round_trip,
         many_small_messages_in_order,
         unserializable_value_is_an_error_before_sending,
+        listener_and_client_across_processes,
+        listener_addresses_and_their_errors,
+        wrong_keys_and_garbage_fail_the_handshake,
+        python_client_talks_to_our_listener,
+        our_client_talks_to_a_python_listener,
     ]);
 }
 
@@ -280,4 +287,224 @@ fn unserializable_value_is_an_error_before_sending() {
     assert!(matches!(a.send(&Unserializable), Err(SendError::Serialize(_))));
     a.send(&1u8).unwrap();
     assert_eq!(b.recv::<u8>().unwrap(), 1, "nothing of the failed message was sent");
+}
+
+fn ask_to_add((address, key): (Address, Vec<u8>)) -> i64 {
+    let mut conn = Client::new(address).authkey(&key).connect().unwrap();
+    conn.send(&("add", 4i64, 4i64)).unwrap();
+    conn.recv().unwrap()
+}
+
+fn listener_and_client_across_processes() {
+    let listener = Listener::builder().authkey(b"secret key").bind().unwrap();
+    let Address::Unix(path) = listener.address().clone() else { panic!("default is a Unix socket") };
+    assert!(path.exists());
+    let mut p = Process::new(ask_to_add, (listener.address().clone(), b"secret key".to_vec()));
+    p.start().unwrap();
+    let mut conn = listener.accept_timeout(Duration::from_secs(20)).unwrap();
+    let (op, a, b): (String, i64, i64) = conn.recv().unwrap();
+    assert_eq!(op, "add");
+    conn.send(&(a + b)).unwrap();
+    assert_eq!(p.join().unwrap(), 8);
+    drop(listener);
+    assert!(!path.exists(), "the socket file goes with the listener");
+    assert!(!path.parent().unwrap().exists(), "and so does its private directory");
+}
+
+fn listener_addresses_and_their_errors() {
+    // Abstract names leave nothing in the file system.
+    let name = format!("mp-test-{}", std::process::id()).into_bytes();
+    let listener = Listener::bind(Address::Abstract(name.clone())).unwrap();
+    assert!(matches!(Listener::bind(Address::Abstract(name.clone())), Err(ConnectError::AddressInUse(_))));
+    let t = std::thread::spawn(move || Client::new(Address::Abstract(name)).connect().unwrap().recv::<u8>().unwrap());
+    listener.accept().unwrap().send(&9u8).unwrap();
+    assert_eq!(t.join().unwrap(), 9);
+    // TCP on the loopback, port picked by the kernel.
+    let tcp = Listener::bind(Address::Tcp("127.0.0.1:0".parse().unwrap())).unwrap();
+    let Address::Tcp(addr) = tcp.address().clone() else { panic!() };
+    assert_ne!(addr.port(), 0);
+    assert!(matches!(Listener::bind(addr), Err(ConnectError::AddressInUse(_))));
+    let t = std::thread::spawn(move || Client::new(addr).connect().unwrap().recv_bytes().unwrap());
+    tcp.accept().unwrap().send_bytes(b"over tcp").unwrap();
+    assert_eq!(t.join().unwrap(), b"over tcp");
+    // A Unix path: a second listener is refused, close removes the file, nobody listening is refused.
+    let path = std::env::temp_dir().join("sock");
+    let mut unix = Listener::bind(path.as_path()).unwrap();
+    assert!(matches!(Listener::bind(path.as_path()), Err(ConnectError::AddressInUse(_))));
+    let start = Instant::now();
+    assert!(matches!(unix.accept_timeout(Duration::from_millis(100)), Err(ConnectError::Timeout)));
+    assert!(start.elapsed() >= Duration::from_millis(100));
+    unix.close();
+    assert!(!path.exists());
+    assert!(matches!(unix.accept(), Err(ConnectError::Closed)));
+    assert!(matches!(Client::new(path.as_path()).connect(), Err(ConnectError::Refused(_))));
+    let closed_port = Address::Tcp(addr);
+    drop(tcp);
+    assert!(matches!(Client::new(closed_port).connect(), Err(ConnectError::Refused(_))));
+}
+
+fn wrong_keys_and_garbage_fail_the_handshake() {
+    let listener = Listener::builder().authkey(b"right").bind().unwrap();
+    let address = listener.address().clone();
+    // A wrong key fails on both sides, and the listener goes on serving.
+    let client = std::thread::spawn({
+        let address = address.clone();
+        move || Client::new(address).authkey(b"wrong").connect()
+    });
+    let server_side = listener.accept();
+    assert!(
+        matches!(server_side, Err(ConnectError::Authentication(AuthenticationError::DigestWrong))),
+        "{server_side:?}"
+    );
+    let client_side = client.join().unwrap();
+    assert!(matches!(client_side, Err(ConnectError::Authentication(AuthenticationError::Rejected))), "{client_side:?}");
+    // A peer answering the challenge with garbage.
+    let garbage = std::thread::spawn({
+        let address = address.clone();
+        move || {
+            let mut conn = Client::new(address).connect().unwrap(); // no key: sees the raw challenge
+            let challenge = conn.recv_bytes().unwrap();
+            assert!(challenge.starts_with(b"#CHALLENGE#{sha256}"), "{challenge:?}");
+            assert_eq!(challenge.len(), 11 + 8 + 40);
+            conn.send_bytes(b"this is not a digest at all").unwrap();
+            conn.recv_bytes().unwrap()
+        }
+    });
+    let result = listener.accept();
+    assert!(matches!(result, Err(ConnectError::Authentication(AuthenticationError::Protocol(_)))), "{result:?}");
+    assert_eq!(garbage.join().unwrap(), b"#FAILURE#");
+    // A client that never answers is cut off by the handshake timeout.
+    let quick = Listener::builder().authkey(b"k").handshake_timeout(Duration::from_millis(200)).bind().unwrap();
+    let silent = UnixStream::connect(match quick.address() {
+        Address::Unix(path) => path,
+        _ => unreachable!(),
+    })
+    .unwrap();
+    let result = quick.accept();
+    assert!(matches!(result, Err(ConnectError::Authentication(AuthenticationError::Timeout))), "{result:?}");
+    drop(silent);
+    // And after all that, a right key still gets in.
+    let good = std::thread::spawn(move || Client::new(address).authkey(b"right").connect().map(|_| ()));
+    listener.accept().unwrap();
+    good.join().unwrap().unwrap();
+}
+
+/// The CPython interpreters installed here: `python3`, and `python3.12` / `python3.13` when present
+/// (directly on the path, or as pyenv versions).
+fn pythons() -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for name in ["python3", "python3.12", "python3.13"] {
+        let mut candidates = vec![std::path::PathBuf::from(name)];
+        let pyenv = std::env::var_os("PYENV_ROOT")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".pyenv")));
+        if let Some(versions) = pyenv.map(|p| p.join("versions")).and_then(|v| std::fs::read_dir(v).ok()) {
+            candidates.extend(versions.filter_map(Result::ok).map(|v| v.path().join("bin").join(name)));
+        }
+        let works = |p: &std::path::PathBuf| {
+            std::process::Command::new(p)
+                .arg("--version")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if let Some(p) = candidates.into_iter().find(works) {
+            found.push(p);
+        }
+    }
+    assert!(!found.is_empty(), "python3 is needed for the interop tests");
+    found
+}
+
+const PY_CLIENT: &str = r#"
+import sys
+from multiprocessing.connection import Client
+from multiprocessing import AuthenticationError
+try:
+    c = Client(sys.argv[1], authkey=sys.argv[2].encode())
+except AuthenticationError as e:
+    print("AuthenticationError:", e)
+    sys.exit(0)
+c.send_bytes(b"hello from python")
+print(c.recv_bytes().decode())
+c.close()
+"#;
+
+fn python_client_talks_to_our_listener() {
+    for python in pythons() {
+        let listener = Listener::builder().authkey(b"shared secret").bind().unwrap();
+        let Address::Unix(path) = listener.address().clone() else { unreachable!() };
+        for (key, ok) in [("shared secret", true), ("wrong secret", false)] {
+            let child = std::process::Command::new(&python)
+                .args(["-c", PY_CLIENT, path.to_str().unwrap(), key])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            match listener.accept_timeout(Duration::from_secs(30)) {
+                Ok(mut conn) => {
+                    assert!(ok, "{python:?} got in with a wrong key");
+                    assert_eq!(conn.recv_bytes().unwrap(), b"hello from python");
+                    conn.send_bytes(b"hello from rust").unwrap();
+                }
+                Err(e) => {
+                    assert!(!ok, "{python:?}: {e}");
+                    assert!(matches!(e, ConnectError::Authentication(AuthenticationError::DigestWrong)), "{e:?}");
+                }
+            }
+            let out = child.wait_with_output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            if ok {
+                assert_eq!(text.trim(), "hello from rust", "{python:?}");
+            } else {
+                assert!(text.contains("AuthenticationError: digest sent was rejected"), "{python:?}: {text}");
+            }
+        }
+    }
+}
+
+const PY_LISTENER: &str = r#"
+import sys
+from multiprocessing.connection import Listener
+from multiprocessing import AuthenticationError
+with Listener(sys.argv[1], authkey=sys.argv[2].encode()) as listener:
+    print("ready", flush=True)
+    try:
+        with listener.accept() as c:
+            c.send_bytes(c.recv_bytes()[::-1])
+            print("served", flush=True)
+    except AuthenticationError as e:
+        print("AuthenticationError:", e, flush=True)
+"#;
+
+fn our_client_talks_to_a_python_listener() {
+    use std::io::BufRead;
+    for python in pythons() {
+        for (key, ok) in [(&b"shared secret"[..], true), (&b"wrong secret"[..], false)] {
+            let path = std::env::temp_dir().join("py.sock");
+            let mut child = std::process::Command::new(&python)
+                .args(["-c", PY_LISTENER, path.to_str().unwrap(), "shared secret"])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+            assert_eq!(lines.next().unwrap().unwrap(), "ready");
+            match Client::new(path.as_path()).authkey(key).connect() {
+                Ok(mut conn) => {
+                    assert!(ok, "{python:?} let a wrong key in");
+                    conn.send_bytes(b"abc").unwrap();
+                    assert_eq!(conn.recv_bytes().unwrap(), b"cba");
+                    assert_eq!(lines.next().unwrap().unwrap(), "served");
+                }
+                Err(e) => {
+                    assert!(!ok, "{python:?}: {e}");
+                    assert!(matches!(e, ConnectError::Authentication(AuthenticationError::Rejected)), "{e:?}");
+                    let line = lines.next().unwrap().unwrap();
+                    assert!(line.starts_with("AuthenticationError: digest received was wrong"), "{line}");
+                }
+            }
+            assert!(child.wait().unwrap().success());
+            assert!(!path.exists());
+        }
+    }
 }

@@ -2,7 +2,8 @@
 
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::time::Duration;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 use mp_process::{Handle, Sentinel, Waitable};
 use serde::de::DeserializeOwned;
@@ -64,6 +65,8 @@ pub struct Connection {
     /// Received bytes not yet handed out: `buf[pos..]`.
     buf: Vec<u8>,
     pos: usize,
+    /// While set, reads give up at this instant with [`RecvError::Timeout`] (the authentication handshake).
+    read_deadline: Option<Instant>,
 }
 
 impl Connection {
@@ -76,7 +79,19 @@ impl Connection {
             max_message: DEFAULT_MAX_MESSAGE,
             buf: Vec::new(),
             pos: 0,
+            read_deadline: None,
         }
+    }
+
+    /// Makes reads fail with [`RecvError::Timeout`] once `deadline` passes (`None`: no limit). A timeout in
+    /// the middle of a message loses the stream's place.
+    pub(crate) fn set_read_deadline(&mut self, deadline: Option<Instant>) {
+        self.read_deadline = deadline;
+    }
+
+    /// The largest message this end accepts and sends.
+    pub fn max_message_size(&self) -> usize {
+        self.max_message
     }
 
     /// Sets the largest message this end accepts and sends (default [`DEFAULT_MAX_MESSAGE`]).
@@ -144,29 +159,24 @@ impl Connection {
         self.buf.len() - self.pos
     }
 
-    /// Reads until at least `need` bytes are buffered. `Ok(false)`: end of file first.
+    /// Reads until at least `need` bytes are buffered. `Ok(false)`: end of file first. An error leaves
+    /// what was buffered in place (the caller decides whether the stream lost its place).
     fn fill(&mut self, need: usize) -> Result<bool, RecvError> {
         while self.buffered() < need {
+            self.recv_fd()?;
+            let fd = self.fd.as_ref().expect("checked by recv_fd").as_fd();
+            if let Some(deadline) = self.read_deadline {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if !sys::poll_readable(fd, Some(remaining)).map_err(RecvError::Io)? {
+                    return Err(RecvError::Timeout);
+                }
+            }
             if self.pos > 0 && self.pos >= self.buf.len() / 2 {
                 self.buf.drain(..self.pos);
                 self.pos = 0;
             }
-            let want = (need - self.buffered()).max(READ_CHUNK);
-            let start = self.buf.len();
-            self.buf.resize(start + want, 0);
-            self.recv_fd()?;
-            // Borrow just the field, so that the buffer can be borrowed beside it.
-            let fd = self.fd.as_ref().expect("checked by recv_fd").as_fd();
-            let n = sys::recv_into(fd, &mut self.buf[start..]).map_err(RecvError::Io);
-            let n = match n {
-                Ok(n) => n,
-                Err(e) => {
-                    self.buf.truncate(start);
-                    return Err(e);
-                }
-            };
-            self.buf.truncate(start + n);
-            if n == 0 {
+            self.buf.reserve((need - self.buffered()).max(READ_CHUNK));
+            if sys::recv_append(fd, &mut self.buf).map_err(RecvError::Io)? == 0 {
                 return Ok(false);
             }
         }
@@ -211,7 +221,8 @@ impl Connection {
     fn with_frame<R>(&mut self, max: usize, f: impl FnOnce(&[u8]) -> R) -> Result<R, RecvError> {
         self.recv_fd()?;
         let len = self.frame_len(max)?;
-        if !self.fill(len)? {
+        // From here on the header is consumed: any failure loses the stream's place.
+        if !self.fill(len).map_err(|e| self.lose_place(e))? {
             let got = self.buffered();
             return Err(self.lose_place(RecvError::Truncated { got, expected: len }));
         }
@@ -268,6 +279,22 @@ impl Connection {
             return Ok(true);
         }
         sys::poll_readable(self.recv_fd()?, timeout).map_err(RecvError::Io)
+    }
+}
+
+/// A connection over a connected Unix stream socket (both directions).
+impl From<UnixStream> for Connection {
+    fn from(stream: UnixStream) -> Self {
+        Connection::new(stream.into(), true, true)
+    }
+}
+
+/// A connection over a connected TCP stream (both directions; Nagle's algorithm is turned off, since every
+/// message leaves in one write).
+impl From<std::net::TcpStream> for Connection {
+    fn from(stream: std::net::TcpStream) -> Self {
+        let _ = stream.set_nodelay(true);
+        Connection::new(stream.into(), true, true)
     }
 }
 

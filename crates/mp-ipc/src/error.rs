@@ -1,6 +1,8 @@
-//! The error types: sending and receiving.
+//! The error types: sending, receiving, connecting and authenticating.
 
 use std::io;
+
+use crate::Address;
 
 /// Why a send failed. Nothing was written unless the error says the stream broke.
 #[derive(Debug, thiserror::Error)]
@@ -86,5 +88,74 @@ impl RecvError {
     /// Whether the wait timed out.
     pub fn is_timeout(&self) -> bool {
         matches!(self, RecvError::Timeout)
+    }
+}
+
+/// Why a [`Listener`](crate::Listener) could not bind or accept, or a [`Client`](crate::Client) could not
+/// connect.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// Another socket is bound to the address already (or a file is in the way of a Unix socket).
+    #[error("address {0} is already in use")]
+    AddressInUse(Address),
+    /// Nobody listens at the address.
+    #[error("nobody is listening at {0}")]
+    Refused(Address),
+    /// No client arrived within `accept_timeout`'s timeout.
+    #[error("timed out waiting for a connection")]
+    Timeout,
+    /// The listener was closed.
+    #[error("the listener is closed")]
+    Closed,
+    /// The handshake failed: a wrong key on either side, or a peer that does not speak the protocol. The
+    /// connection was closed and no application message passed.
+    #[error(transparent)]
+    Authentication(#[from] AuthenticationError),
+    /// The operating system refused.
+    #[error("connection failed: {0}")]
+    Io(io::Error),
+}
+
+impl ConnectError {
+    pub(crate) fn from_os(address: &Address, e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::AddrInUse => ConnectError::AddressInUse(address.clone()),
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => ConnectError::Refused(address.clone()),
+            _ => ConnectError::Io(e),
+        }
+    }
+}
+
+/// Why the authentication handshake failed (CPython's `AuthenticationError`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthenticationError {
+    /// The peer's answer to our challenge was wrong: it does not hold our key (CPython: "digest received
+    /// was wrong").
+    #[error("authentication failed: digest received was wrong")]
+    DigestWrong,
+    /// The peer rejected our answer to its challenge: we do not hold its key (CPython: "digest sent was
+    /// rejected").
+    #[error("authentication failed: digest sent was rejected")]
+    Rejected,
+    /// The peer asked for a MAC algorithm we do not offer (we speak `sha256` and legacy `md5`).
+    #[error("authentication failed: unsupported digest {0:?}")]
+    UnsupportedDigest(String),
+    /// The peer sent something that is not part of the handshake, or closed the connection during it.
+    #[error("authentication failed: protocol error: {0}")]
+    Protocol(String),
+    /// The peer did not finish the handshake in time.
+    #[error("authentication failed: the peer did not answer in time")]
+    Timeout,
+}
+
+impl AuthenticationError {
+    pub(crate) fn from_recv(e: RecvError) -> Self {
+        match e {
+            RecvError::Timeout => AuthenticationError::Timeout,
+            RecvError::Eof => AuthenticationError::Protocol("the peer closed the connection".into()),
+            other => AuthenticationError::Protocol(other.to_string()),
+        }
     }
 }

@@ -38,12 +38,15 @@
 
 #![warn(missing_docs)]
 
+mod auth;
 mod connection;
 mod error;
 mod frame;
+mod listener;
 mod sys;
 
 pub use crate::{
     connection::{Connection, DEFAULT_MAX_MESSAGE, Direction, pipe},
-    error::{RecvError, SendError},
+    error::{AuthenticationError, ConnectError, RecvError, SendError},
+    listener::{Address, Client, DEFAULT_HANDSHAKE_TIMEOUT, Listener, ListenerBuilder},
 };

@@ -1,11 +1,18 @@
 //! Linux: Unix sockets through rustix.
 
 use std::io::{self, IoSlice};
+use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
-use rustix::net::{AddressFamily, RecvFlags, SendAncillaryBuffer, SendFlags, Shutdown, SocketFlags, SocketType};
+use rustix::net::{
+    AddressFamily, RecvFlags, SendAncillaryBuffer, SendFlags, Shutdown, SocketAddrAny, SocketAddrUnix, SocketFlags,
+    SocketType,
+};
+
+use crate::Address;
 
 /// A connected pair of close-on-exec Unix stream sockets.
 pub(crate) fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -30,10 +37,10 @@ pub(crate) fn send_parts(sock: BorrowedFd<'_>, mut head: &[u8], mut body: &[u8])
     Ok(())
 }
 
-/// One `recv` into `buf`; 0 at end of stream.
-pub(crate) fn recv_into(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+/// One `recv` appended to `buf`'s spare capacity (which must not be empty); 0 at end of stream.
+pub(crate) fn recv_append(sock: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<usize> {
     loop {
-        match rustix::net::recv(sock, &mut *buf, RecvFlags::empty()) {
+        match rustix::net::recv(sock, rustix::buffer::spare_capacity(buf), RecvFlags::empty()) {
             Ok((n, _)) => return Ok(n),
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
@@ -67,4 +74,98 @@ pub(crate) fn shutdown_write(sock: BorrowedFd<'_>) {
 /// No more receiving on this end.
 pub(crate) fn shutdown_read(sock: BorrowedFd<'_>) {
     let _ = rustix::net::shutdown(sock, Shutdown::Read);
+}
+
+/// Fills `buf` with random bytes from the kernel.
+pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// A fresh directory only we can enter, under the temporary directory.
+pub(crate) fn private_temp_dir() -> io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    loop {
+        let mut suffix = [0u8; 6];
+        random_bytes(&mut suffix)?;
+        let name: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+        let dir = std::env::temp_dir().join(format!("mp-{}-{name}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn stream_socket(address: &Address) -> io::Result<OwnedFd> {
+    let family = match address {
+        Address::Unix(_) | Address::Abstract(_) => AddressFamily::UNIX,
+        Address::Tcp(SocketAddr::V4(_)) => AddressFamily::INET,
+        Address::Tcp(SocketAddr::V6(_)) => AddressFamily::INET6,
+    };
+    Ok(rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?)
+}
+
+fn socket_addr(address: &Address) -> io::Result<SocketAddrAny> {
+    Ok(match address {
+        Address::Unix(path) => SocketAddrUnix::new(path.as_path())?.into(),
+        Address::Abstract(name) => SocketAddrUnix::new_abstract_name(name)?.into(),
+        Address::Tcp(addr) => (*addr).into(),
+    })
+}
+
+/// A listening socket bound to `address` (TCP with `SO_REUSEADDR`, as CPython sets it).
+pub(crate) fn listen(address: &Address, backlog: u32) -> io::Result<OwnedFd> {
+    let socket = stream_socket(address)?;
+    if let Address::Tcp(_) = address {
+        rustix::net::sockopt::set_socket_reuseaddr(&socket, true)?;
+    }
+    rustix::net::bind(&socket, &socket_addr(address)?)?;
+    rustix::net::listen(&socket, backlog.min(i32::MAX as u32) as i32)?;
+    Ok(socket)
+}
+
+/// The address a TCP listener was given (its port, when it asked for port 0).
+pub(crate) fn local_tcp_address(socket: BorrowedFd<'_>) -> io::Result<SocketAddr> {
+    let addr = rustix::net::getsockname(socket)?;
+    SocketAddr::try_from(addr).map_err(|_| io::Error::other("not an internet socket"))
+}
+
+/// Accepts one connection, waiting at most `timeout` (`None`: no limit); `None` on timeout.
+pub(crate) fn accept(socket: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<Option<OwnedFd>> {
+    if timeout.is_some() && !poll_readable(socket, timeout)? {
+        return Ok(None);
+    }
+    loop {
+        match rustix::net::accept_with(socket, SocketFlags::CLOEXEC) {
+            Ok(stream) => return Ok(Some(stream)),
+            Err(rustix::io::Errno::INTR | rustix::io::Errno::CONNABORTED) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A stream connected to `address`. TCP gets `TCP_NODELAY` (every message leaves in one write anyway).
+pub(crate) fn connect(address: &Address, _timeout: Duration) -> io::Result<OwnedFd> {
+    let socket = stream_socket(address)?;
+    let addr = socket_addr(address)?;
+    loop {
+        match rustix::net::connect(&socket, &addr) {
+            Ok(()) => break,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if let Address::Tcp(_) = address {
+        rustix::net::sockopt::set_tcp_nodelay(&socket, true)?;
+    }
+    Ok(socket)
 }
