@@ -7,7 +7,8 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use mp_ipc::{
-    Address, AuthenticationError, Client, ConnectError, Connection, Direction, Listener, RecvError, SendError, pipe,
+    Address, AuthenticationError, Client, ConnectError, Connection, Direction, GetError, JoinableQueue, Listener,
+    PutError, Queue, QueueBuilder, RecvError, SendError, SimpleQueue, pipe,
 };
 use mp_process::{Process, wait};
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,16 @@ fn main() {
         wrong_keys_and_garbage_fail_the_handshake,
         python_client_talks_to_our_listener,
         our_client_talks_to_a_python_listener,
+        queue_is_fifo_per_producer_across_processes,
+        queue_size_empty_full_and_timeouts,
+        queue_close_and_bad_items,
+        queue_items_of_every_size_in_order,
+        queue_child_exits_without_waiting_for_readers,
+        queue_survives_a_producer_killed_mid_item,
+        queue_survives_a_consumer_killed_mid_item,
+        queue_survives_a_consumer_killed_while_waiting,
+        joinable_queue_counts_tasks,
+        simple_queue_across_processes,
     ]);
 }
 
@@ -507,4 +518,288 @@ fn our_client_talks_to_a_python_listener() {
             assert!(!path.exists());
         }
     }
+}
+
+fn produce_tagged((q, tag, n): (Queue<(u32, u32)>, u32, u32)) {
+    for i in 0..n {
+        q.put((tag, i)).unwrap();
+    }
+}
+
+fn queue_is_fifo_per_producer_across_processes() {
+    let q: Queue<(u32, u32)> = QueueBuilder::new().capacity(16 * 1024).build().unwrap(); // small: producers wait for room too
+    let n = 20_000;
+    let mut producers: Vec<Process<()>> = (0..3).map(|tag| Process::new(produce_tagged, (q.clone(), tag, n))).collect();
+    for p in &mut producers {
+        p.start().unwrap();
+    }
+    let mut next = [0u32; 3];
+    for _ in 0..3 * n {
+        let (tag, i) = q.get_timeout(Duration::from_secs(20)).unwrap();
+        assert_eq!(i, next[tag as usize], "items of one producer arrive in order");
+        next[tag as usize] += 1;
+    }
+    for p in &mut producers {
+        p.join().unwrap();
+    }
+    assert_eq!(next, [n; 3]);
+    assert!(q.empty());
+    assert!(matches!(q.try_get(), Err(GetError::Empty)));
+}
+
+fn queue_size_empty_full_and_timeouts() {
+    let q: Queue<u64> = Queue::bounded(2).unwrap();
+    assert_eq!((q.qsize(), q.empty(), q.full(), q.maxsize()), (0, true, false, 2));
+    q.put(1).unwrap();
+    assert!(!q.empty(), "exact right after put (CPython's empty() lags behind its feeder thread)");
+    q.put(2).unwrap();
+    assert_eq!((q.qsize(), q.full()), (2, true));
+    match q.try_put(3) {
+        Err(e @ PutError::Full(_)) => assert_eq!(e.into_inner(), 3, "the item comes back"),
+        other => panic!("{other:?}"),
+    }
+    let start = Instant::now();
+    assert!(q.put_timeout(3, Duration::from_millis(100)).unwrap_err().is_full());
+    assert!(start.elapsed() >= Duration::from_millis(100));
+    assert_eq!(q.get().unwrap(), 1);
+    q.put_timeout(3, Duration::from_millis(100)).unwrap();
+    assert_eq!((q.get().unwrap(), q.get().unwrap()), (2, 3));
+    let start = Instant::now();
+    assert!(q.get_timeout(Duration::from_millis(100)).unwrap_err().is_empty());
+    assert!(start.elapsed() >= Duration::from_millis(100));
+    // Zero and enormous timeouts.
+    assert!(q.get_timeout(Duration::ZERO).unwrap_err().is_empty());
+    q.put_timeout(4, Duration::MAX).unwrap();
+    assert_eq!(q.get_timeout(Duration::MAX).unwrap(), 4);
+    // The ring's byte capacity bounds an unbounded queue too.
+    let small: Queue<Vec<u8>> = QueueBuilder::new().capacity(4096).build().unwrap();
+    small.put(vec![7; 2000]).unwrap();
+    assert!(small.try_put(vec![7; 2100]).unwrap_err().is_full());
+    assert_eq!(small.qsize(), 1);
+    assert!(QueueBuilder::new().capacity(100).build::<u8>().is_err());
+}
+
+fn queue_close_and_bad_items() {
+    let q: Queue<String> = Queue::new().unwrap();
+    let other = q.clone();
+    q.put("kept".into()).unwrap();
+    q.close();
+    assert!(matches!(q.put("late".into()), Err(PutError::Closed(s)) if s == "late"));
+    assert!(matches!(q.get(), Err(GetError::Closed)));
+    assert_eq!(other.get().unwrap(), "kept", "other handles go on");
+    // An item that fails to serialize: an error from put, nothing in the queue.
+    let bad: Queue<Unserializable> = Queue::new().unwrap();
+    assert!(matches!(bad.put(Unserializable), Err(PutError::Serialize { .. })));
+    assert!(bad.empty());
+    // An item that fails to decode: an error from get, and the queue goes on.
+    let numbers: Queue<u64> = Queue::new().unwrap();
+    let (bytes, fds) = mp_process::to_bytes_with_handles(&numbers).unwrap();
+    let texts: Queue<String> = mp_process::from_bytes_with_handles(&bytes, fds).unwrap();
+    numbers.put(u64::MAX).unwrap(); // as a String: a length far beyond the bytes there
+    numbers.put(3).unwrap(); // as a String: a length of 3 with nothing behind it
+    texts.put("fine".into()).unwrap();
+    assert!(matches!(texts.get(), Err(GetError::Decode(_))));
+    assert!(matches!(texts.get(), Err(GetError::Decode(_))));
+    assert_eq!(texts.get().unwrap(), "fine");
+    // A closed handle cannot be passed on.
+    assert!(mp_process::to_bytes_with_handles(&q).is_err());
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+const SIZES: [usize; 9] = [0, 1, 100, 2000, 2100, 4000, 70_000, 1 << 20, 3 << 20];
+
+fn put_sizes(q: Queue<Vec<u8>>) {
+    for round in 0..3u8 {
+        for (i, size) in SIZES.iter().enumerate() {
+            q.put(pattern(*size, round + i as u8)).unwrap();
+        }
+    }
+}
+
+fn queue_items_of_every_size_in_order() {
+    // A 4 KiB ring: small items wrap around it, big ones stream through it.
+    let q: Queue<Vec<u8>> = QueueBuilder::new().capacity(4096).build().unwrap();
+    let mut p = Process::new(put_sizes, q.clone());
+    p.start().unwrap();
+    for round in 0..3u8 {
+        for (i, size) in SIZES.iter().enumerate() {
+            let item = q.get_timeout(Duration::from_secs(20)).unwrap();
+            assert!(item == pattern(*size, round + i as u8), "round {round}, size {size}: got {} bytes", item.len());
+        }
+    }
+    p.join().unwrap();
+    assert!(q.empty());
+}
+
+fn put_and_leave(q: Queue<u32>) {
+    for i in 0..1000 {
+        q.put(i).unwrap();
+    }
+}
+
+fn queue_child_exits_without_waiting_for_readers() {
+    // CPython's trap: a child that put items cannot exit until they are read. Here they wait in the queue.
+    let q = Queue::new().unwrap();
+    let mut p = Process::new(put_and_leave, q.clone());
+    p.start().unwrap();
+    assert_eq!(p.join_timeout(Duration::from_secs(20)).unwrap(), Some(()), "the child exits at once");
+    let items: Vec<u32> = (0..1000).map(|_| q.try_get().unwrap()).collect();
+    assert_eq!(items, (0..1000).collect::<Vec<_>>());
+}
+
+fn put_one(q: Queue<Vec<u8>>, item: Vec<u8>) {
+    q.put(item).unwrap();
+}
+
+fn put_big_then_small((q, big): (Queue<Vec<u8>>, usize)) {
+    put_one(q.clone(), vec![1; big]);
+    put_one(q, b"after".to_vec());
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+}
+
+/// Waits until the queue's ring has (about) no room left: the producer is blocked in the middle of an item.
+fn wait_until_full(q: &Queue<Vec<u8>>) {
+    assert!(
+        eventually_true(Duration::from_secs(20), || q.qsize() == 1 && q.try_clone_probe()),
+        "the producer never filled the ring"
+    );
+}
+
+fn eventually_true(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+trait Probe {
+    fn try_clone_probe(&self) -> bool;
+}
+
+impl Probe for Queue<Vec<u8>> {
+    /// Whether even a tiny item finds no room now.
+    fn try_clone_probe(&self) -> bool {
+        self.try_put(Vec::new()).is_err()
+    }
+}
+
+fn queue_survives_a_producer_killed_mid_item() {
+    let q: Queue<Vec<u8>> = QueueBuilder::new().capacity(64 * 1024).build().unwrap();
+    let mut p = Process::new(put_big_then_small, (q.clone(), 1 << 20));
+    p.start().unwrap();
+    wait_until_full(&q);
+    signal(p.pid().unwrap(), libc::SIGKILL);
+    let _ = p.join();
+    // Another producer takes over (it must end the dead one's item first, which needs a consumer's room).
+    let writer = std::thread::spawn({
+        let q = q.clone();
+        move || q.put_timeout(b"next".to_vec(), Duration::from_secs(20)).unwrap()
+    });
+    let start = Instant::now();
+    let item = q.get_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!(item, b"next", "the partial item is dropped, never delivered");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    writer.join().unwrap();
+    assert!(q.empty());
+    // And the queue is healthy for everyone.
+    let mut p = Process::new(put_big_then_small, (q.clone(), 200_000));
+    p.start().unwrap();
+    assert_eq!(q.get_timeout(Duration::from_secs(20)).unwrap().len(), 200_000);
+    assert_eq!(q.get_timeout(Duration::from_secs(20)).unwrap(), b"after");
+    p.join().unwrap();
+}
+
+fn get_forever(q: Queue<Vec<u8>>) {
+    let _ = q.get();
+}
+
+fn queue_survives_a_consumer_killed_mid_item() {
+    let q: Queue<Vec<u8>> = QueueBuilder::new().capacity(64 * 1024).build().unwrap();
+    let mut producer = Process::new(put_big_then_small, (q.clone(), 1 << 20));
+    producer.start().unwrap();
+    wait_until_full(&q);
+    // Freeze the producer in the middle of its item, let a consumer take the start of it, kill the consumer.
+    let producer_pid = producer.pid().unwrap();
+    signal(producer_pid, libc::SIGSTOP);
+    let mut consumer = Process::new(get_forever, q.clone());
+    consumer.start().unwrap();
+    assert!(eventually_true(Duration::from_secs(20), || q.try_put(Vec::new()).is_err() && q.qsize() == 0));
+    signal(consumer.pid().unwrap(), libc::SIGKILL);
+    let _ = consumer.join();
+    signal(producer_pid, libc::SIGCONT);
+    // The next consumer skips the rest of the item the dead one had begun, and gets the next.
+    assert_eq!(q.get_timeout(Duration::from_secs(20)).unwrap(), b"after");
+    producer.join().unwrap();
+    assert!(q.empty());
+}
+
+fn queue_survives_a_consumer_killed_while_waiting() {
+    let q: Queue<Vec<u8>> = Queue::new().unwrap();
+    let mut consumer = Process::new(get_forever, q.clone());
+    consumer.start().unwrap();
+    std::thread::sleep(Duration::from_millis(100)); // it holds the consumer side, waiting
+    consumer.kill().unwrap();
+    let _ = consumer.join();
+    q.put(b"x".to_vec()).unwrap();
+    assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), b"x");
+}
+
+fn work_on(q: JoinableQueue<u32>) -> u32 {
+    let mut sum = 0;
+    while let Ok(n) = q.get_timeout(Duration::from_millis(300)) {
+        sum += n;
+        q.task_done().unwrap();
+    }
+    sum
+}
+
+fn joinable_queue_counts_tasks() {
+    let q = JoinableQueue::new().unwrap();
+    for n in 1..=100 {
+        q.put(n).unwrap();
+    }
+    assert!(!q.join_timeout(Duration::from_millis(50)), "nothing is done yet");
+    let mut workers: Vec<Process<u32>> = (0..2).map(|_| Process::new(work_on, q.clone())).collect();
+    for w in &mut workers {
+        w.start().unwrap();
+    }
+    assert!(q.join_timeout(Duration::from_secs(20)), "every task was marked done");
+    let total: u32 = workers.iter_mut().map(|w| w.join().unwrap()).sum();
+    assert_eq!(total, 5050);
+    assert!(matches!(q.task_done(), Err(mp_ipc::TaskDoneError)));
+    q.join();
+}
+
+fn echo_simple((inbox, outbox): (SimpleQueue<String>, SimpleQueue<String>)) {
+    loop {
+        let s = inbox.get().unwrap();
+        if s.is_empty() {
+            return;
+        }
+        outbox.put(s.to_uppercase()).unwrap();
+    }
+}
+
+fn simple_queue_across_processes() {
+    let (inbox, outbox) = (SimpleQueue::new().unwrap(), SimpleQueue::new().unwrap());
+    let mut p = Process::new(echo_simple, (inbox.clone(), outbox.clone()));
+    p.start().unwrap();
+    for word in ["alpha", "beta"] {
+        inbox.put(word.to_owned()).unwrap();
+        assert_eq!(outbox.get().unwrap(), word.to_uppercase());
+    }
+    inbox.put(String::new()).unwrap();
+    p.join().unwrap();
+    assert!(inbox.empty() && outbox.empty());
 }

@@ -159,3 +159,88 @@ impl AuthenticationError {
         }
     }
 }
+
+/// Why a `put` failed; the item comes back ([`into_inner`](Self::into_inner)) and nothing of it is in the
+/// queue.
+#[derive(thiserror::Error)]
+#[non_exhaustive]
+pub enum PutError<T> {
+    /// No room before the timeout (`try_put`, `put_timeout`; CPython's `queue.Full`).
+    #[error("queue is full")]
+    Full(T),
+    /// This handle was closed (CPython: "Queue ... is closed").
+    #[error("queue is closed")]
+    Closed(T),
+    /// The item failed to serialize.
+    #[error("failed to serialize the item: {message}")]
+    Serialize {
+        /// The item.
+        item: T,
+        /// The serializer's message.
+        message: String,
+    },
+    /// The operating system refused.
+    #[error("put failed: {error}")]
+    Io {
+        /// The item.
+        item: T,
+        /// The error.
+        error: io::Error,
+    },
+}
+
+impl<T> PutError<T> {
+    /// The item that was not put.
+    pub fn into_inner(self) -> T {
+        match self {
+            PutError::Full(item) | PutError::Closed(item) => item,
+            PutError::Serialize { item, .. } | PutError::Io { item, .. } => item,
+        }
+    }
+
+    /// Whether the queue was full.
+    pub fn is_full(&self) -> bool {
+        matches!(self, PutError::Full(_))
+    }
+}
+
+impl<T> std::fmt::Debug for PutError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PutError::Full(_) => f.write_str("Full(..)"),
+            PutError::Closed(_) => f.write_str("Closed(..)"),
+            PutError::Serialize { message, .. } => f.debug_struct("Serialize").field("message", message).finish(),
+            PutError::Io { error, .. } => f.debug_struct("Io").field("error", error).finish(),
+        }
+    }
+}
+
+/// Why a `get` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GetError {
+    /// No item before the timeout (`try_get`, `get_timeout`; CPython's `queue.Empty`).
+    #[error("queue is empty")]
+    Empty,
+    /// This handle was closed.
+    #[error("queue is closed")]
+    Closed,
+    /// The item was taken but did not decode as the queue's type; the queue goes on with the next one.
+    #[error("failed to decode the item: {0}")]
+    Decode(String),
+    /// The operating system refused.
+    #[error("get failed: {0}")]
+    Io(io::Error),
+}
+
+impl GetError {
+    /// Whether the queue was empty until the timeout.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, GetError::Empty)
+    }
+}
+
+/// `task_done` called more times than items were put (CPython's `ValueError`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("task_done() called too many times")]
+pub struct TaskDoneError;

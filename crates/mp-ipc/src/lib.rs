@@ -43,10 +43,13 @@ mod connection;
 mod error;
 mod frame;
 mod listener;
+mod queue;
+mod ring;
 mod sys;
 
 pub use crate::{
     connection::{Connection, DEFAULT_MAX_MESSAGE, Direction, pipe},
-    error::{AuthenticationError, ConnectError, RecvError, SendError},
+    error::{AuthenticationError, ConnectError, GetError, PutError, RecvError, SendError, TaskDoneError},
     listener::{Address, Client, DEFAULT_HANDSHAKE_TIMEOUT, Listener, ListenerBuilder},
+    queue::{DEFAULT_QUEUE_CAPACITY, JoinableQueue, Queue, QueueBuilder, SimpleQueue},
 };

@@ -75,3 +75,10 @@ pub use crate::{
 
 #[doc(hidden)]
 pub use crate::lock::SharedMutex as __SharedMutex;
+
+/// Building blocks for shared-memory objects of other crates (mp-ipc's queues embed them in their own
+/// segments): a robust process-shared mutex placed at a given address, futex waits on shared words, and
+/// absolute deadlines on the monotonic clock.
+pub mod raw {
+    pub use crate::sys::{Deadline, Locked, MUTEX_SIZE, RobustMutex, futex_wait, futex_wake};
+}

@@ -169,3 +169,21 @@ pub(crate) fn connect(address: &Address, _timeout: Duration) -> io::Result<Owned
     }
     Ok(socket)
 }
+
+/// A shared mapping of a fresh anonymous memory file of `size` bytes (zeroed), and the file.
+pub(crate) fn anonymous_shared(size: usize) -> io::Result<(OwnedFd, memmap2::MmapRaw)> {
+    let fd = rustix::fs::memfd_create("mp-queue", rustix::fs::MemfdFlags::CLOEXEC)?;
+    rustix::fs::ftruncate(&fd, size as u64)?;
+    let map = map_shared(&fd, size)?;
+    Ok((fd, map))
+}
+
+/// Maps all `size` bytes of the memory file `fd`, shared.
+pub(crate) fn map_shared(fd: &OwnedFd, size: usize) -> io::Result<memmap2::MmapRaw> {
+    memmap2::MmapOptions::new().len(size).map_raw(fd)
+}
+
+/// The size of the file behind `fd`.
+pub(crate) fn file_size(fd: &OwnedFd) -> io::Result<u64> {
+    Ok(rustix::fs::fstat(fd)?.st_size as u64)
+}

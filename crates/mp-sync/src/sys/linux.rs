@@ -18,24 +18,26 @@ unsafe extern "C" {
 }
 
 /// The bytes a [`RobustMutex`] occupies in shared memory.
-pub(crate) const MUTEX_SIZE: usize = size_of::<libc::pthread_mutex_t>();
+pub const MUTEX_SIZE: usize = size_of::<libc::pthread_mutex_t>();
 
 /// An absolute deadline on the monotonic clock. Built from a timeout once, so that retries after spurious
 /// wake-ups never extend the total wait; an enormous timeout is no deadline at all rather than an overflow.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Deadline(Option<Instant>);
+pub struct Deadline(Option<Instant>);
 
 impl Deadline {
-    pub(crate) fn after(timeout: Option<Duration>) -> Self {
+    /// The instant `timeout` from now (`None`, or a timeout too large to represent: no deadline).
+    pub fn after(timeout: Option<Duration>) -> Self {
         Deadline(timeout.and_then(|t| Instant::now().checked_add(t)))
     }
 
     /// Time left: `None` without a deadline, `Some(ZERO)` once passed.
-    pub(crate) fn remaining(&self) -> Option<Duration> {
+    pub fn remaining(&self) -> Option<Duration> {
         self.0.map(|d| d.saturating_duration_since(Instant::now()))
     }
 
-    pub(crate) fn passed(&self) -> bool {
+    /// Whether the deadline has passed.
+    pub fn passed(&self) -> bool {
         self.remaining().is_some_and(|r| r.is_zero())
     }
 
@@ -86,7 +88,7 @@ pub(crate) fn thread_id() -> u32 {
 
 /// What locking a [`RobustMutex`] found.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Locked {
+pub enum Locked {
     /// Acquired.
     Yes,
     /// Acquired, but the previous owner died holding it (the mutex has been made consistent again).
@@ -99,7 +101,7 @@ pub(crate) enum Locked {
 
 /// A robust, process-shared pthread mutex living in shared memory.
 #[derive(Debug)]
-pub(crate) struct RobustMutex {
+pub struct RobustMutex {
     ptr: *mut libc::pthread_mutex_t,
 }
 
@@ -109,7 +111,7 @@ impl RobustMutex {
     /// # Safety
     ///
     /// `ptr` must be valid, aligned, not in use by anyone yet, and outlive every `RobustMutex` made from it.
-    pub(crate) unsafe fn init(ptr: *mut u8, recursive: bool) -> io::Result<Self> {
+    pub unsafe fn init(ptr: *mut u8, recursive: bool) -> io::Result<Self> {
         let ptr = ptr.cast::<libc::pthread_mutex_t>();
         let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
         let kind = if recursive { libc::PTHREAD_MUTEX_RECURSIVE } else { libc::PTHREAD_MUTEX_ERRORCHECK };
@@ -143,7 +145,7 @@ impl RobustMutex {
     /// # Safety
     ///
     /// `ptr` must point at an initialised mutex that outlives the handle.
-    pub(crate) unsafe fn attach(ptr: *mut u8) -> Self {
+    pub unsafe fn attach(ptr: *mut u8) -> Self {
         RobustMutex { ptr: ptr.cast() }
     }
 
@@ -162,7 +164,7 @@ impl RobustMutex {
     }
 
     /// Locks, waiting until `deadline`.
-    pub(crate) fn lock(&self, deadline: Deadline) -> io::Result<Locked> {
+    pub fn lock(&self, deadline: Deadline) -> io::Result<Locked> {
         let r = match deadline.monotonic_timespec() {
             // SAFETY: `self.ptr` is an initialised process-shared mutex (constructor contract).
             None => unsafe { libc::pthread_mutex_lock(self.ptr) },
@@ -173,20 +175,20 @@ impl RobustMutex {
     }
 
     /// Locks if free.
-    pub(crate) fn try_lock(&self) -> io::Result<Locked> {
+    pub fn try_lock(&self) -> io::Result<Locked> {
         // SAFETY: as in `lock`.
         self.settle(unsafe { libc::pthread_mutex_trylock(self.ptr) })
     }
 
     /// Unlocks; `false` if the calling thread does not hold it (EPERM).
-    pub(crate) fn unlock(&self) -> bool {
+    pub fn unlock(&self) -> bool {
         // SAFETY: as in `lock`; an error-checking or recursive mutex reports a non-owner unlock as EPERM.
         unsafe { libc::pthread_mutex_unlock(self.ptr) == 0 }
     }
 }
 
 /// Waits while `*word == expected`, until woken or `deadline`. Returns `false` on timeout.
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Deadline) -> bool {
+pub fn futex_wait(word: &AtomicU32, expected: u32, deadline: Deadline) -> bool {
     let timeout = deadline
         .remaining()
         .map(|r| futex::Timespec { tv_sec: r.as_secs().min(i64::MAX as u64) as i64, tv_nsec: r.subsec_nanos().into() });
@@ -198,7 +200,7 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Deadline) ->
 }
 
 /// Wakes up to `count` waiters on `word` (`u32::MAX`: all of them).
-pub(crate) fn futex_wake(word: &AtomicU32, count: u32) {
+pub fn futex_wake(word: &AtomicU32, count: u32) {
     // The kernel reads the count as a signed int: u32::MAX would be -1, which wakes just one.
     let _ = futex::wake(word, futex::Flags::empty(), count.min(i32::MAX as u32));
 }

@@ -7,7 +7,7 @@
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub(crate) use self::linux::*;
+pub use self::linux::*;
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("mp-sync supports Linux only for now (robust pthread mutexes and shared futexes)");

@@ -1,0 +1,574 @@
+//! The shared state behind a queue: one anonymous memory file (memfd) holding a header, a producer and a
+//! consumer robust mutex, the counters, and a byte ring that items stream through.
+//!
+//! Between the producer that holds the producer mutex and the consumer that holds the consumer mutex the
+//! ring is single-producer single-consumer: the producer writes chunks past the tail and publishes them with
+//! one release store; the consumer reads them past the head and frees them with one store. Each side's
+//! position and item count share one 64-bit word, so no crash can leave them disagreeing.
+//!
+//! A chunk is an 8-byte header (`u32` payload length, `u32` flags) and its payload, padded to 8 bytes. An
+//! item up to half the ring is one chunk (`FIRST | LAST`), written only once there is room for it whole; a
+//! `PAD` chunk fills the end of the ring when the next chunk does not fit before it. A larger item is a
+//! `FIRST` chunk starting with the item's total length, middle chunks, and a `LAST` chunk: items up to the
+//! ring's size are written once there is room for all of them, bigger ones stream through as the consumer
+//! frees space.
+//!
+//! Crashes: a producer that dies in the middle of an item leaves a mark; the next producer to take the
+//! mutex (or a consumer waiting for the rest of that item, which checks the producer mutex every 50 ms)
+//! writes an `ABORT` chunk, and the consumer drops the partial item. A consumer that dies in the middle of
+//! an item leaves a mark; the next consumer skips the rest of that item. A consumer that dies before it
+//! freed a chunk has not taken it: the next consumer gets it. Waiter flags are reset by whoever recovers
+//! a mutex, since only mutex holders wait.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use mp_sync::raw::{Deadline, Locked, MUTEX_SIZE, RobustMutex, futex_wait, futex_wake};
+
+use crate::sys;
+
+const MAGIC: [u8; 8] = *b"mpqueue1";
+
+// The layout. Words written by producers and by consumers sit on separate cache lines.
+const H_MAGIC: usize = 0;
+const H_CAPACITY: usize = 8;
+const H_MAXSIZE: usize = 16;
+const H_JOINABLE: usize = 24;
+const PRODUCER_MUTEX: usize = 64;
+const CONSUMER_MUTEX: usize = 128;
+/// Producer side: `put count << 40 | tail position`.
+const TAIL: usize = 192;
+/// Producer side: 1 while an item of several chunks is being written.
+const PRODUCER_MID: usize = 200;
+/// Producer side: bumped to wake a producer waiting for room; the waiting flag.
+const SPACE_SEQ: usize = 256;
+const SPACE_WAITING: usize = 260;
+/// Consumer side: `get count << 40 | head position`.
+const HEAD: usize = 320;
+/// Consumer side: 1 while an item of several chunks is being read.
+const CONSUMER_MID: usize = 328;
+/// Consumer side: bumped to wake a consumer waiting for data; the waiting flag.
+const DATA_SEQ: usize = 384;
+const DATA_WAITING: usize = 388;
+/// Items put and not yet marked done (`JoinableQueue`).
+const UNFINISHED: usize = 448;
+/// Where the ring starts.
+const RING: usize = 4096;
+
+const _: () = assert!(MUTEX_SIZE <= 64, "a mutex must fit its 64-byte slot");
+
+const POS_BITS: u32 = 40;
+const POS_MASK: u64 = (1 << POS_BITS) - 1;
+const COUNT_MASK: u64 = (1 << (64 - POS_BITS)) - 1;
+
+const HEADER: u64 = 8;
+const FIRST: u32 = 1;
+const LAST: u32 = 2;
+const PAD: u32 = 4;
+const ABORT: u32 = 8;
+
+/// The smallest ring (bytes).
+pub(crate) const MIN_CAPACITY: usize = 4096;
+/// The largest ring: positions are kept modulo 2^40.
+pub(crate) const MAX_CAPACITY: usize = 1 << 36;
+
+/// How long a waiter spins on the shared words before it sleeps: a wake-up across CPUs costs ~20 µs.
+const SPIN: Duration = Duration::from_micros(30);
+/// How often a consumer waiting for the rest of an item checks that its producer is alive.
+const LIVENESS_CHECK: Duration = Duration::from_millis(50);
+
+fn pack(count: u64, pos: u64) -> u64 {
+    (count & COUNT_MASK) << POS_BITS | (pos & POS_MASK)
+}
+
+fn unpack(word: u64) -> (u64, u64) {
+    (word >> POS_BITS, word & POS_MASK)
+}
+
+fn pad8(n: u64) -> u64 {
+    (n + 7) & !7
+}
+
+/// Why a ring operation gave up.
+#[derive(Debug)]
+pub(crate) enum Fail {
+    /// The deadline passed (full for a put, empty for a get).
+    Timeout,
+    /// The operating system refused (a mutex error).
+    Io(io::Error),
+}
+
+/// The mapped state of one queue.
+#[derive(Debug)]
+pub(crate) struct Ring {
+    map: memmap2::MmapRaw,
+    fd: OwnedFd,
+    cap: u64,
+    maxsize: u64,
+    joinable: bool,
+    producer: RobustMutex,
+    consumer: RobustMutex,
+}
+
+// SAFETY: the mutexes are process-shared pthread mutexes (thread-safe by design); everything else in the
+// mapping is reached through atomics or under those mutexes.
+unsafe impl Send for Ring {}
+// SAFETY: as above.
+unsafe impl Sync for Ring {}
+
+/// Holds a ring mutex; unlocks on drop (also when a deserializer panics).
+struct Held<'a>(&'a RobustMutex);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.unlock();
+    }
+}
+
+impl Ring {
+    /// A fresh ring of `capacity` bytes (a multiple of 8, within [`MIN_CAPACITY`]..=[`MAX_CAPACITY`]).
+    pub(crate) fn create(capacity: usize, maxsize: usize, joinable: bool) -> io::Result<Self> {
+        let (fd, map) = sys::anonymous_shared(RING + capacity)?;
+        let base = map.as_mut_ptr();
+        // SAFETY: the mapping is RING + capacity bytes, fresh and zeroed, and nobody else has it yet; the
+        // header lies in its first 64 bytes, each field aligned.
+        let (producer, consumer) = unsafe {
+            base.add(H_MAGIC).cast::<[u8; 8]>().write(MAGIC);
+            base.add(H_CAPACITY).cast::<u64>().write(capacity as u64);
+            base.add(H_MAXSIZE).cast::<u64>().write(maxsize as u64);
+            base.add(H_JOINABLE).cast::<u32>().write(u32::from(joinable));
+            (RobustMutex::init(base.add(PRODUCER_MUTEX), false)?, RobustMutex::init(base.add(CONSUMER_MUTEX), false)?)
+        };
+        Ok(Ring { map, fd, cap: capacity as u64, maxsize: maxsize as u64, joinable, producer, consumer })
+    }
+
+    /// Maps the ring behind `fd` (received from another process), checking that it is one.
+    pub(crate) fn attach(fd: OwnedFd) -> io::Result<Self> {
+        let invalid = || io::Error::new(io::ErrorKind::InvalidData, "not an mp queue");
+        let size = sys::file_size(&fd)?;
+        if size < (RING + MIN_CAPACITY) as u64 || size > (RING + MAX_CAPACITY) as u64 {
+            return Err(invalid());
+        }
+        let map = sys::map_shared(&fd, size as usize)?;
+        let base = map.as_mut_ptr();
+        // SAFETY: the mapping holds at least RING bytes; the header fields are aligned and were written
+        // before the file left its creator.
+        let (magic, cap, maxsize, joinable) = unsafe {
+            (
+                base.add(H_MAGIC).cast::<[u8; 8]>().read(),
+                base.add(H_CAPACITY).cast::<u64>().read(),
+                base.add(H_MAXSIZE).cast::<u64>().read(),
+                base.add(H_JOINABLE).cast::<u32>().read(),
+            )
+        };
+        if magic != MAGIC || cap != size - RING as u64 || cap % 8 != 0 {
+            return Err(invalid());
+        }
+        // SAFETY: the creator initialised both mutexes (the magic says this is a queue it made); they live
+        // as long as the mapping, which the ring owns.
+        let (producer, consumer) =
+            unsafe { (RobustMutex::attach(base.add(PRODUCER_MUTEX)), RobustMutex::attach(base.add(CONSUMER_MUTEX))) };
+        Ok(Ring { map, fd, cap, maxsize, joinable: joinable != 0, producer, consumer })
+    }
+
+    /// The memory file, to pass to another process.
+    pub(crate) fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.cap as usize
+    }
+
+    pub(crate) fn maxsize(&self) -> usize {
+        self.maxsize as usize
+    }
+
+    pub(crate) fn joinable(&self) -> bool {
+        self.joinable
+    }
+
+    fn u64_at(&self, offset: usize) -> &AtomicU64 {
+        // SAFETY: `offset` is one of the 8-aligned header words above, inside the mapping, which lives as
+        // long as `self`; other processes touch it only atomically too.
+        unsafe { AtomicU64::from_ptr(self.map.as_mut_ptr().add(offset).cast()) }
+    }
+
+    fn u32_at(&self, offset: usize) -> &AtomicU32 {
+        // SAFETY: as in `u64_at`, for the 4-aligned words.
+        unsafe { AtomicU32::from_ptr(self.map.as_mut_ptr().add(offset).cast()) }
+    }
+
+    /// Items put and not yet taken.
+    pub(crate) fn qsize(&self) -> usize {
+        let (got, _) = unpack(self.u64_at(HEAD).load(Ordering::Acquire));
+        let (put, _) = unpack(self.u64_at(TAIL).load(Ordering::Acquire));
+        (put.wrapping_sub(got) & COUNT_MASK) as usize
+    }
+
+    fn used(&self) -> u64 {
+        let (_, head) = unpack(self.u64_at(HEAD).load(Ordering::SeqCst));
+        let (_, tail) = unpack(self.u64_at(TAIL).load(Ordering::SeqCst));
+        tail.wrapping_sub(head) & POS_MASK
+    }
+
+    fn free(&self) -> u64 {
+        self.cap - self.used()
+    }
+
+    fn lock(&self, mutex: &RobustMutex, deadline: Deadline) -> Result<(), Fail> {
+        match mutex.lock(deadline).map_err(Fail::Io)? {
+            Locked::Yes => Ok(()),
+            Locked::OwnerDied => {
+                log::warn!("mp-ipc: a process died while using a queue; recovering it");
+                // Only the holder ever waits, and the holder died: nobody waits now.
+                let waiting = if std::ptr::eq(mutex, &self.producer) { SPACE_WAITING } else { DATA_WAITING };
+                self.u32_at(waiting).store(0, Ordering::SeqCst);
+                Ok(())
+            }
+            Locked::No => Err(Fail::Timeout),
+            Locked::Deadlock => Err(Fail::Io(io::Error::other("queue mutex already held by this thread"))),
+        }
+    }
+
+    /// Spins, then sleeps on `seq`, until `ready()` or the deadline; only a mutex holder calls this.
+    fn wait(&self, seq: usize, waiting: usize, deadline: Deadline, ready: impl Fn(&Self) -> bool) -> bool {
+        if ready(self) {
+            return true;
+        }
+        if deadline.passed() {
+            return false;
+        }
+        let spin_until = Instant::now() + SPIN;
+        let mut spins = 0u32;
+        loop {
+            std::hint::spin_loop();
+            if ready(self) {
+                return true;
+            }
+            spins += 1;
+            if spins % 64 == 0 && Instant::now() >= spin_until {
+                break;
+            }
+        }
+        let (seq, waiting) = (self.u32_at(seq), self.u32_at(waiting));
+        loop {
+            let observed = seq.load(Ordering::SeqCst);
+            waiting.store(1, Ordering::SeqCst);
+            if ready(self) {
+                waiting.store(0, Ordering::Relaxed);
+                return true;
+            }
+            let woken = futex_wait(seq, observed, deadline);
+            waiting.store(0, Ordering::Relaxed);
+            if ready(self) {
+                return true;
+            }
+            if !woken || deadline.passed() {
+                return false;
+            }
+        }
+    }
+
+    fn wake(&self, seq: usize, waiting: usize) {
+        if self.u32_at(waiting).load(Ordering::SeqCst) != 0 {
+            self.u32_at(seq).fetch_add(1, Ordering::SeqCst);
+            futex_wake(self.u32_at(seq), u32::MAX);
+        }
+    }
+
+    fn wait_free(&self, need: u64, deadline: Deadline) -> bool {
+        self.wait(SPACE_SEQ, SPACE_WAITING, deadline, |r| r.free() >= need)
+    }
+
+    /// Copies `data` into the ring at position `pos` (no wrap: the caller checked it fits before the end).
+    fn write_at(&self, pos: u64, data: &[u8]) {
+        let off = (pos % self.cap) as usize;
+        debug_assert!(off + data.len() <= self.cap as usize);
+        // SAFETY: `off + data.len()` lies inside the ring (checked by the caller); the range is free space,
+        // which only the producer mutex holder (us) writes and no consumer reads until it is published.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(RING + off), data.len()) }
+    }
+
+    /// The `len` published bytes at position `pos` (no wrap).
+    fn slice_at(&self, pos: u64, len: u64) -> &[u8] {
+        let off = (pos % self.cap) as usize;
+        assert!(off + len as usize <= self.cap as usize, "corrupt queue: chunk crosses the ring's end");
+        // SAFETY: inside the ring (asserted); the bytes are published and not yet freed, so no producer
+        // writes them while the consumer mutex holder (us) reads them.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(RING + off), len as usize) }
+    }
+
+    /// Writes one chunk at the tail and publishes it (counting an item when `flags` has `FIRST`).
+    fn push_chunk(&self, flags: u32, parts: &[&[u8]]) {
+        let (count, pos) = unpack(self.u64_at(TAIL).load(Ordering::Relaxed));
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut header = [0u8; 8];
+        header[..4].copy_from_slice(&(len as u32).to_le_bytes());
+        header[4..].copy_from_slice(&flags.to_le_bytes());
+        self.write_at(pos, &header);
+        let mut at = pos + HEADER;
+        for part in parts {
+            self.write_at(at, part);
+            at += part.len() as u64;
+        }
+        let count = if flags & FIRST != 0 { count + 1 } else { count };
+        self.u64_at(TAIL).store(pack(count, pos + HEADER + pad8(len as u64)), Ordering::SeqCst);
+        self.wake(DATA_SEQ, DATA_WAITING);
+    }
+
+    /// Room before the ring's end at the tail.
+    fn contiguous_at_tail(&self) -> u64 {
+        let (_, pos) = unpack(self.u64_at(TAIL).load(Ordering::Relaxed));
+        self.cap - pos % self.cap
+    }
+
+    /// Fills the ring's end with a `PAD` chunk.
+    fn push_pad(&self) {
+        let (count, pos) = unpack(self.u64_at(TAIL).load(Ordering::Relaxed));
+        let rest = self.cap - pos % self.cap;
+        let mut header = [0u8; 8];
+        header[..4].copy_from_slice(&((rest - HEADER) as u32).to_le_bytes());
+        header[4..].copy_from_slice(&PAD.to_le_bytes());
+        self.write_at(pos, &header);
+        self.u64_at(TAIL).store(pack(count, pos + rest), Ordering::SeqCst);
+        self.wake(DATA_SEQ, DATA_WAITING);
+    }
+
+    /// Puts one item's bytes. The deadline covers waiting for the mutex, for `maxsize`, and for room; an
+    /// item bigger than the ring, once started, is finished whatever the deadline.
+    pub(crate) fn put(&self, item: &[u8], deadline: Deadline) -> Result<(), Fail> {
+        self.lock(&self.producer, deadline)?;
+        let _held = Held(&self.producer);
+        if self.u32_at(PRODUCER_MID).load(Ordering::Relaxed) != 0 {
+            self.abort_partial(deadline)?;
+        }
+        if self.maxsize > 0 && !self.wait(SPACE_SEQ, SPACE_WAITING, deadline, |r| (r.qsize() as u64) < r.maxsize) {
+            return Err(Fail::Timeout);
+        }
+        let len = item.len() as u64;
+        if HEADER + pad8(len) <= self.cap / 2 { self.put_small(item, deadline) } else { self.put_large(item, deadline) }
+    }
+
+    fn count_unfinished(&self) {
+        if self.joinable {
+            self.u32_at(UNFINISHED).fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn put_small(&self, item: &[u8], deadline: Deadline) -> Result<(), Fail> {
+        let need = HEADER + pad8(item.len() as u64);
+        loop {
+            let contiguous = self.contiguous_at_tail();
+            if contiguous < need {
+                if !self.wait_free(contiguous, deadline) {
+                    return Err(Fail::Timeout);
+                }
+                self.push_pad();
+                continue;
+            }
+            if !self.wait_free(need, deadline) {
+                return Err(Fail::Timeout);
+            }
+            self.count_unfinished();
+            self.push_chunk(FIRST | LAST, &[item]);
+            return Ok(());
+        }
+    }
+
+    fn put_large(&self, item: &[u8], deadline: Deadline) -> Result<(), Fail> {
+        // Room for the whole item (its length prefix, up to three headers and a pad) when it can fit at all;
+        // half the ring otherwise, after which it streams.
+        let whole = item.len() as u64 + 8 + 4 * HEADER + 8;
+        let first_room = if whole <= self.cap { whole } else { self.cap / 2 };
+        if !self.wait_free(first_room, deadline) {
+            return Err(Fail::Timeout);
+        }
+        self.count_unfinished();
+        self.u32_at(PRODUCER_MID).store(1, Ordering::Relaxed);
+        let total = (item.len() as u64).to_le_bytes();
+        let mut rest = item;
+        let mut first = true;
+        let max_chunk = self.cap / 2;
+        while first || !rest.is_empty() {
+            let contiguous = self.contiguous_at_tail();
+            if contiguous < HEADER + 16 {
+                self.wait_free(contiguous, Deadline::after(None));
+                self.push_pad();
+                continue;
+            }
+            // Mid-item: the item must be finished (a consumer may be holding its start).
+            self.wait_free(HEADER + 16, Deadline::after(None));
+            let room = (self.free().min(contiguous).min(max_chunk) - HEADER) & !7;
+            let prefix: &[u8] = if first { &total } else { &[] };
+            let take = (room - prefix.len() as u64).min(rest.len() as u64) as usize;
+            let last = take == rest.len();
+            let flags = if first { FIRST } else { 0 } | if last { LAST } else { 0 };
+            self.push_chunk(flags, &[prefix, &rest[..take]]);
+            rest = &rest[take..];
+            first = false;
+        }
+        self.u32_at(PRODUCER_MID).store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A producer died in the middle of an item: end it with an `ABORT` chunk (we hold the producer mutex;
+    /// chunks are 8-aligned, so a header always fits before the ring's end).
+    fn abort_partial(&self, deadline: Deadline) -> Result<(), Fail> {
+        if !self.wait_free(HEADER, deadline) {
+            return Err(Fail::Timeout);
+        }
+        self.push_chunk(ABORT, &[]);
+        self.u32_at(PRODUCER_MID).store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The chunk at the head: `(flags, payload length)`, once published.
+    fn head_chunk(&self) -> (u64, u64, u32, u64) {
+        let (count, pos) = unpack(self.u64_at(HEAD).load(Ordering::Relaxed));
+        let header = self.slice_at(pos, HEADER);
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as u64;
+        let flags = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        (count, pos, flags, len)
+    }
+
+    /// Frees the head chunk (counting an item taken when `item`).
+    fn pop_chunk(&self, count: u64, pos: u64, len: u64, item: bool) {
+        let count = if item { count + 1 } else { count };
+        self.u64_at(HEAD).store(pack(count, pos + HEADER + pad8(len)), Ordering::SeqCst);
+        self.wake(SPACE_SEQ, SPACE_WAITING);
+    }
+
+    fn wait_data(&self, deadline: Deadline) -> bool {
+        self.wait(DATA_SEQ, DATA_WAITING, deadline, |r| r.used() > 0)
+    }
+
+    /// Waits for the next chunk of an item in progress, making sure its producer is still alive; `false`
+    /// when no more of it will come (its producer is gone and left nothing).
+    fn wait_rest(&self) -> Result<bool, Fail> {
+        loop {
+            if self.wait_data(Deadline::after(Some(LIVENESS_CHECK))) {
+                return Ok(true);
+            }
+            // The producer mutex is held for the whole item: if we can take it, its holder died.
+            match self.producer.try_lock().map_err(Fail::Io)? {
+                Locked::Yes | Locked::OwnerDied => {
+                    let _held = Held(&self.producer);
+                    self.u32_at(SPACE_WAITING).store(0, Ordering::SeqCst);
+                    if self.u32_at(PRODUCER_MID).load(Ordering::Relaxed) != 0 {
+                        self.abort_partial(Deadline::after(None))?;
+                    } else if self.used() == 0 {
+                        return Ok(false);
+                    }
+                }
+                Locked::No | Locked::Deadlock => {}
+            }
+        }
+    }
+
+    /// Takes one item and hands its bytes to `f`. The deadline covers waiting for the mutex and for an
+    /// item to start; an item that has started arriving is received whole.
+    pub(crate) fn get<R>(&self, deadline: Deadline, f: impl FnOnce(&[u8]) -> R) -> Result<R, Fail> {
+        self.lock(&self.consumer, deadline)?;
+        let _held = Held(&self.consumer);
+        if self.u32_at(CONSUMER_MID).load(Ordering::Relaxed) != 0 {
+            // A consumer died in the middle of an item: drop the rest of it.
+            self.read_rest(None)?;
+        }
+        loop {
+            if !self.wait_data(deadline) {
+                return Err(Fail::Timeout);
+            }
+            let (count, pos, flags, len) = self.head_chunk();
+            if flags & PAD != 0 {
+                self.pop_chunk(count, pos, len, false);
+            } else if flags & FIRST != 0 && flags & LAST != 0 {
+                let result = f(self.slice_at(pos + HEADER, len));
+                self.pop_chunk(count, pos, len, true);
+                return Ok(result);
+            } else if flags & FIRST != 0 {
+                let payload = self.slice_at(pos + HEADER, len);
+                let total = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes")) as usize;
+                let mut item = Vec::new();
+                if item.try_reserve_exact(total).is_err() {
+                    return Err(Fail::Io(io::Error::new(io::ErrorKind::OutOfMemory, "queue item too large")));
+                }
+                item.extend_from_slice(&payload[8..]);
+                self.u32_at(CONSUMER_MID).store(1, Ordering::Relaxed);
+                self.pop_chunk(count, pos, len, true);
+                if self.read_rest(Some(&mut item))? {
+                    return Ok(f(&item));
+                }
+                // Its producer died before finishing it: wait for the next item.
+            } else {
+                // A stray middle, last or abort chunk (left by a consumer that died): skip it.
+                self.pop_chunk(count, pos, len, false);
+            }
+        }
+    }
+
+    /// Reads the rest of an item in progress into `item` (or drops it); `false` when it was aborted.
+    fn read_rest(&self, mut item: Option<&mut Vec<u8>>) -> Result<bool, Fail> {
+        loop {
+            if !self.wait_rest()? {
+                self.u32_at(CONSUMER_MID).store(0, Ordering::Relaxed);
+                return Ok(false);
+            }
+            let (count, pos, flags, len) = self.head_chunk();
+            if flags & PAD != 0 {
+                self.pop_chunk(count, pos, len, false);
+                continue;
+            }
+            if flags & FIRST != 0 {
+                // The item we were skipping had ended unseen: this is the next one, leave it.
+                self.u32_at(CONSUMER_MID).store(0, Ordering::Relaxed);
+                return Ok(false);
+            }
+            if flags & ABORT == 0 {
+                if let Some(item) = item.as_deref_mut() {
+                    item.extend_from_slice(self.slice_at(pos + HEADER, len));
+                }
+            }
+            self.pop_chunk(count, pos, len, false);
+            if flags & (LAST | ABORT) != 0 {
+                self.u32_at(CONSUMER_MID).store(0, Ordering::Relaxed);
+                return Ok(flags & LAST != 0);
+            }
+        }
+    }
+
+    /// Marks one item done (`JoinableQueue::task_done`); `false` when none is unfinished.
+    pub(crate) fn task_done(&self) -> bool {
+        let unfinished = self.u32_at(UNFINISHED);
+        let mut current = unfinished.load(Ordering::SeqCst);
+        loop {
+            if current == 0 {
+                return false;
+            }
+            match unfinished.compare_exchange_weak(current, current - 1, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => break,
+                Err(now) => current = now,
+            }
+        }
+        if current == 1 {
+            futex_wake(unfinished, u32::MAX);
+        }
+        true
+    }
+
+    /// Waits until every item put has been marked done; `false` on timeout.
+    pub(crate) fn join(&self, deadline: Deadline) -> bool {
+        let unfinished = self.u32_at(UNFINISHED);
+        loop {
+            let current = unfinished.load(Ordering::SeqCst);
+            if current == 0 {
+                return true;
+            }
+            if !futex_wait(unfinished, current, deadline) && deadline.passed() {
+                return unfinished.load(Ordering::SeqCst) == 0;
+            }
+        }
+    }
+}
