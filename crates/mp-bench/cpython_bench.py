@@ -1,6 +1,7 @@
 """CPython's multiprocessing on the workloads of `cargo xtask bench`; one JSON line per workload."""
 import json
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import time
@@ -107,9 +108,119 @@ def group_sync():
     report("shm_bw", statistics.median(rates), "GB/s")
 
 
+def pong_obj(conn, n, cpu):
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    for _ in range(n + 1):
+        conn.send(conn.recv() + 1)
+
+
+def pong_bytes(conn, n):
+    for _ in range(n + 1):
+        conn.send_bytes(conn.recv_bytes())
+
+
+def pipe_rtt(ctx, placement, use_bytes, n=5000):
+    everything = os.sched_getaffinity(0)
+    if placement is not None:
+        os.sched_setaffinity(0, {placement[0]})
+    ours, theirs = ctx.Pipe()
+    if use_bytes:
+        p = ctx.Process(target=pong_bytes, args=(theirs, n))
+    else:
+        p = ctx.Process(target=pong_obj, args=(theirs, n, None if placement is None else placement[1]))
+    p.start()
+    payload = b"x" * 64
+
+    def once():
+        if use_bytes:
+            ours.send_bytes(payload)
+            ours.recv_bytes()
+        else:
+            ours.send(1)
+            ours.recv()
+    once()
+    start = time.perf_counter()
+    for _ in range(n):
+        once()
+    us = (time.perf_counter() - start) * 1e6 / n
+    p.join()
+    os.sched_setaffinity(0, everything)
+    return us
+
+
+def produce_small(q, n):
+    for i in range(n):
+        q.put(i)
+
+
+def produce_big(q, n):
+    item = b"\x5a" * (1 << 20)
+    for _ in range(n):
+        q.put(item)
+
+
+def queue_pong(inbox, outbox, n):
+    for _ in range(n + 1):
+        outbox.put(inbox.get() + 1)
+
+
+def group_ipc():
+    ctx = mp.get_context("fork")
+    two_cpus = len(os.sched_getaffinity(0)) >= 2
+    for suffix, placement in (("", None), ("_samecpu", (0, 0)), ("_crosscpu", (0, 1))):
+        if placement is not None and placement[0] != placement[1] and not two_cpus:
+            continue
+        report(f"pipe_rtt_obj{suffix}", statistics.median(pipe_rtt(ctx, placement, False) for _ in range(3)), "us")
+    report("pipe_rtt_bytes", statistics.median(pipe_rtt(ctx, None, True) for _ in range(3)), "us")
+    rates = []
+    for _ in range(3):
+        n = 200_000
+        q = ctx.Queue()
+        p = ctx.Process(target=produce_small, args=(q, n))
+        start = time.perf_counter()
+        p.start()
+        total = 0
+        for _ in range(n):
+            total += q.get()
+        rates.append(n / (time.perf_counter() - start))
+        assert total == n * (n - 1) // 2
+        p.join()
+    report("queue_throughput_small", statistics.median(rates), "msgs/s")
+    rates = []
+    for _ in range(3):
+        n = 500
+        q = ctx.Queue()
+        p = ctx.Process(target=produce_big, args=(q, n))
+        start = time.perf_counter()
+        p.start()
+        for _ in range(n):
+            assert len(q.get()) == 1 << 20
+        rates.append(n * (1 << 20) / (time.perf_counter() - start) / 1e6)
+        p.join()
+    report("queue_bw_1mb", statistics.median(rates), "MB/s")
+    rtts = []
+    for _ in range(3):
+        n = 5000
+        inbox, outbox = ctx.Queue(), ctx.Queue()
+        p = ctx.Process(target=queue_pong, args=(outbox, inbox, n))
+        p.start()
+        outbox.put(0)
+        inbox.get()
+        start = time.perf_counter()
+        for i in range(n):
+            outbox.put(i)
+            inbox.get()
+        rtts.append((time.perf_counter() - start) * 1e6 / n)
+        p.join()
+    report("queue_rtt", statistics.median(rtts), "us")
+
+
 if __name__ == "__main__":
-    groups = sys.argv[1:] or ["process", "sync"]
+    groups = sys.argv[1:] or ["process", "sync", "ipc"]
     if "process" in groups:
         group_process()
     if "sync" in groups:
         group_sync()
+    if "ipc" in groups:
+        group_ipc()

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [GROUP...]` (groups: process, sync): mp's workloads (release build), CPython's on the same workloads, the raw
+//! `cargo xtask bench [GROUP...]` (groups: process, sync, ipc): mp's workloads (release build), CPython's on the same workloads, the raw
 //! floors, all in one run; the JSON lines as they come, then a table of ratios.
 
 use std::process::{Command, Stdio};
@@ -14,6 +14,10 @@ const FLOOR_OF: &[(&str, &str)] = &[
     ("lock_contended", "lock_contended"),
     ("value_incr_locked", "counter_incr_locked"),
     ("shm_bw", "shm_bw"),
+    ("pipe_rtt_obj", "socketpair_rtt"),
+    ("pipe_rtt_obj_samecpu", "socketpair_rtt_samecpu"),
+    ("pipe_rtt_obj_crosscpu", "socketpair_rtt_crosscpu"),
+    ("pipe_rtt_bytes", "socketpair_rtt"),
 ];
 
 #[derive(Debug)]

@@ -5,6 +5,7 @@
 //! Architecture invariant: a leaf that measures; may use any mp crate, nothing uses it.
 
 mod floor;
+mod ipc;
 mod process;
 mod sync;
 
@@ -25,6 +26,9 @@ fn main() {
     }
     if wants("sync") {
         sync::run();
+    }
+    if wants("ipc") {
+        ipc::run();
     }
 }
 

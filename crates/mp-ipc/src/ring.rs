@@ -54,6 +54,10 @@ const DATA_SEQ: usize = 384;
 const DATA_WAITING: usize = 388;
 /// Items put and not yet marked done (`JoinableQueue`).
 const UNFINISHED: usize = 448;
+/// Bumped by the producer each time the tail crosses a multiple of 2^39 bytes: a position cached under an
+/// unchanged epoch is less than a wrap (2^40) behind, so wrapped arithmetic on it stays exact.
+const EPOCH: usize = 512;
+const EPOCH_SHIFT: u32 = 39;
 /// Where the ring starts.
 const RING: usize = 4096;
 
@@ -76,6 +80,8 @@ pub(crate) const MAX_CAPACITY: usize = 1 << 36;
 
 /// How long a waiter spins on the shared words before it sleeps: a wake-up across CPUs costs ~20 µs.
 const SPIN: Duration = Duration::from_micros(30);
+/// The longest pause between two looks while spinning (in `spin_loop` hints).
+const MAX_PAUSE: u32 = 64;
 /// How often a consumer waiting for the rest of an item checks that its producer is alive.
 const LIVENESS_CHECK: Duration = Duration::from_millis(50);
 
@@ -110,6 +116,18 @@ pub(crate) struct Ring {
     joinable: bool,
     producer: RobustMutex,
     consumer: RobustMutex,
+    /// This process's last look at the other side: `(epoch, head)` for producers, `(epoch, tail)` for
+    /// consumers. Lower bounds (positions only grow), used only by mutex holders; they spare a cache-line
+    /// transfer between CPUs on most operations.
+    seen_head: Cached,
+    seen_tail: Cached,
+}
+
+/// A position seen under an epoch.
+#[derive(Debug, Default)]
+struct Cached {
+    epoch: AtomicU64,
+    pos: AtomicU64,
 }
 
 // SAFETY: the mutexes are process-shared pthread mutexes (thread-safe by design); everything else in the
@@ -141,7 +159,17 @@ impl Ring {
             base.add(H_JOINABLE).cast::<u32>().write(u32::from(joinable));
             (RobustMutex::init(base.add(PRODUCER_MUTEX), false)?, RobustMutex::init(base.add(CONSUMER_MUTEX), false)?)
         };
-        Ok(Ring { map, fd, cap: capacity as u64, maxsize: maxsize as u64, joinable, producer, consumer })
+        Ok(Ring {
+            map,
+            fd,
+            cap: capacity as u64,
+            maxsize: maxsize as u64,
+            joinable,
+            producer,
+            consumer,
+            seen_head: Cached::default(),
+            seen_tail: Cached::default(),
+        })
     }
 
     /// Maps the ring behind `fd` (received from another process), checking that it is one.
@@ -170,7 +198,17 @@ impl Ring {
         // as long as the mapping, which the ring owns.
         let (producer, consumer) =
             unsafe { (RobustMutex::attach(base.add(PRODUCER_MUTEX)), RobustMutex::attach(base.add(CONSUMER_MUTEX))) };
-        Ok(Ring { map, fd, cap, maxsize, joinable: joinable != 0, producer, consumer })
+        Ok(Ring {
+            map,
+            fd,
+            cap,
+            maxsize,
+            joinable: joinable != 0,
+            producer,
+            consumer,
+            seen_head: Cached::default(),
+            seen_tail: Cached::default(),
+        })
     }
 
     /// The memory file, to pass to another process.
@@ -218,6 +256,41 @@ impl Ring {
         self.cap - self.used()
     }
 
+    /// Room at the tail, judged from the cached head when that shows at least `need` (producer side).
+    fn has_room(&self, need: u64) -> bool {
+        let (_, tail) = unpack(self.u64_at(TAIL).load(Ordering::Relaxed));
+        let epoch = self.u64_at(EPOCH).load(Ordering::Acquire);
+        if self.seen_head.epoch.load(Ordering::Relaxed) == epoch {
+            let used = tail.wrapping_sub(self.seen_head.pos.load(Ordering::Relaxed)) & POS_MASK;
+            if used <= self.cap && self.cap - used >= need {
+                return true;
+            }
+        }
+        let (_, head) = unpack(self.u64_at(HEAD).load(Ordering::SeqCst));
+        self.seen_head.epoch.store(epoch, Ordering::Relaxed);
+        self.seen_head.pos.store(head, Ordering::Relaxed);
+        self.cap - (tail.wrapping_sub(head) & POS_MASK) >= need
+    }
+
+    /// Whether a chunk is published past the head, judged from the cached tail when it shows one
+    /// (consumer side).
+    fn has_data(&self) -> bool {
+        let (_, head) = unpack(self.u64_at(HEAD).load(Ordering::Relaxed));
+        let epoch = self.u64_at(EPOCH).load(Ordering::Acquire);
+        if self.seen_tail.epoch.load(Ordering::Relaxed) == epoch {
+            let ahead = self.seen_tail.pos.load(Ordering::Relaxed).wrapping_sub(head) & POS_MASK;
+            // The cached tail came from an acquire load, by this thread or by an earlier holder of the
+            // consumer mutex: the chunks before it are visible to us.
+            if ahead > 0 && ahead <= self.cap {
+                return true;
+            }
+        }
+        let (_, tail) = unpack(self.u64_at(TAIL).load(Ordering::SeqCst));
+        self.seen_tail.epoch.store(epoch, Ordering::Relaxed);
+        self.seen_tail.pos.store(tail, Ordering::Relaxed);
+        tail.wrapping_sub(head) & POS_MASK > 0
+    }
+
     fn lock(&self, mutex: &RobustMutex, deadline: Deadline) -> Result<(), Fail> {
         match mutex.lock(deadline).map_err(Fail::Io)? {
             Locked::Yes => Ok(()),
@@ -241,15 +314,19 @@ impl Ring {
         if deadline.passed() {
             return false;
         }
+        // Poll with a growing pause between looks: every look pulls the other side's cache line away
+        // from the process about to write it.
         let spin_until = Instant::now() + SPIN;
-        let mut spins = 0u32;
+        let mut pause = 1u32;
         loop {
-            std::hint::spin_loop();
+            for _ in 0..pause {
+                std::hint::spin_loop();
+            }
             if ready(self) {
                 return true;
             }
-            spins += 1;
-            if spins % 64 == 0 && Instant::now() >= spin_until {
+            pause = (pause * 2).min(MAX_PAUSE);
+            if pause == MAX_PAUSE && Instant::now() >= spin_until {
                 break;
             }
         }
@@ -280,7 +357,7 @@ impl Ring {
     }
 
     fn wait_free(&self, need: u64, deadline: Deadline) -> bool {
-        self.wait(SPACE_SEQ, SPACE_WAITING, deadline, |r| r.free() >= need)
+        self.wait(SPACE_SEQ, SPACE_WAITING, deadline, |r| r.has_room(need))
     }
 
     /// Copies `data` into the ring at position `pos` (no wrap: the caller checked it fits before the end).
@@ -315,7 +392,16 @@ impl Ring {
             at += part.len() as u64;
         }
         let count = if flags & FIRST != 0 { count + 1 } else { count };
-        self.u64_at(TAIL).store(pack(count, pos + HEADER + pad8(len as u64)), Ordering::SeqCst);
+        self.publish_tail(count, pos, pos + HEADER + pad8(len as u64));
+    }
+
+    /// Moves the tail from `from` to `to` (bumping the epoch when it crosses a multiple of 2^39) and wakes
+    /// a waiting consumer.
+    fn publish_tail(&self, count: u64, from: u64, to: u64) {
+        if (from & POS_MASK) >> EPOCH_SHIFT != (to & POS_MASK) >> EPOCH_SHIFT {
+            self.u64_at(EPOCH).fetch_add(1, Ordering::SeqCst);
+        }
+        self.u64_at(TAIL).store(pack(count, to), Ordering::SeqCst);
         self.wake(DATA_SEQ, DATA_WAITING);
     }
 
@@ -333,8 +419,7 @@ impl Ring {
         header[..4].copy_from_slice(&((rest - HEADER) as u32).to_le_bytes());
         header[4..].copy_from_slice(&PAD.to_le_bytes());
         self.write_at(pos, &header);
-        self.u64_at(TAIL).store(pack(count, pos + rest), Ordering::SeqCst);
-        self.wake(DATA_SEQ, DATA_WAITING);
+        self.publish_tail(count, pos, pos + rest);
     }
 
     /// Puts one item's bytes. The deadline covers waiting for the mutex, for `maxsize`, and for room; an
@@ -442,7 +527,7 @@ impl Ring {
     }
 
     fn wait_data(&self, deadline: Deadline) -> bool {
-        self.wait(DATA_SEQ, DATA_WAITING, deadline, |r| r.used() > 0)
+        self.wait(DATA_SEQ, DATA_WAITING, deadline, |r| r.has_data())
     }
 
     /// Waits for the next chunk of an item in progress, making sure its producer is still alive; `false`
