@@ -68,6 +68,8 @@ const POS_MASK: u64 = (1 << POS_BITS) - 1;
 const COUNT_MASK: u64 = (1 << (64 - POS_BITS)) - 1;
 
 const HEADER: u64 = 8;
+/// Set in every header: a zero header word means "nothing published here yet".
+const VALID: u32 = 1 << 31;
 const FIRST: u32 = 1;
 const LAST: u32 = 2;
 const PAD: u32 = 4;
@@ -116,11 +118,9 @@ pub(crate) struct Ring {
     joinable: bool,
     producer: RobustMutex,
     consumer: RobustMutex,
-    /// This process's last look at the other side: `(epoch, head)` for producers, `(epoch, tail)` for
-    /// consumers. Lower bounds (positions only grow), used only by mutex holders; they spare a cache-line
-    /// transfer between CPUs on most operations.
+    /// Producers' last look at the head, under an epoch: a lower bound (positions only grow), used only by
+    /// producer mutex holders; it spares a cache-line transfer between CPUs on most puts.
     seen_head: Cached,
-    seen_tail: Cached,
 }
 
 /// A position seen under an epoch.
@@ -168,7 +168,6 @@ impl Ring {
             producer,
             consumer,
             seen_head: Cached::default(),
-            seen_tail: Cached::default(),
         })
     }
 
@@ -198,17 +197,7 @@ impl Ring {
         // as long as the mapping, which the ring owns.
         let (producer, consumer) =
             unsafe { (RobustMutex::attach(base.add(PRODUCER_MUTEX)), RobustMutex::attach(base.add(CONSUMER_MUTEX))) };
-        Ok(Ring {
-            map,
-            fd,
-            cap,
-            maxsize,
-            joinable: joinable != 0,
-            producer,
-            consumer,
-            seen_head: Cached::default(),
-            seen_tail: Cached::default(),
-        })
+        Ok(Ring { map, fd, cap, maxsize, joinable: joinable != 0, producer, consumer, seen_head: Cached::default() })
     }
 
     /// The memory file, to pass to another process.
@@ -243,7 +232,9 @@ impl Ring {
     pub(crate) fn qsize(&self) -> usize {
         let (got, _) = unpack(self.u64_at(HEAD).load(Ordering::Acquire));
         let (put, _) = unpack(self.u64_at(TAIL).load(Ordering::Acquire));
-        (put.wrapping_sub(got) & COUNT_MASK) as usize
+        // A consumer may count an item a moment before its producer does: never below zero.
+        let n = put.wrapping_sub(got) & COUNT_MASK;
+        if n > COUNT_MASK / 2 { 0 } else { n as usize }
     }
 
     fn used(&self) -> u64 {
@@ -272,23 +263,11 @@ impl Ring {
         self.cap - (tail.wrapping_sub(head) & POS_MASK) >= need
     }
 
-    /// Whether a chunk is published past the head, judged from the cached tail when it shows one
-    /// (consumer side).
+    /// Whether a chunk is published at the head: its header word is set (consumer side). The consumer
+    /// never reads the tail word, which stays with the producers.
     fn has_data(&self) -> bool {
         let (_, head) = unpack(self.u64_at(HEAD).load(Ordering::Relaxed));
-        let epoch = self.u64_at(EPOCH).load(Ordering::Acquire);
-        if self.seen_tail.epoch.load(Ordering::Relaxed) == epoch {
-            let ahead = self.seen_tail.pos.load(Ordering::Relaxed).wrapping_sub(head) & POS_MASK;
-            // The cached tail came from an acquire load, by this thread or by an earlier holder of the
-            // consumer mutex: the chunks before it are visible to us.
-            if ahead > 0 && ahead <= self.cap {
-                return true;
-            }
-        }
-        let (_, tail) = unpack(self.u64_at(TAIL).load(Ordering::SeqCst));
-        self.seen_tail.epoch.store(epoch, Ordering::Relaxed);
-        self.seen_tail.pos.store(tail, Ordering::Relaxed);
-        tail.wrapping_sub(head) & POS_MASK > 0
+        self.header_word(head).load(Ordering::SeqCst) != 0
     }
 
     fn lock(&self, mutex: &RobustMutex, deadline: Deadline) -> Result<(), Fail> {
@@ -297,8 +276,12 @@ impl Ring {
             Locked::OwnerDied => {
                 log::warn!("mp-ipc: a process died while using a queue; recovering it");
                 // Only the holder ever waits, and the holder died: nobody waits now.
-                let waiting = if std::ptr::eq(mutex, &self.producer) { SPACE_WAITING } else { DATA_WAITING };
-                self.u32_at(waiting).store(0, Ordering::SeqCst);
+                if std::ptr::eq(mutex, &self.producer) {
+                    self.u32_at(SPACE_WAITING).store(0, Ordering::SeqCst);
+                    self.repair_tail();
+                } else {
+                    self.u32_at(DATA_WAITING).store(0, Ordering::SeqCst);
+                }
                 Ok(())
             }
             Locked::No => Err(Fail::Timeout),
@@ -360,6 +343,14 @@ impl Ring {
         self.wait(SPACE_SEQ, SPACE_WAITING, deadline, |r| r.has_room(need))
     }
 
+    /// The header word of the chunk at position `pos` (8-aligned).
+    fn header_word(&self, pos: u64) -> &AtomicU64 {
+        let off = (pos % self.cap) as usize;
+        // SAFETY: chunk positions are 8-aligned and a header always fits before the ring's end (the ring
+        // size is a multiple of 8); the word is only accessed atomically while it can be published.
+        unsafe { AtomicU64::from_ptr(self.map.as_mut_ptr().add(RING + off).cast()) }
+    }
+
     /// Copies `data` into the ring at position `pos` (no wrap: the caller checked it fits before the end).
     fn write_at(&self, pos: u64, data: &[u8]) {
         let off = (pos % self.cap) as usize;
@@ -378,31 +369,46 @@ impl Ring {
         unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(RING + off), len as usize) }
     }
 
-    /// Writes one chunk at the tail and publishes it (counting an item when `flags` has `FIRST`).
+    /// Writes one chunk at the tail and publishes it (counting an item when `flags` has `FIRST`). The
+    /// caller made sure of room for the chunk and one more header word.
     fn push_chunk(&self, flags: u32, parts: &[&[u8]]) {
         let (count, pos) = unpack(self.u64_at(TAIL).load(Ordering::Relaxed));
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        let mut header = [0u8; 8];
-        header[..4].copy_from_slice(&(len as u32).to_le_bytes());
-        header[4..].copy_from_slice(&flags.to_le_bytes());
-        self.write_at(pos, &header);
         let mut at = pos + HEADER;
         for part in parts {
             self.write_at(at, part);
             at += part.len() as u64;
         }
+        let end = pos + HEADER + pad8(len as u64);
         let count = if flags & FIRST != 0 { count + 1 } else { count };
-        self.publish_tail(count, pos, pos + HEADER + pad8(len as u64));
+        self.publish(count, pos, end, (len as u32, flags));
     }
 
-    /// Moves the tail from `from` to `to` (bumping the epoch when it crosses a multiple of 2^39) and wakes
-    /// a waiting consumer.
-    fn publish_tail(&self, count: u64, from: u64, to: u64) {
-        if (from & POS_MASK) >> EPOCH_SHIFT != (to & POS_MASK) >> EPOCH_SHIFT {
+    /// Publishes the chunk at `pos` (its payload written) whose successor starts at `end`: clears the
+    /// successor's header word, stores this header (the consumer's signal), then moves the tail (bumping the
+    /// epoch when it crosses a multiple of 2^39) and wakes a waiting consumer.
+    fn publish(&self, count: u64, pos: u64, end: u64, (len, flags): (u32, u32)) {
+        self.header_word(end).store(0, Ordering::Relaxed);
+        let header = u64::from(len) | u64::from(flags | VALID) << 32;
+        self.header_word(pos).store(header, Ordering::SeqCst);
+        if (pos & POS_MASK) >> EPOCH_SHIFT != (end & POS_MASK) >> EPOCH_SHIFT {
             self.u64_at(EPOCH).fetch_add(1, Ordering::SeqCst);
         }
-        self.u64_at(TAIL).store(pack(count, to), Ordering::SeqCst);
+        self.u64_at(TAIL).store(pack(count, end), Ordering::Release);
         self.wake(DATA_SEQ, DATA_WAITING);
+    }
+
+    /// After a producer died holding the mutex: a chunk it published without moving the tail (a header
+    /// at the tail) is taken into account.
+    fn repair_tail(&self) {
+        let (count, pos) = unpack(self.u64_at(TAIL).load(Ordering::Relaxed));
+        let header = self.header_word(pos).load(Ordering::SeqCst);
+        if header != 0 {
+            let (len, flags) = (header & 0xffff_ffff, (header >> 32) as u32);
+            let end = if flags & PAD != 0 { pos + (self.cap - pos % self.cap) } else { pos + HEADER + pad8(len) };
+            let count = if flags & FIRST != 0 { count + 1 } else { count };
+            self.u64_at(TAIL).store(pack(count, end), Ordering::Release);
+        }
     }
 
     /// Room before the ring's end at the tail.
@@ -411,15 +417,12 @@ impl Ring {
         self.cap - pos % self.cap
     }
 
-    /// Fills the ring's end with a `PAD` chunk.
+    /// Fills the ring's end with a `PAD` chunk (the caller made sure of room up to the end and one more
+    /// header word).
     fn push_pad(&self) {
         let (count, pos) = unpack(self.u64_at(TAIL).load(Ordering::Relaxed));
         let rest = self.cap - pos % self.cap;
-        let mut header = [0u8; 8];
-        header[..4].copy_from_slice(&((rest - HEADER) as u32).to_le_bytes());
-        header[4..].copy_from_slice(&PAD.to_le_bytes());
-        self.write_at(pos, &header);
-        self.publish_tail(count, pos, pos + rest);
+        self.publish(count, pos, pos + rest, ((rest - HEADER) as u32, PAD));
     }
 
     /// Puts one item's bytes. The deadline covers waiting for the mutex, for `maxsize`, and for room; an
@@ -448,13 +451,13 @@ impl Ring {
         loop {
             let contiguous = self.contiguous_at_tail();
             if contiguous < need {
-                if !self.wait_free(contiguous, deadline) {
+                if !self.wait_free(contiguous + HEADER, deadline) {
                     return Err(Fail::Timeout);
                 }
                 self.push_pad();
                 continue;
             }
-            if !self.wait_free(need, deadline) {
+            if !self.wait_free(need + HEADER, deadline) {
                 return Err(Fail::Timeout);
             }
             self.count_unfinished();
@@ -466,7 +469,7 @@ impl Ring {
     fn put_large(&self, item: &[u8], deadline: Deadline) -> Result<(), Fail> {
         // Room for the whole item (its length prefix, up to three headers and a pad) when it can fit at all;
         // half the ring otherwise, after which it streams.
-        let whole = item.len() as u64 + 8 + 4 * HEADER + 8;
+        let whole = item.len() as u64 + 8 + 5 * HEADER + 8;
         let first_room = if whole <= self.cap { whole } else { self.cap / 2 };
         if !self.wait_free(first_room, deadline) {
             return Err(Fail::Timeout);
@@ -480,13 +483,13 @@ impl Ring {
         while first || !rest.is_empty() {
             let contiguous = self.contiguous_at_tail();
             if contiguous < HEADER + 16 {
-                self.wait_free(contiguous, Deadline::after(None));
+                self.wait_free(contiguous + HEADER, Deadline::after(None));
                 self.push_pad();
                 continue;
             }
             // Mid-item: the item must be finished (a consumer may be holding its start).
-            self.wait_free(HEADER + 16, Deadline::after(None));
-            let room = (self.free().min(contiguous).min(max_chunk) - HEADER) & !7;
+            self.wait_free(2 * HEADER + 16, Deadline::after(None));
+            let room = ((self.free() - HEADER).min(contiguous).min(max_chunk) - HEADER) & !7;
             let prefix: &[u8] = if first { &total } else { &[] };
             let take = (room - prefix.len() as u64).min(rest.len() as u64) as usize;
             let last = take == rest.len();
@@ -502,7 +505,7 @@ impl Ring {
     /// A producer died in the middle of an item: end it with an `ABORT` chunk (we hold the producer mutex;
     /// chunks are 8-aligned, so a header always fits before the ring's end).
     fn abort_partial(&self, deadline: Deadline) -> Result<(), Fail> {
-        if !self.wait_free(HEADER, deadline) {
+        if !self.wait_free(2 * HEADER, deadline) {
             return Err(Fail::Timeout);
         }
         self.push_chunk(ABORT, &[]);
@@ -510,13 +513,11 @@ impl Ring {
         Ok(())
     }
 
-    /// The chunk at the head: `(flags, payload length)`, once published.
+    /// The chunk at the head, once published: `(count, position, flags, payload length)`.
     fn head_chunk(&self) -> (u64, u64, u32, u64) {
         let (count, pos) = unpack(self.u64_at(HEAD).load(Ordering::Relaxed));
-        let header = self.slice_at(pos, HEADER);
-        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as u64;
-        let flags = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-        (count, pos, flags, len)
+        let header = self.header_word(pos).load(Ordering::Acquire);
+        (count, pos, (header >> 32) as u32, header & 0xffff_ffff)
     }
 
     /// Frees the head chunk (counting an item taken when `item`).
@@ -539,12 +540,15 @@ impl Ring {
             }
             // The producer mutex is held for the whole item: if we can take it, its holder died.
             match self.producer.try_lock().map_err(Fail::Io)? {
-                Locked::Yes | Locked::OwnerDied => {
+                locked @ (Locked::Yes | Locked::OwnerDied) => {
                     let _held = Held(&self.producer);
-                    self.u32_at(SPACE_WAITING).store(0, Ordering::SeqCst);
+                    if locked == Locked::OwnerDied {
+                        self.u32_at(SPACE_WAITING).store(0, Ordering::SeqCst);
+                        self.repair_tail();
+                    }
                     if self.u32_at(PRODUCER_MID).load(Ordering::Relaxed) != 0 {
                         self.abort_partial(Deadline::after(None))?;
-                    } else if self.used() == 0 {
+                    } else if !self.has_data() {
                         return Ok(false);
                     }
                 }
