@@ -1,40 +1,54 @@
-//! Python's `multiprocessing` pipes and connections for Rust: typed messages through serde, raw byte
-//! messages framed exactly as CPython frames them.
+//! Python's `multiprocessing` pipes, queues and connections for Rust: typed messages through serde, raw
+//! byte messages framed exactly as CPython frames them, and queues over shared memory.
 //!
 //! ```
-//! use mp_ipc::{Connection, Direction, pipe};
+//! use mp_ipc::{Connection, Direction, Queue, pipe};
 //! use mp_process::Process;
 //!
-//! fn greet(mut conn: Connection) {
-//!     conn.send("hello from the child").unwrap();
-//!     let reply: String = conn.recv().unwrap();
-//!     assert_eq!(reply, "hello back");
+//! fn worker((mut conn, results): (Connection, Queue<u64>)) {
+//!     conn.send("ready").unwrap();
+//!     let n: u64 = conn.recv().unwrap();
+//!     results.put(n * n).unwrap();
 //! }
 //!
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     mp_process::init();
 //!     let (mut ours, theirs) = pipe(Direction::Duplex)?;
-//!     let mut child = Process::new(greet, theirs);
+//!     let results = Queue::new()?;
+//!     let mut child = Process::new(worker, (theirs, results.clone()));
 //!     child.start()?;
-//!     let greeting: String = ours.recv()?;
-//!     assert_eq!(greeting, "hello from the child");
-//!     ours.send("hello back")?;
+//!     assert_eq!(ours.recv::<String>()?, "ready");
+//!     ours.send(&12u64)?;
+//!     assert_eq!(results.get()?, 144);
 //!     child.join()?;
 //!     Ok(())
 //! }
 //! ```
 //!
-//! Architecture invariant: uses mp-process (handles, `wait`) and mp-sync; nothing above.
+//! Architecture invariant: uses mp-process (handles, `wait`) and mp-sync (robust mutexes, futexes); nothing
+//! above.
 //!
 //! # Connections
 //!
 //! [`pipe`] makes a pair of [`Connection`]s. `send` / `recv` carry serde values (postcard); `send_bytes` /
-//! `recv_bytes` carry bytes in CPython's framing. End of file at a message boundary
-//! ([`RecvError::Eof`]) and in the middle of one ([`RecvError::Truncated`]) differ; sending to a closed
-//! peer is [`SendError::BrokenPipe`], never a death by SIGPIPE; a header claiming more than the
-//! connection's maximum message size is refused before anything is allocated.
+//! `recv_bytes` carry bytes in CPython's framing. End of file at a message boundary ([`RecvError::Eof`]) and
+//! in the middle of one ([`RecvError::Truncated`]) differ; sending to a closed peer is
+//! [`SendError::BrokenPipe`], never a death by SIGPIPE; a header claiming more than the connection's maximum
+//! message size is refused before anything is allocated. Connections work with [`mp_process::wait`] together
+//! with processes, and can be passed into children.
 //!
-//! Connections work with [`mp_process::wait`] together with processes.
+//! # Listeners and clients
+//!
+//! [`Listener`] and [`Client`] connect processes that did not start one another, over a Unix socket, a Linux
+//! abstract name or TCP ([`Address`]), with CPython's mutual HMAC authentication when given a key: a Python
+//! `multiprocessing.connection.Client` can connect to an mp `Listener`, and the other way round.
+//!
+//! # Queues
+//!
+//! [`Queue`], [`SimpleQueue`] and [`JoinableQueue`] carry serde values between any number of producer and
+//! consumer processes through a ring in shared memory. `put` serializes inside the call (an error there, never a
+//! lost item); `empty` and `qsize` are exact; a process killed in the middle of a `put` or `get` neither
+//! corrupts nor wedges the queue; a producer may exit as soon as it has put its items.
 
 #![warn(missing_docs)]
 

@@ -20,6 +20,9 @@ use crate::{GetError, PutError, TaskDoneError};
 /// The default ring size: how many bytes of items may wait in a queue before `put` waits for a consumer.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1 << 20;
 
+/// The largest encoding buffer a thread keeps between `put`s (a fresh large buffer costs page faults).
+const KEPT_ENCODE_BUFFER: usize = 8 << 20;
+
 thread_local! {
     /// A buffer reused by `put` for serializing, so that small items cost no allocation.
     static ENCODE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -208,7 +211,7 @@ impl<T: Serialize> Queue<T> {
         };
         let result = self.ring.put(&bytes, deadline);
         ENCODE.with(|buf| {
-            if bytes.capacity() <= 64 * 1024 {
+            if bytes.capacity() <= KEPT_ENCODE_BUFFER {
                 buf.replace(bytes);
             }
         });
@@ -292,7 +295,7 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
 ///
 /// ```
 /// let q = mp_ipc::SimpleQueue::new()?;
-/// q.put((1, "one"))?;
+/// q.put((1, "one".to_owned()))?;
 /// assert!(!q.empty());
 /// assert_eq!(q.get()?, (1, "one".to_owned()));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
