@@ -51,6 +51,12 @@ impl Server {
         Ok(Server { pid, requests: ours })
     }
 
+    /// Whether the server has ended (it is reaped if so). A killed server's spare child may outlive it for a
+    /// moment and still accept a request it will never serve: checking the server first avoids that.
+    fn has_exited(&self) -> bool {
+        !matches!(sys::wait_status(self.pid, false), Ok(None))
+    }
+
     /// Closes the request socket (the server exits on seeing that) and reaps the server.
     fn stop(self) {
         SERVER_FD.store(-1, Ordering::SeqCst);
@@ -73,6 +79,10 @@ pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>, args: Vec<String>) -> R
         let (status, server_status) = sys::stream_pair()?;
         let sent = {
             let mut server = lock(SERVER.get());
+            if server.as_ref().is_some_and(Server::has_exited) {
+                log::debug!("the fork server has ended; starting a new one");
+                server.take().expect("checked").stop();
+            }
             if server.is_none() {
                 *server = Some(Server::start(&args)?);
             }
