@@ -1,34 +1,22 @@
-//! The classic tutorial program: count the primes up to 100,000 in parallel, one process per CPU.
+//! The classic tutorial program: count the primes up to 100,000 with a pool of four worker processes
+//! (CPython: `with Pool(processes=4) as pool: pool.map(is_prime, range(1, 100_001))`).
 //!
 //! Expected output (checked by `cargo xtask test`):
 //! ```text
 //! Found 9592 primes up to 100,000
 //! ```
 
-use mp::{Process, cpu_count};
+use mp::Pool;
 
 fn is_prime(n: u64) -> bool {
     n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
 }
 
-/// Counts the primes among `start, start + step, start + 2 * step, ... <= end`.
-fn count_primes(start: u64, end: u64, step: u64) -> usize {
-    (start..=end).step_by(step as usize).filter(|&n| is_prime(n)).count()
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     mp::init();
-    const N: u64 = 100_000;
-    let workers = cpu_count() as u64;
-    let mut processes: Vec<Process<usize>> =
-        (0..workers).map(|i| Process::new(count_primes, (1 + i, N, workers))).collect();
-    for p in &mut processes {
-        p.start()?;
-    }
-    let mut found = 0;
-    for p in &mut processes {
-        found += p.join()?;
-    }
+    let pool = Pool::new(4)?;
+    let flags = pool.map(is_prime, 1..=100_000u64)?;
+    let found = flags.into_iter().filter(|&prime| prime).count();
     println!("Found {found} primes up to 100,000");
     Ok(())
 }

@@ -1,0 +1,116 @@
+//! [`Cell`]: where a result waits for whoever asks for it — blocking, with a timeout, through callbacks, or
+//! as a `std::future::Future`.
+
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use crate::TaskError;
+
+/// A done-callback: gets the result by reference.
+pub(crate) type Callback<T> = Box<dyn FnOnce(Result<&T, &TaskError>) + Send>;
+
+pub(crate) struct Cell<T> {
+    state: Mutex<CellState<T>>,
+    ready: Condvar,
+}
+
+struct CellState<T> {
+    outcome: Option<Result<T, TaskError>>,
+    done: bool,
+    callbacks: Vec<Callback<T>>,
+    waker: Option<Waker>,
+}
+
+impl<T> Cell<T> {
+    pub(crate) fn new() -> Self {
+        Cell {
+            state: Mutex::new(CellState { outcome: None, done: false, callbacks: Vec::new(), waker: None }),
+            ready: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, CellState<T>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores the outcome (the first one wins), runs the callbacks and wakes every waiter.
+    pub(crate) fn set(&self, outcome: Result<T, TaskError>) {
+        let mut state = self.lock();
+        if state.done {
+            return;
+        }
+        for callback in std::mem::take(&mut state.callbacks) {
+            callback(outcome.as_ref());
+        }
+        state.outcome = Some(outcome);
+        state.done = true;
+        let waker = state.waker.take();
+        drop(state);
+        self.ready.notify_all();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Runs `callback` when the outcome is set (now, on this thread, if it is already).
+    pub(crate) fn on_done(&self, callback: Callback<T>) {
+        let mut state = self.lock();
+        match (&state.outcome, state.done) {
+            (Some(outcome), _) => callback(outcome.as_ref()),
+            (None, true) => callback(Err(&TaskError::Cancelled)),
+            (None, false) => state.callbacks.push(callback),
+        }
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.lock().done
+    }
+
+    /// Whether it ended well: `None` before it ends.
+    pub(crate) fn succeeded(&self) -> Option<bool> {
+        let state = self.lock();
+        state.done.then(|| matches!(state.outcome, Some(Ok(_))))
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        matches!(self.lock().outcome, Some(Err(TaskError::Cancelled)))
+    }
+
+    /// Waits until done or `timeout`; whether it is done.
+    pub(crate) fn wait(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut state = self.lock();
+        while !state.done {
+            match deadline {
+                None => state = self.ready.wait(state).unwrap_or_else(|p| p.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    state = self.ready.wait_timeout(state, left).unwrap_or_else(|p| p.into_inner()).0;
+                }
+            }
+        }
+        true
+    }
+
+    /// Takes the outcome, waiting at most `timeout` ([`TaskError::Timeout`] then; the outcome stays).
+    pub(crate) fn take(&self, timeout: Option<Duration>) -> Result<T, TaskError> {
+        if !self.wait(timeout) {
+            return Err(TaskError::Timeout);
+        }
+        self.lock().outcome.take().unwrap_or(Err(TaskError::Cancelled))
+    }
+
+    /// For `Future::poll`: the outcome if done, else remember the waker.
+    pub(crate) fn poll_take(&self, waker: &Waker) -> Option<Result<T, TaskError>> {
+        let mut state = self.lock();
+        if state.done {
+            return Some(state.outcome.take().unwrap_or(Err(TaskError::Cancelled)));
+        }
+        state.waker = Some(waker.clone());
+        None
+    }
+}

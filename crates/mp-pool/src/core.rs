@@ -1,0 +1,493 @@
+//! The engine under [`Pool`](crate::Pool) and [`ProcessPoolExecutor`](crate::ProcessPoolExecutor): worker
+//! slots, the table of unfinished jobs, and the handler thread.
+//!
+//! Every worker has a queue of its own, so the handler always knows which jobs each worker holds: at most
+//! [`WINDOW`] at a time, sent in order, answered in order through the shared inbox. The handler blocks on
+//! the inbox (submissions post a `Wake` there), refills a worker as its answers arrive, and checks every
+//! [`LIVENESS_INTERVAL`] that the workers live. When one has died it first takes every answer already in the
+//! inbox, then takes back the jobs still in the dead worker's queue (they never started: they go to other
+//! workers), and fails the one job left — the one that was running — with [`TaskError::WorkerLost`]. A new
+//! worker takes the slot. An initializer that fails stops the pool instead: every unfinished job gets the
+//! error, and no worker is started again.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mp_ipc::{Queue, QueueBuilder};
+use mp_process::{Builder, JoinError, Process, StartMethod};
+use mp_shm::SharedMemory;
+
+use crate::task::{Input, Job};
+use crate::worker::{Inbox, WorkerArgs, worker_main};
+use crate::{PoolError, TaskError};
+
+/// Jobs a worker holds at once: the one it runs and the next, so that it never waits for the handler.
+const WINDOW: usize = 2;
+/// How often the handler checks that its workers live (a dead worker's job fails within about this).
+const LIVENESS_INTERVAL: Duration = Duration::from_millis(20);
+/// Inputs larger than this travel in a shared-memory segment rather than through a worker's queue.
+const INLINE_MAX: usize = 256 * 1024;
+/// A slot whose workers die this many times in a row before starting up breaks the pool.
+const MAX_EARLY_DEATHS: u32 = 3;
+
+/// What to call when a job ends: its encoded output, or why it has none.
+pub(crate) type Completion = Box<dyn FnOnce(Result<Vec<u8>, TaskError>) + Send>;
+
+/// How the pool was configured.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) processes: usize,
+    pub(crate) initializer: Option<(i64, Vec<u8>)>,
+    pub(crate) max_tasks: Option<u64>,
+    pub(crate) start_method: Option<StartMethod>,
+    pub(crate) name: &'static str,
+}
+
+#[derive(Debug, Clone)]
+enum Phase {
+    Running,
+    Closed,
+    Terminated,
+    Broken(TaskError),
+}
+
+/// A job waiting for a worker.
+struct Pending {
+    id: u64,
+    entry: i64,
+    input: Input,
+    /// The segment holding a large input (owned here: unlinked when the job ends).
+    segment: Option<SharedMemory>,
+}
+
+/// A job a worker holds.
+struct Sent {
+    id: u64,
+    segment: Option<SharedMemory>,
+}
+
+struct Slot {
+    process: Option<Process<()>>,
+    tasks: Queue<Option<Job>>,
+    outstanding: VecDeque<Sent>,
+    ready: bool,
+    done: u64,
+    early_deaths: u32,
+}
+
+struct State {
+    phase: Phase,
+    next_id: u64,
+    pending: VecDeque<Pending>,
+    completions: HashMap<u64, Completion>,
+    slots: Vec<Slot>,
+    wake_posted: bool,
+    started_workers: u64,
+}
+
+/// The shared engine.
+pub(crate) struct Core {
+    state: Mutex<State>,
+    inbox: Queue<Inbox>,
+    config: Config,
+    handler: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").field("processes", &self.config.processes).finish_non_exhaustive()
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Ends a job: unlink its input segment, and hand back its completion with the result.
+type Finished = Vec<(Completion, Result<Vec<u8>, TaskError>)>;
+
+impl Core {
+    /// Starts the workers and the handler thread.
+    pub(crate) fn start(config: Config) -> Result<Arc<Core>, PoolError> {
+        let inbox = QueueBuilder::new().capacity(4 << 20).build().map_err(|e| PoolError::Io(e.to_string()))?;
+        let core = Arc::new(Core {
+            state: Mutex::new(State {
+                phase: Phase::Running,
+                next_id: 0,
+                pending: VecDeque::new(),
+                completions: HashMap::new(),
+                slots: Vec::new(),
+                wake_posted: false,
+                started_workers: 0,
+            }),
+            inbox,
+            config,
+            handler: Mutex::new(None),
+        });
+        {
+            let mut state = lock(&core.state);
+            for slot in 0..core.config.processes {
+                let fresh = core.new_slot(&mut state, slot)?;
+                state.slots.push(fresh);
+            }
+        }
+        let handler_core = core.clone();
+        let handler = std::thread::Builder::new()
+            .name("mp-pool-handler".into())
+            .spawn(move || handler_core.handle_loop())
+            .map_err(|e| PoolError::Io(e.to_string()))?;
+        *core.handler.lock().unwrap_or_else(|p| p.into_inner()) = Some(handler);
+        Ok(core)
+    }
+
+    pub(crate) fn processes(&self) -> usize {
+        self.config.processes
+    }
+
+    /// A worker for `slot`, started.
+    fn new_slot(&self, state: &mut State, slot: usize) -> Result<Slot, PoolError> {
+        let tasks: Queue<Option<Job>> = Queue::new().map_err(|e| PoolError::Io(e.to_string()))?;
+        let initializer = self.config.initializer.as_ref().map(|(entry, input)| Job {
+            id: u64::MAX,
+            entry: *entry,
+            input: Input::Inline(input.clone()),
+        });
+        let args = WorkerArgs {
+            slot: slot as u32,
+            tasks: tasks.clone(),
+            inbox: self.inbox.clone(),
+            initializer,
+            max_tasks: self.config.max_tasks,
+        };
+        state.started_workers += 1;
+        let mut builder = Builder::new().daemon(true).name(format!("{}-{}", self.config.name, state.started_workers));
+        if let Some(method) = self.config.start_method {
+            builder = builder.start_method(method);
+        }
+        let mut process = builder.target(worker_main, args);
+        process.start().map_err(|e| PoolError::Start(e.to_string()))?;
+        Ok(Slot { process: Some(process), tasks, outstanding: VecDeque::new(), ready: false, done: 0, early_deaths: 0 })
+    }
+
+    /// Queues jobs (`entry`, serialized input, completion); they run in order of submission.
+    pub(crate) fn submit(&self, jobs: Vec<(i64, Vec<u8>, Completion)>) -> Result<Vec<u64>, PoolError> {
+        let mut prepared = Vec::with_capacity(jobs.len());
+        for (entry, bytes, completion) in jobs {
+            let (input, segment) = if bytes.len() > INLINE_MAX {
+                let shm = SharedMemory::create(bytes.len()).map_err(|e| PoolError::Io(e.to_string()))?;
+                shm.write_at(0, &bytes).map_err(|e| PoolError::Io(e.to_string()))?;
+                (Input::Segment(shm.name().to_owned()), Some(shm))
+            } else {
+                (Input::Inline(bytes), None)
+            };
+            prepared.push((entry, input, segment, completion));
+        }
+        let mut state = lock(&self.state);
+        match &state.phase {
+            Phase::Running => {}
+            Phase::Broken(e) => return Err(PoolError::Broken(e.clone())),
+            Phase::Closed | Phase::Terminated => return Err(PoolError::Closed),
+        }
+        let mut ids = Vec::with_capacity(prepared.len());
+        for (entry, input, segment, completion) in prepared {
+            let id = state.next_id;
+            state.next_id += 1;
+            state.pending.push_back(Pending { id, entry, input, segment });
+            state.completions.insert(id, completion);
+            ids.push(id);
+        }
+        let post = !std::mem::replace(&mut state.wake_posted, true);
+        drop(state);
+        if post {
+            self.wake();
+        }
+        Ok(ids)
+    }
+
+    fn wake(&self) {
+        let _ = self.inbox.put(Inbox::Wake);
+    }
+
+    /// Cancels a job that no worker has yet (its completion gets [`TaskError::Cancelled`]); `false` if it has
+    /// started or ended.
+    pub(crate) fn cancel(&self, id: u64) -> bool {
+        let mut state = lock(&self.state);
+        let Some(index) = state.pending.iter().position(|p| p.id == id) else { return false };
+        state.pending.remove(index);
+        let completion = state.completions.remove(&id);
+        drop(state);
+        if let Some(completion) = completion {
+            completion(Err(TaskError::Cancelled));
+        }
+        true
+    }
+
+    /// Cancels every job no worker has yet.
+    pub(crate) fn cancel_pending(&self) {
+        let mut state = lock(&self.state);
+        let ids: Vec<u64> = state.pending.drain(..).map(|p| p.id).collect();
+        let cancelled: Vec<Completion> = ids.iter().filter_map(|id| state.completions.remove(id)).collect();
+        drop(state);
+        for completion in cancelled {
+            completion(Err(TaskError::Cancelled));
+        }
+    }
+
+    /// Whether a worker holds the job (it runs, or is next).
+    pub(crate) fn is_dispatched(&self, id: u64) -> bool {
+        lock(&self.state).slots.iter().any(|s| s.outstanding.iter().any(|j| j.id == id))
+    }
+
+    /// No more submissions; the workers stop once every job has ended.
+    pub(crate) fn close(&self) {
+        let mut state = lock(&self.state);
+        if let Phase::Running = state.phase {
+            state.phase = Phase::Closed;
+        }
+        drop(state);
+        self.wake();
+    }
+
+    /// Stops the workers now; every unfinished job gets [`TaskError::Cancelled`].
+    pub(crate) fn terminate(&self) {
+        let mut state = lock(&self.state);
+        if !matches!(state.phase, Phase::Broken(_)) {
+            state.phase = Phase::Terminated;
+        }
+        let finished = Self::fail_all(&mut state, TaskError::Cancelled);
+        for slot in &mut state.slots {
+            if let Some(p) = &slot.process {
+                let _ = p.kill();
+            }
+        }
+        drop(state);
+        for (completion, result) in finished {
+            completion(result);
+        }
+        self.wake();
+    }
+
+    /// Whether `close` or `terminate` was called (or the pool broke).
+    pub(crate) fn is_running(&self) -> bool {
+        matches!(lock(&self.state).phase, Phase::Running)
+    }
+
+    /// Waits for the handler to finish and the workers to exit (after `close` or `terminate`).
+    pub(crate) fn join(&self) -> Result<(), PoolError> {
+        if self.is_running() {
+            return Err(PoolError::NotClosed);
+        }
+        let handler = self.handler.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handler) = handler {
+            let _ = handler.join();
+        }
+        let processes: Vec<Process<()>> = lock(&self.state).slots.iter_mut().filter_map(|s| s.process.take()).collect();
+        for mut p in processes {
+            let _ = p.join();
+        }
+        Ok(())
+    }
+
+    fn fail_all(state: &mut State, error: TaskError) -> Finished {
+        state.pending.clear();
+        for slot in &mut state.slots {
+            slot.outstanding.clear();
+        }
+        state.completions.drain().map(|(_, c)| (c, Err(error.clone()))).collect()
+    }
+
+    /// The handler thread.
+    fn handle_loop(self: Arc<Self>) {
+        let mut last_check = Instant::now();
+        loop {
+            let first = self.inbox.get_timeout(LIVENESS_INTERVAL);
+            let mut finished: Finished = Vec::new();
+            let mut state = lock(&self.state);
+            if let Ok(message) = first {
+                self.handle(&mut state, message, &mut finished);
+                for _ in 0..1024 {
+                    match self.inbox.try_get() {
+                        Ok(message) => self.handle(&mut state, message, &mut finished),
+                        Err(_) => break,
+                    }
+                }
+            }
+            if last_check.elapsed() >= LIVENESS_INTERVAL {
+                last_check = Instant::now();
+                self.check_workers(&mut state, &mut finished);
+            }
+            self.dispatch(&mut state);
+            let done = match &state.phase {
+                Phase::Running => false,
+                Phase::Closed => {
+                    if state.completions.is_empty() {
+                        for slot in &state.slots {
+                            let _ = slot.tasks.put(None);
+                        }
+                        true
+                    } else {
+                        false
+                    }
+                }
+                Phase::Terminated | Phase::Broken(_) => true,
+            };
+            drop(state);
+            for (completion, result) in finished {
+                completion(result);
+            }
+            if done {
+                return;
+            }
+        }
+    }
+
+    fn handle(&self, state: &mut State, message: Inbox, finished: &mut Finished) {
+        match message {
+            Inbox::Wake => state.wake_posted = false,
+            Inbox::Ready { slot } => {
+                if let Some(s) = state.slots.get_mut(slot as usize) {
+                    s.ready = true;
+                    s.early_deaths = 0;
+                }
+            }
+            Inbox::InitFailed { failure, .. } => {
+                let error = TaskError::Initializer(Box::new(TaskError::from_failure(failure)));
+                log::error!("mp-pool: {error}; the pool stops");
+                state.phase = Phase::Broken(error.clone());
+                finished.extend(Self::fail_all(state, error));
+                for slot in &mut state.slots {
+                    if let Some(p) = &slot.process {
+                        let _ = p.kill();
+                    }
+                }
+            }
+            Inbox::Done { slot, id, result } => {
+                if let Some(s) = state.slots.get_mut(slot as usize) {
+                    if let Some(index) = s.outstanding.iter().position(|j| j.id == id) {
+                        // Dropping the entry drops (and so unlinks) its input segment.
+                        if let Some(sent) = s.outstanding.remove(index) {
+                            if let Some(segment) = sent.segment {
+                                let _ = segment.unlink();
+                            }
+                        }
+                    }
+                    s.done += 1;
+                }
+                if let Some(completion) = state.completions.remove(&id) {
+                    finished.push((completion, result.map(|b| b.into_vec()).map_err(TaskError::from_failure)));
+                }
+            }
+        }
+    }
+
+    /// Finds ended workers: their answers are taken, their unstarted jobs go back to the front of the line,
+    /// the job that was running fails, and a new worker takes the slot.
+    fn check_workers(&self, state: &mut State, finished: &mut Finished) {
+        for index in 0..state.slots.len() {
+            let alive = state.slots[index].process.as_ref().is_none_or(Process::is_alive);
+            if alive {
+                continue;
+            }
+            // Answers the worker gave before it ended are in the inbox: take them all first.
+            while let Ok(message) = self.inbox.try_get() {
+                self.handle(state, message, finished);
+            }
+            if matches!(state.phase, Phase::Terminated | Phase::Broken(_)) {
+                return;
+            }
+            let slot = &mut state.slots[index];
+            let mut process = slot.process.take().expect("checked above");
+            let pid = process.pid().unwrap_or(0);
+            let ended = process.join_timeout(Duration::ZERO);
+            let exitcode = process.exitcode().unwrap_or(255);
+            // Jobs still in its queue never started: they go to other workers.
+            let mut unstarted: Vec<Job> = Vec::new();
+            while let Ok(Some(job)) = slot.tasks.try_get() {
+                unstarted.push(job);
+            }
+            let retired = self.config.max_tasks.is_some_and(|max| slot.done >= max) && exitcode == 0;
+            if !slot.ready {
+                slot.early_deaths += 1;
+            }
+            let early_deaths = slot.early_deaths;
+            let outstanding: Vec<Sent> = slot.outstanding.drain(..).collect();
+            let mut requeue = Vec::new();
+            for sent in outstanding {
+                if let Some(at) = unstarted.iter().position(|job| job.id == sent.id) {
+                    let job = unstarted.swap_remove(at);
+                    requeue.push(Pending { id: job.id, entry: job.entry, input: job.input, segment: sent.segment });
+                } else if let Some(completion) = state.completions.remove(&sent.id) {
+                    if let Some(segment) = &sent.segment {
+                        let _ = segment.unlink();
+                    }
+                    let error = match ended {
+                        Err(JoinError::Panicked(ref info)) => TaskError::Panicked(info.clone()),
+                        _ => TaskError::WorkerLost { pid, exitcode },
+                    };
+                    log::warn!("mp-pool: worker {pid} ended (exit code {exitcode}) while running job {}", sent.id);
+                    finished.push((completion, Err(error)));
+                }
+            }
+            // The unstarted jobs go first again, in their order.
+            for job in requeue.into_iter().rev() {
+                state.pending.push_front(job);
+            }
+            if !retired && early_deaths >= MAX_EARLY_DEATHS {
+                let error = TaskError::WorkerStart(format!(
+                    "workers died {early_deaths} times in a row before starting (last: pid {pid}, exit code {exitcode})"
+                ));
+                state.phase = Phase::Broken(error.clone());
+                finished.extend(Self::fail_all(state, error));
+                return;
+            }
+            match self.new_slot(state, index) {
+                Ok(mut fresh) => {
+                    fresh.early_deaths = if retired { 0 } else { early_deaths };
+                    state.slots[index] = fresh;
+                }
+                Err(e) => {
+                    let error = TaskError::WorkerStart(e.to_string());
+                    state.phase = Phase::Broken(error.clone());
+                    finished.extend(Self::fail_all(state, error));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hands pending jobs to workers with room, oldest first.
+    fn dispatch(&self, state: &mut State) {
+        if matches!(state.phase, Phase::Terminated | Phase::Broken(_)) {
+            return;
+        }
+        let max_tasks = self.config.max_tasks;
+        loop {
+            let mut progressed = false;
+            for index in 0..state.slots.len() {
+                let slot = &state.slots[index];
+                let budget_left = max_tasks.is_none_or(|max| slot.done + (slot.outstanding.len() as u64) < max);
+                if slot.process.is_none() || slot.outstanding.len() >= WINDOW || !budget_left {
+                    continue;
+                }
+                let Some(job) = state.pending.pop_front() else { return };
+                let slot = &mut state.slots[index];
+                let Pending { id, entry, input, segment } = job;
+                match slot.tasks.try_put(Some(Job { id, entry, input })) {
+                    Ok(()) => {
+                        slot.outstanding.push_back(Sent { id, segment });
+                        progressed = true;
+                    }
+                    Err(e) => {
+                        let Some(Job { input, .. }) = e.into_inner() else { unreachable!("we put a job") };
+                        state.pending.push_front(Pending { id, entry, input, segment });
+                    }
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! [`ProcessPoolExecutor`]: CPython's `concurrent.futures.ProcessPoolExecutor`, with [`Future`],
+//! [`as_completed`] and [`wait`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use mp_process::{StartMethod, Target};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cell::Cell;
+use crate::core::Core;
+use crate::pool::{PoolBuilder, call_job};
+use crate::{PoolError, TaskError};
+
+/// Options for a [`ProcessPoolExecutor`] (CPython's `max_workers`, `initializer`, `initargs`,
+/// `max_tasks_per_child`, `mp_context`).
+#[derive(Debug, Clone, Default)]
+pub struct ExecutorBuilder {
+    pool: PoolBuilder,
+}
+
+impl ExecutorBuilder {
+    /// The defaults: [`cpu_count`](mp_process::cpu_count) workers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many worker processes (0 is [`PoolError::ZeroProcesses`]).
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.pool = self.pool.processes(n);
+        self
+    }
+
+    /// A function every worker runs once first; if it panics the executor stops (see
+    /// [`PoolBuilder::initializer`]).
+    pub fn initializer<F, M, A>(mut self, f: F, args: A) -> Self
+    where
+        F: Target<M, A>,
+        F::Output: Serialize,
+        A: Serialize + DeserializeOwned,
+        M: 'static,
+    {
+        self.pool = self.pool.initializer(f, args);
+        self
+    }
+
+    /// Replace a worker after `n` tasks — driven by the worker's exit, so it cannot deadlock (CPython's
+    /// gh-115634).
+    pub fn max_tasks_per_child(mut self, n: usize) -> Self {
+        self.pool = self.pool.max_tasks_per_child(n);
+        self
+    }
+
+    /// The start method of the workers.
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.pool = self.pool.start_method(method);
+        self
+    }
+
+    /// Starts the workers.
+    pub fn build(self) -> Result<ProcessPoolExecutor, PoolError> {
+        Ok(ProcessPoolExecutor { core: Core::start(self.pool.config("ExecutorWorker")?)? })
+    }
+}
+
+/// A pool of worker processes handing out [`Future`]s (CPython's `ProcessPoolExecutor`).
+///
+/// A worker that dies fails only the future it was running, with [`TaskError::WorkerLost`]; the others
+/// complete, and a new worker takes its place (CPython fails every pending future and breaks the pool).
+/// Dropping the executor is `shutdown(wait = true)`.
+///
+/// ```
+/// use mp_pool::ProcessPoolExecutor;
+///
+/// fn cube(x: i64) -> i64 {
+///     x * x * x
+/// }
+///
+/// # mp_process::init();
+/// let executor = ProcessPoolExecutor::new(2)?;
+/// let futures: Vec<_> = (1..=3).map(|x| executor.submit(cube, x)).collect::<Result<_, _>>()?;
+/// let cubes: Vec<i64> = futures.into_iter().map(|f| f.result()).collect::<Result<_, _>>()?;
+/// assert_eq!(cubes, [1, 8, 27]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct ProcessPoolExecutor {
+    core: Arc<Core>,
+}
+
+impl ProcessPoolExecutor {
+    /// An executor with `max_workers` workers.
+    pub fn new(max_workers: usize) -> Result<Self, PoolError> {
+        ExecutorBuilder::new().max_workers(max_workers).build()
+    }
+
+    /// Options: workers, initializer, `max_tasks_per_child`, start method.
+    pub fn builder() -> ExecutorBuilder {
+        ExecutorBuilder::new()
+    }
+
+    /// Schedules `f(args)`; after `shutdown` it is [`PoolError::Closed`].
+    pub fn submit<F, M, A>(&self, f: F, args: A) -> Result<Future<F::Output>, PoolError>
+    where
+        F: Target<M, A>,
+        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        A: Serialize + DeserializeOwned,
+        M: 'static,
+    {
+        let cell = Arc::new(Cell::new());
+        let job = call_job(f, &args, cell.clone())?;
+        let id = self.core.submit(vec![job])?[0];
+        Ok(Future { cell, core: self.core.clone(), id })
+    }
+
+    /// Applies `f` to every item in chunks of `chunksize` (CPython's default is 1), all submitted now; the
+    /// results come in order (CPython's `map`).
+    pub fn map<F, M, A, I>(&self, f: F, iterable: I, chunksize: usize) -> Result<MapResults<F::Output>, PoolError>
+    where
+        F: Target<M, A>,
+        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        A: Serialize + DeserializeOwned,
+        M: 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.map_timeout(f, iterable, chunksize, None)
+    }
+
+    /// [`map`](Self::map) whose results must all be ready within `timeout` of this call (CPython's
+    /// `timeout=`): a result not ready by then is [`TaskError::Timeout`].
+    pub fn map_timeout<F, M, A, I>(
+        &self,
+        f: F,
+        iterable: I,
+        chunksize: usize,
+        timeout: Option<Duration>,
+    ) -> Result<MapResults<F::Output>, PoolError>
+    where
+        F: Target<M, A>,
+        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        A: Serialize + DeserializeOwned,
+        M: 'static,
+        I: IntoIterator<Item = A>,
+    {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let result = crate::Pool::wrap(self.core.clone()).map_async(f, iterable, Some(chunksize))?;
+        Ok(MapResults { result: Some(result), deadline, items: Vec::new().into_iter() })
+    }
+
+    /// Stops taking work; with `cancel_futures` the futures no worker has started are cancelled; with
+    /// `wait` this returns once every worker has exited (CPython's `shutdown`).
+    pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        if cancel_futures {
+            self.core.cancel_pending();
+        }
+        self.core.close();
+        if wait {
+            let _ = self.core.join();
+        }
+    }
+}
+
+impl Drop for ProcessPoolExecutor {
+    fn drop(&mut self) {
+        self.shutdown(true, false);
+    }
+}
+
+/// The results of [`ProcessPoolExecutor::map`], in order.
+pub struct MapResults<R> {
+    result: Option<crate::AsyncResult<Vec<R>>>,
+    deadline: Option<Instant>,
+    items: std::vec::IntoIter<R>,
+}
+
+impl<R> Iterator for MapResults<R> {
+    type Item = Result<R, TaskError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(item) = self.items.next() {
+            return Some(Ok(item));
+        }
+        let result = self.result.take()?;
+        let outcome = match self.deadline {
+            None => result.get(),
+            Some(deadline) => result.get_timeout(deadline.saturating_duration_since(Instant::now())),
+        };
+        match outcome {
+            Ok(items) => {
+                self.items = items.into_iter();
+                self.items.next().map(Ok)
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+impl<R> std::fmt::Debug for MapResults<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MapResults").finish_non_exhaustive()
+    }
+}
+
+/// The eventual result of a submitted task (CPython's `concurrent.futures.Future`). It is also a
+/// `std::future::Future`, so async code can `.await` it.
+pub struct Future<R> {
+    cell: Arc<Cell<R>>,
+    core: Arc<Core>,
+    id: u64,
+}
+
+impl<R> Future<R> {
+    /// Waits for the result and takes it.
+    pub fn result(self) -> Result<R, TaskError> {
+        self.cell.take(None)
+    }
+
+    /// Waits at most `timeout` ([`TaskError::Timeout`] then).
+    pub fn result_timeout(self, timeout: Duration) -> Result<R, TaskError> {
+        self.cell.take(Some(timeout))
+    }
+
+    /// Waits at most `timeout` (`None`: no limit); whether it is done.
+    pub fn wait_timeout(&self, timeout: Option<Duration>) -> bool {
+        self.cell.wait(timeout)
+    }
+
+    /// Cancels the task if no worker has started it; whether it is cancelled now.
+    pub fn cancel(&self) -> bool {
+        self.core.cancel(self.id) || self.cancelled()
+    }
+
+    /// Whether the task was cancelled.
+    pub fn cancelled(&self) -> bool {
+        self.cell.is_cancelled()
+    }
+
+    /// Whether a worker has the task (it runs, or is about to).
+    pub fn running(&self) -> bool {
+        !self.done() && self.core.is_dispatched(self.id)
+    }
+
+    /// Whether the task has ended (with a result, an error, or cancelled).
+    pub fn done(&self) -> bool {
+        self.cell.is_done()
+    }
+
+    /// Runs `callback` with the result once the task ends (at once, on this thread, if it has). It runs in
+    /// the executor's handler thread otherwise, so it should be quick.
+    pub fn add_done_callback(&self, callback: impl FnOnce(Result<&R, &TaskError>) + Send + 'static) {
+        self.cell.on_done(Box::new(callback));
+    }
+}
+
+impl<R> std::future::Future for Future<R> {
+    type Output = Result<R, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.cell.poll_take(cx.waker()) {
+            Some(outcome) => Poll::Ready(outcome),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<R> std::fmt::Debug for Future<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Future").field("id", &self.id).field("done", &self.done()).finish()
+    }
+}
+
+/// Yields the indices of `futures` as they complete (CPython's `as_completed`); after `timeout` from now,
+/// one `Err(TaskError::Timeout)` ends it.
+pub fn as_completed<R>(futures: &[Future<R>], timeout: Option<Duration>) -> AsCompleted {
+    let (tx, rx) = mpsc::channel();
+    for (index, future) in futures.iter().enumerate() {
+        let tx = tx.clone();
+        future.cell.on_done(Box::new(move |_| {
+            let _ = tx.send(index);
+        }));
+    }
+    AsCompleted { rx, left: futures.len(), deadline: timeout.and_then(|t| Instant::now().checked_add(t)) }
+}
+
+/// The iterator of [`as_completed`].
+#[derive(Debug)]
+pub struct AsCompleted {
+    rx: mpsc::Receiver<usize>,
+    left: usize,
+    deadline: Option<Instant>,
+}
+
+impl Iterator for AsCompleted {
+    type Item = Result<usize, TaskError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        let received = match self.deadline {
+            None => self.rx.recv().ok(),
+            Some(deadline) => self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok(),
+        };
+        match received {
+            Some(index) => {
+                self.left -= 1;
+                Some(Ok(index))
+            }
+            None => {
+                self.left = 0;
+                Some(Err(TaskError::Timeout))
+            }
+        }
+    }
+}
+
+/// When [`wait`] returns (CPython's `FIRST_COMPLETED`, `FIRST_EXCEPTION`, `ALL_COMPLETED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnWhen {
+    /// As soon as any future is done.
+    FirstCompleted,
+    /// As soon as any future fails (or all are done).
+    FirstException,
+    /// When all are done.
+    AllCompleted,
+}
+
+/// Waits for `futures` as `return_when` says, at most `timeout`; returns the indices of the done ones and
+/// of the others (CPython's `concurrent.futures.wait`).
+pub fn wait<R>(futures: &[Future<R>], timeout: Option<Duration>, return_when: ReturnWhen) -> (Vec<usize>, Vec<usize>) {
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let mut completions = as_completed(futures, timeout);
+    loop {
+        let done: Vec<usize> = (0..futures.len()).filter(|&i| futures[i].done()).collect();
+        let failed = done.iter().any(|&i| futures[i].cell.succeeded() == Some(false));
+        let enough = match return_when {
+            ReturnWhen::FirstCompleted => !done.is_empty(),
+            ReturnWhen::FirstException => failed || done.len() == futures.len(),
+            ReturnWhen::AllCompleted => done.len() == futures.len(),
+        };
+        let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
+        if enough || timed_out || futures.is_empty() {
+            let not_done = (0..futures.len()).filter(|i| !done.contains(i)).collect();
+            return (done, not_done);
+        }
+        if !matches!(completions.next(), Some(Ok(_))) {
+            let done: Vec<usize> = (0..futures.len()).filter(|&i| futures[i].done()).collect();
+            let not_done = (0..futures.len()).filter(|i| !done.contains(i)).collect();
+            return (done, not_done);
+        }
+    }
+}

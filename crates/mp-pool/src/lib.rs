@@ -1,0 +1,56 @@
+//! Python's `multiprocessing.Pool` and `concurrent.futures.ProcessPoolExecutor` for Rust: typed through
+//! serde, fast, and never hanging when a worker dies.
+//!
+//! ```
+//! use mp_pool::Pool;
+//!
+//! fn is_prime(n: u32) -> bool {
+//!     n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+//! }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     mp_process::init();
+//!     let pool = Pool::new(4)?;
+//!     let flags = pool.map(is_prime, 1..=100_000)?;
+//!     assert_eq!(flags.iter().filter(|p| **p).count(), 9592);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Architecture invariant: uses mp-process (workers, the function-by-type mechanism), mp-ipc (queues) and
+//! mp-shm (large inputs); nothing above.
+//!
+//! # Pool
+//!
+//! [`Pool`] has CPython's `map` / `starmap` / `map_async`, lazy and bounded `imap` / `imap_unordered`,
+//! `apply` / `apply_async` returning an [`AsyncResult`], and `close` / `terminate` / `join`. Options go
+//! through [`PoolBuilder`]: processes, an initializer, `max_tasks_per_child`, the start method.
+//!
+//! # Executor
+//!
+//! [`ProcessPoolExecutor`] hands out [`Future`]s (also `std::future::Future`s), with `map`, `shutdown`,
+//! [`as_completed`] and [`wait`].
+//!
+//! # When things go wrong
+//!
+//! A task that panics fails only its own result ([`TaskError::Panicked`]: message, location, worker name
+//! and pid). A worker killed in the middle of a task fails only that task ([`TaskError::WorkerLost`], with
+//! the pid and signal) within about 20 ms; its other tasks go to other workers and a new worker takes its
+//! place. An initializer that panics stops the pool: every pending result gets [`TaskError::Initializer`],
+//! and no worker is started again. A terminated pool's unfinished results become [`TaskError::Cancelled`].
+
+#![warn(missing_docs)]
+
+mod cell;
+mod core;
+mod error;
+mod executor;
+mod pool;
+mod task;
+mod worker;
+
+pub use crate::{
+    error::{PoolError, TaskError},
+    executor::{AsCompleted, ExecutorBuilder, Future, MapResults, ProcessPoolExecutor, ReturnWhen, as_completed, wait},
+    pool::{AsyncResult, Imap, Pool, PoolBuilder},
+};

@@ -1,0 +1,615 @@
+//! [`Pool`]: CPython's `multiprocessing.Pool`, with [`AsyncResult`] and the lazy [`Imap`] iterator.
+
+use std::collections::{HashMap, VecDeque};
+use std::iter::Fuse;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use mp_process::{StartMethod, Target};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cell::Cell;
+use crate::core::{Completion, Config, Core};
+use crate::{PoolError, TaskError, task};
+
+/// Serializes a task input.
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, PoolError> {
+    postcard::to_stdvec(value).map_err(|e| PoolError::Serialize(e.to_string()))
+}
+
+/// CPython's default chunk size for `map`: `ceil(len / (4 × workers))`.
+pub(crate) fn default_chunksize(len: usize, workers: usize) -> usize {
+    len.div_ceil(4 * workers.max(1)).max(1)
+}
+
+/// Options for a [`Pool`] (CPython's `Pool(processes, initializer, initargs, maxtasksperchild, context)`).
+#[derive(Debug, Clone, Default)]
+pub struct PoolBuilder {
+    processes: Option<usize>,
+    initializer: Option<(i64, Result<Vec<u8>, String>)>,
+    max_tasks: Option<usize>,
+    start_method: Option<StartMethod>,
+}
+
+impl PoolBuilder {
+    /// The defaults: [`cpu_count`](mp_process::cpu_count) workers, no initializer, workers never recycled,
+    /// the default start method.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many worker processes (0 is [`PoolError::ZeroProcesses`]).
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = Some(n);
+        self
+    }
+
+    /// A function every worker runs once before its first task (CPython's `initializer` and `initargs`).
+    /// If it panics in a worker, the pool stops: every pending result gets [`TaskError::Initializer`] and no
+    /// worker is started again (CPython starts new workers forever, gh-87472).
+    pub fn initializer<F, M, A>(mut self, f: F, args: A) -> Self
+    where
+        F: Target<M, A>,
+        F::Output: Serialize,
+        A: Serialize + DeserializeOwned,
+        M: 'static,
+    {
+        let _ = f;
+        let entry = task::offset(task::call_entry::<F, M, A>);
+        self.initializer = Some((entry, postcard::to_stdvec(&args).map_err(|e| e.to_string())));
+        self
+    }
+
+    /// Replace a worker after it has completed `n` tasks (CPython's `maxtasksperchild`; a task of `map` is a
+    /// chunk). 0 is [`PoolError::ZeroMaxTasks`].
+    pub fn max_tasks_per_child(mut self, n: usize) -> Self {
+        self.max_tasks = Some(n);
+        self
+    }
+
+    /// The start method of the workers (CPython's `context`).
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.start_method = Some(method);
+        self
+    }
+
+    pub(crate) fn config(self, name: &'static str) -> Result<Config, PoolError> {
+        let processes = self.processes.unwrap_or_else(mp_process::cpu_count);
+        if processes == 0 {
+            return Err(PoolError::ZeroProcesses);
+        }
+        if self.max_tasks == Some(0) {
+            return Err(PoolError::ZeroMaxTasks);
+        }
+        let initializer = match self.initializer {
+            None => None,
+            Some((entry, Ok(bytes))) => Some((entry, bytes)),
+            Some((_, Err(message))) => return Err(PoolError::Serialize(message)),
+        };
+        Ok(Config {
+            processes,
+            initializer,
+            max_tasks: self.max_tasks.map(|n| n as u64),
+            start_method: self.start_method,
+            name,
+        })
+    }
+
+    /// Starts the workers.
+    pub fn build(self) -> Result<Pool, PoolError> {
+        Ok(Pool { core: Core::start(self.config("PoolWorker")?)?, owner: true })
+    }
+}
+
+/// A pool of worker processes (CPython's `multiprocessing.Pool`).
+///
+/// Tasks are plain functions (fn items, or closures without captures) with serde arguments and results.
+/// A panicking task fails only its own result. A worker that dies (SIGKILL, out of memory) in the middle
+/// of a task fails only that task, with [`TaskError::WorkerLost`], within about 20 ms; a new worker takes
+/// its place and every other task completes (CPython's pool hangs forever, gh-96062). Dropping the pool
+/// terminates it (as leaving CPython's `with Pool() as p:` does).
+///
+/// ```
+/// use mp_pool::Pool;
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// # mp_process::init();
+/// let pool = Pool::new(2)?;
+/// assert_eq!(pool.map(square, 1..=5)?, [1, 4, 9, 16, 25]);
+/// assert_eq!(pool.apply(square, 12)?, 144);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Pool {
+    core: Arc<Core>,
+    /// Whether dropping this value terminates the workers (not for an executor's view of its engine).
+    owner: bool,
+}
+
+impl Pool {
+    /// A pool of `processes` workers with the default options.
+    pub fn new(processes: usize) -> Result<Self, PoolError> {
+        PoolBuilder::new().processes(processes).build()
+    }
+
+    /// Options: processes, initializer, `max_tasks_per_child`, start method.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::new()
+    }
+
+    /// How many workers the pool keeps.
+    pub fn processes(&self) -> usize {
+        self.core.processes()
+    }
+
+    /// Applies `f` to every item, in order, and waits for all the results (CPython's `map`, with its default
+    /// chunk size `ceil(len / (4 × processes))`). The first failed task's error is returned once every task
+    /// has ended.
+    pub fn map<F, M, A, I>(&self, f: F, iterable: I) -> Result<Vec<F::Output>, PoolError>
+    where
+        F: Target<M, A>,
+        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        A: Serialize + DeserializeOwned,
+        M: 'static,
+        I: IntoIterator<Item = A>,
+    {
+        Ok(self.map_async(f, iterable, None)?.get()?)
+    }
+
+    /// [`map`](Self::map) with a chosen chunk size (0 is [`PoolError::ZeroChunksize`]).
+    pub fn map_chunked<F, M, A, I>(&self, f: F, iterable: I, chunksize: usize) -> Result<Vec<F::Output>, PoolError>
+    where
+        F: Target<M, A>,
+        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        A: Serialize + DeserializeOwned,
+        M: 'static,
+        I: IntoIterator<Item = A>,
+    {
+        Ok(self.map_async(f, iterable, Some(chunksize))?.get()?)
+    }
+
+    /// CPython's `starmap`: `f` takes several parameters and each item is a tuple of them. (`map` accepts
+    /// such functions too; this is the same call under CPython's name.)
+    pub fn starmap<F, M, A, I>(&self, f: F, iterable: I) -> Result<Vec<F::Output>, PoolError>
+    where
+        F: Target<M, A>,
+        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        A: Serialize + DeserializeOwned,
+        M: 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.map(f, iterable)
+    }
+
+    /// Submits a `map` and returns at once (CPython's `map_async`; `chunksize: None` for the default).
+    pub fn map_async<F, M, A, I>(
+        &self,
+        f: F,
+        iterable: I,
+        chunksize: Option<usize>,
+    ) -> Result<AsyncResult<Vec<F::Output>>, PoolError>
+    where
+        F: Target<M, A>,
+        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        A: Serialize + DeserializeOwned,
+        M: 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.map_async_with(f, iterable, chunksize, |_| {})
+    }
+
+    /// [`map_async`](Self::map_async) with a callback run (in the pool's handler thread) when the result is
+    /// ready — CPython's `callback` and `error_callback` in one.
+    pub fn map_async_with<F, M, A, I>(
+        &self,
+        f: F,
+        iterable: I,
+        chunksize: Option<usize>,
+        callback: impl FnOnce(Result<&Vec<F::Output>, &TaskError>) + Send + 'static,
+    ) -> Result<AsyncResult<Vec<F::Output>>, PoolError>
+    where
+        F: Target<M, A>,
+        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        A: Serialize + DeserializeOwned,
+        M: 'static,
+        I: IntoIterator<Item = A>,
+    {
+        let _ = f;
+        let chunksize = match chunksize {
+            Some(0) => return Err(PoolError::ZeroChunksize),
+            other => other,
+        };
+        let items: Vec<A> = iterable.into_iter().collect();
+        let chunksize = chunksize.unwrap_or_else(|| default_chunksize(items.len(), self.processes()));
+        let cell = Arc::new(Cell::new());
+        cell.on_done(Box::new(callback));
+        if items.is_empty() {
+            if !self.core.is_running() {
+                return Err(PoolError::Closed);
+            }
+            cell.set(Ok(Vec::new()));
+            return Ok(AsyncResult { cell });
+        }
+        let entry = task::offset(task::map_entry::<F, M, A>);
+        let chunks: Vec<&[A]> = items.chunks(chunksize).collect();
+        let gather = Arc::new(Mutex::new(Gather { parts: vec![None; chunks.len()], left: chunks.len(), error: None }));
+        let mut jobs = Vec::with_capacity(chunks.len());
+        for (index, chunk) in chunks.into_iter().enumerate() {
+            let (gather, cell) = (gather.clone(), cell.clone());
+            let completion: Completion = Box::new(move |result| {
+                let mut g = gather.lock().unwrap_or_else(|p| p.into_inner());
+                match result {
+                    Ok(bytes) => g.parts[index] = Some(bytes),
+                    Err(e) => {
+                        g.error.get_or_insert(e);
+                    }
+                }
+                g.left -= 1;
+                if g.left == 0 {
+                    let outcome = match g.error.take() {
+                        Some(e) => Err(e),
+                        None => decode_parts(std::mem::take(&mut g.parts)),
+                    };
+                    drop(g);
+                    cell.set(outcome);
+                }
+            });
+            jobs.push((entry, encode(chunk)?, completion));
+        }
+        self.core.submit(jobs)?;
+        Ok(AsyncResult { cell })
+    }
+
+    /// Calls `f(args)` in a worker and waits for the result (CPython's `apply`).
+    pub fn apply<F, M, A>(&self, f: F, args: A) -> Result<F::Output, PoolError>
+    where
+        F: Target<M, A>,
+        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        A: Serialize + DeserializeOwned,
+        M: 'static,
+    {
+        Ok(self.apply_async(f, args)?.get()?)
+    }
+
+    /// Submits `f(args)` and returns at once (CPython's `apply_async`).
+    pub fn apply_async<F, M, A>(&self, f: F, args: A) -> Result<AsyncResult<F::Output>, PoolError>
+    where
+        F: Target<M, A>,
+        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        A: Serialize + DeserializeOwned,
+        M: 'static,
+    {
+        self.apply_async_with(f, args, |_| {})
+    }
+
+    /// [`apply_async`](Self::apply_async) with a callback run (in the pool's handler thread) when the result
+    /// is ready — CPython's `callback` and `error_callback` in one.
+    pub fn apply_async_with<F, M, A>(
+        &self,
+        f: F,
+        args: A,
+        callback: impl FnOnce(Result<&F::Output, &TaskError>) + Send + 'static,
+    ) -> Result<AsyncResult<F::Output>, PoolError>
+    where
+        F: Target<M, A>,
+        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        A: Serialize + DeserializeOwned,
+        M: 'static,
+    {
+        let cell = Arc::new(Cell::new());
+        cell.on_done(Box::new(callback));
+        self.core.submit(vec![call_job(f, &args, cell.clone())?])?;
+        Ok(AsyncResult { cell })
+    }
+
+    /// Applies `f` to every item lazily, yielding results in order as they come (CPython's `imap`). At most
+    /// `4 × processes` chunks are in flight: an endless input is fine.
+    pub fn imap<F, M, A, I>(
+        &self,
+        f: F,
+        iterable: I,
+        chunksize: usize,
+    ) -> Result<Imap<'_, F::Output, I::IntoIter>, PoolError>
+    where
+        F: Target<M, A>,
+        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        A: Serialize + DeserializeOwned,
+        M: 'static,
+        I: IntoIterator<Item = A>,
+    {
+        Imap::new(self, f, iterable.into_iter(), chunksize, true)
+    }
+
+    /// Like [`imap`](Self::imap), yielding results in the order they are ready (CPython's
+    /// `imap_unordered`).
+    pub fn imap_unordered<F, M, A, I>(
+        &self,
+        f: F,
+        iterable: I,
+        chunksize: usize,
+    ) -> Result<Imap<'_, F::Output, I::IntoIter>, PoolError>
+    where
+        F: Target<M, A>,
+        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        A: Serialize + DeserializeOwned,
+        M: 'static,
+        I: IntoIterator<Item = A>,
+    {
+        Imap::new(self, f, iterable.into_iter(), chunksize, false)
+    }
+
+    /// No more tasks: the workers exit once the submitted ones are done (CPython's `close`).
+    pub fn close(&self) {
+        self.core.close();
+    }
+
+    /// Stops the workers at once; unfinished results become [`TaskError::Cancelled`] (CPython's
+    /// `terminate`, whose pending results instead never become ready).
+    pub fn terminate(&self) {
+        self.core.terminate();
+    }
+
+    /// Waits for the workers to exit; [`PoolError::NotClosed`] before `close` or `terminate`.
+    pub fn join(&self) -> Result<(), PoolError> {
+        self.core.join()
+    }
+
+    /// A `Pool` view of an executor's engine (never dropped: the executor owns the engine's lifetime).
+    pub(crate) fn wrap(core: Arc<Core>) -> Self {
+        Pool { core, owner: false }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if self.owner {
+            self.core.terminate();
+            let _ = self.core.join();
+        }
+    }
+}
+
+/// One call of `f` with `args` as a job that fills `cell`.
+pub(crate) fn call_job<F, M, A>(
+    f: F,
+    args: &A,
+    cell: Arc<Cell<F::Output>>,
+) -> Result<(i64, Vec<u8>, Completion), PoolError>
+where
+    F: Target<M, A>,
+    F::Output: DeserializeOwned + Send + 'static,
+    F::Output: Serialize,
+    A: Serialize + DeserializeOwned,
+    M: 'static,
+{
+    let _ = f;
+    let entry = task::offset(task::call_entry::<F, M, A>);
+    let completion: Completion = Box::new(move |result| {
+        cell.set(
+            result.and_then(|bytes| postcard::from_bytes(&bytes).map_err(|e| TaskError::ResultDecode(e.to_string()))),
+        );
+    });
+    Ok((entry, encode(args)?, completion))
+}
+
+struct Gather {
+    parts: Vec<Option<Vec<u8>>>,
+    left: usize,
+    error: Option<TaskError>,
+}
+
+fn decode_parts<R: DeserializeOwned>(parts: Vec<Option<Vec<u8>>>) -> Result<Vec<R>, TaskError> {
+    let mut out = Vec::new();
+    for part in parts {
+        let bytes = part.ok_or(TaskError::Cancelled)?;
+        let items: Vec<R> = postcard::from_bytes(&bytes).map_err(|e| TaskError::ResultDecode(e.to_string()))?;
+        out.extend(items);
+    }
+    Ok(out)
+}
+
+/// A result that will be ready later (CPython's `AsyncResult`).
+pub struct AsyncResult<T> {
+    cell: Arc<Cell<T>>,
+}
+
+impl<T> AsyncResult<T> {
+    /// Waits for the result and takes it.
+    pub fn get(self) -> Result<T, TaskError> {
+        self.cell.take(None)
+    }
+
+    /// Waits at most `timeout` for the result ([`TaskError::Timeout`] then). To wait and try again, use
+    /// [`wait_timeout`](Self::wait_timeout) first.
+    pub fn get_timeout(self, timeout: Duration) -> Result<T, TaskError> {
+        self.cell.take(Some(timeout))
+    }
+
+    /// Waits until the result is ready.
+    pub fn wait(&self) {
+        self.cell.wait(None);
+    }
+
+    /// Waits at most `timeout`; whether the result is ready.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.cell.wait(Some(timeout))
+    }
+
+    /// Whether the result is ready.
+    pub fn ready(&self) -> bool {
+        self.cell.is_done()
+    }
+
+    /// Whether the task succeeded; `None` while it is not ready (CPython raises `ValueError` then).
+    pub fn successful(&self) -> Option<bool> {
+        self.cell.succeeded()
+    }
+}
+
+impl<T> std::fmt::Debug for AsyncResult<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult").field("ready", &self.ready()).finish()
+    }
+}
+
+/// Results of chunks as they arrive: `(chunk index, encoded outputs or error)`.
+#[derive(Default)]
+struct Arrivals {
+    chunks: VecDeque<(usize, Result<Vec<u8>, TaskError>)>,
+}
+
+/// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`]: each item is the result of one input
+/// (a failed chunk yields its error once per input in it).
+pub struct Imap<'p, R, I: Iterator> {
+    pool: &'p Pool,
+    source: Fuse<I>,
+    entry: i64,
+    encode: fn(&[I::Item]) -> Result<Vec<u8>, PoolError>,
+    chunksize: usize,
+    window: usize,
+    ordered: bool,
+    arrivals: Arc<(Mutex<Arrivals>, Condvar)>,
+    lens: HashMap<usize, usize>,
+    submitted: usize,
+    yielded: usize,
+    current: VecDeque<Result<R, TaskError>>,
+    /// Submitting failed (the pool closed): no more chunks.
+    stopped: bool,
+}
+
+impl<'p, R, I> Imap<'p, R, I>
+where
+    R: DeserializeOwned,
+    I: Iterator,
+    I::Item: Serialize,
+{
+    fn new<F, M>(pool: &'p Pool, f: F, source: I, chunksize: usize, ordered: bool) -> Result<Self, PoolError>
+    where
+        F: Target<M, I::Item, Output = R>,
+        R: Serialize,
+        I::Item: DeserializeOwned,
+        M: 'static,
+    {
+        let _ = f;
+        if chunksize == 0 {
+            return Err(PoolError::ZeroChunksize);
+        }
+        if !pool.core.is_running() {
+            return Err(PoolError::Closed);
+        }
+        Ok(Imap {
+            pool,
+            source: source.fuse(),
+            entry: task::offset(task::map_entry::<F, M, I::Item>),
+            encode: |chunk| encode(chunk),
+            chunksize,
+            window: 4 * pool.processes(),
+            ordered,
+            arrivals: Arc::default(),
+            lens: HashMap::new(),
+            submitted: 0,
+            yielded: 0,
+            current: VecDeque::new(),
+            stopped: false,
+        })
+    }
+
+    /// Submits chunks until `window` are in flight or the input ends.
+    fn fill(&mut self) {
+        while !self.stopped && self.submitted - self.yielded < self.window {
+            let chunk: Vec<I::Item> = self.source.by_ref().take(self.chunksize).collect();
+            if chunk.is_empty() {
+                return;
+            }
+            let index = self.submitted;
+            let len = chunk.len();
+            let submitted = (self.encode)(&chunk).and_then(|bytes| {
+                let arrivals = self.arrivals.clone();
+                let completion: Completion = Box::new(move |result| {
+                    let (lock, ready) = &*arrivals;
+                    lock.lock().unwrap_or_else(|p| p.into_inner()).chunks.push_back((index, result));
+                    ready.notify_all();
+                });
+                self.pool.core.submit(vec![(self.entry, bytes, completion)])
+            });
+            if let Err(e) = submitted {
+                let error = match e {
+                    PoolError::Task(e) | PoolError::Broken(e) => e,
+                    PoolError::Serialize(message) => TaskError::ArgumentDecode(message),
+                    _ => TaskError::Cancelled,
+                };
+                // This chunk, and whatever is in flight, is all there will be.
+                self.current.extend(std::iter::repeat_n(error, len).map(Err));
+                self.stopped = true;
+                return;
+            }
+            self.lens.insert(index, len);
+            self.submitted += 1;
+        }
+    }
+
+    /// Waits for the next chunk (the next in order, or any), returning its index and result.
+    fn next_chunk(&mut self) -> (usize, Result<Vec<u8>, TaskError>) {
+        let (lock, ready) = &*self.arrivals;
+        let mut arrivals = lock.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let found = if self.ordered {
+                arrivals.chunks.iter().position(|(index, _)| *index == self.yielded)
+            } else if arrivals.chunks.is_empty() {
+                None
+            } else {
+                Some(0)
+            };
+            if let Some(at) = found {
+                return arrivals.chunks.remove(at).expect("found");
+            }
+            arrivals = ready.wait(arrivals).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl<R, I> Iterator for Imap<'_, R, I>
+where
+    R: DeserializeOwned,
+    I: Iterator,
+    I::Item: Serialize,
+{
+    type Item = Result<R, TaskError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(item) = self.current.pop_front() {
+                return Some(item);
+            }
+            self.fill();
+            if !self.current.is_empty() {
+                continue;
+            }
+            if self.submitted == self.yielded {
+                return None;
+            }
+            let (index, result) = self.next_chunk();
+            self.yielded += 1;
+            let len = self.lens.remove(&index).unwrap_or(0);
+            match result
+                .and_then(|b| postcard::from_bytes::<Vec<R>>(&b).map_err(|e| TaskError::ResultDecode(e.to_string())))
+            {
+                Ok(items) => self.current.extend(items.into_iter().map(Ok)),
+                Err(e) => self.current.extend(std::iter::repeat_n(e, len).map(Err)),
+            }
+        }
+    }
+}
+
+impl<R, I: Iterator> std::fmt::Debug for Imap<'_, R, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Imap")
+            .field("ordered", &self.ordered)
+            .field("in_flight", &(self.submitted - self.yielded))
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,79 @@
+//! The worker process: runs the initializer, then the jobs of its own queue one at a time, reporting each
+//! outcome to the pool's inbox.
+
+use mp_ipc::Queue;
+use mp_shm::SharedMemory;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::task::{self, Failure, Input, Job};
+
+/// What a worker is started with.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct WorkerArgs {
+    pub(crate) slot: u32,
+    pub(crate) tasks: Queue<Option<Job>>,
+    pub(crate) inbox: Queue<Inbox>,
+    pub(crate) initializer: Option<Job>,
+    pub(crate) max_tasks: Option<u64>,
+}
+
+/// The pool's inbox: what workers report, and the pool's own wake-up calls.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Inbox {
+    /// The worker in `slot` ran its initializer and waits for jobs.
+    Ready { slot: u32 },
+    /// The initializer failed: the pool stops.
+    InitFailed { slot: u32, failure: Failure },
+    /// A job's outcome.
+    Done { slot: u32, id: u64, result: Result<ByteBuf, Failure> },
+    /// Something changed in the parent (a submission, close, terminate): look at the state.
+    Wake,
+}
+
+/// The worker's main loop (the target of every worker process).
+pub(crate) fn worker_main(args: WorkerArgs) {
+    task::install_panic_hook();
+    let slot = args.slot;
+    if let Some(init) = &args.initializer {
+        if let Err(failure) = run(init) {
+            let _ = args.inbox.put(Inbox::InitFailed { slot, failure });
+            return;
+        }
+    }
+    if args.inbox.put(Inbox::Ready { slot }).is_err() {
+        return;
+    }
+    let mut done = 0u64;
+    loop {
+        let job = match args.tasks.get() {
+            Ok(Some(job)) => job,
+            Ok(None) => return, // the pool's "stop"
+            Err(e) => {
+                log::error!("mp-pool: worker in slot {slot} cannot read its jobs: {e}");
+                return;
+            }
+        };
+        let result = run(&job).map(ByteBuf::from);
+        if args.inbox.put(Inbox::Done { slot, id: job.id, result }).is_err() {
+            return;
+        }
+        done += 1;
+        if args.max_tasks.is_some_and(|max| done >= max) {
+            return;
+        }
+    }
+}
+
+fn run(job: &Job) -> Result<Vec<u8>, Failure> {
+    // SAFETY: jobs come only from the pool that started this worker, in a process running the same build
+    // (mp-process checked it before running us).
+    let entry = unsafe { task::entry_at(job.entry) };
+    match &job.input {
+        Input::Inline(bytes) => entry(bytes),
+        Input::Segment(name) => {
+            let shm = SharedMemory::open(name).map_err(|e| Failure::ArgumentDecode(e.to_string()))?;
+            entry(&shm.to_vec())
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! mp-pool across real processes, under the start method `cargo xtask test` selects.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mp_pool::{
+    ExecutorBuilder, Pool, PoolBuilder, PoolError, ProcessPoolExecutor, ReturnWhen, TaskError, as_completed, wait,
+};
+use serde::Serialize;
+
+fn main() {
+    mp_process::init();
+    support::run(support::cases![
+        map_starmap_apply_and_async,
+        bad_arguments_are_errors,
+        imap_is_lazy_ordered_and_unordered,
+        panicking_task_fails_only_itself,
+        killed_worker_fails_only_its_task,
+        failing_initializer_stops_the_pool,
+        workers_are_recycled_without_deadlock,
+        close_join_and_terminate,
+        unserializable_result_fails_only_its_task,
+        large_inputs_and_results,
+        executor_futures,
+        executor_map_wait_and_as_completed,
+        executor_dead_worker_fails_only_its_future,
+    ]);
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+fn pid(_: u32) -> u32 {
+    std::process::id()
+}
+
+fn new_pool(n: usize) -> Pool {
+    PoolBuilder::new().processes(n).start_method(support::method()).build().unwrap()
+}
+
+fn map_starmap_apply_and_async() {
+    let pool = new_pool(2);
+    assert_eq!(pool.processes(), 2);
+    assert_eq!(pool.map(square, 1..=5).unwrap(), [1, 4, 9, 16, 25]);
+    assert_eq!(pool.map_chunked(square, 0..1000, 7).unwrap(), (0..1000).map(|x| x * x).collect::<Vec<_>>());
+    assert_eq!(pool.starmap(add, [(1, 2), (10, 20)]).unwrap(), [3, 30]);
+    assert_eq!(pool.map(square, Vec::<u64>::new()).unwrap(), Vec::<u64>::new(), "empty input, empty result");
+    assert_eq!(pool.apply(add, (40, 2)).unwrap(), 42);
+    let seen = Arc::new(Mutex::new(None));
+    let result = pool
+        .apply_async_with(square, 9, {
+            let seen = seen.clone();
+            move |r| *seen.lock().unwrap() = Some(*r.unwrap())
+        })
+        .unwrap();
+    assert!(result.wait_timeout(Duration::from_secs(20)));
+    assert!(result.ready());
+    assert_eq!(result.successful(), Some(true));
+    assert_eq!(result.get().unwrap(), 81);
+    assert_eq!(*seen.lock().unwrap(), Some(81), "the callback ran");
+    let all = pool.map_async(square, 0..100, None).unwrap();
+    assert_eq!(all.get_timeout(Duration::from_secs(20)).unwrap().len(), 100);
+    // The work really is spread over processes other than this one.
+    let pids: BTreeSet<u32> = pool.map_chunked(pid, 0..64, 1).unwrap().into_iter().collect();
+    assert!(!pids.contains(&std::process::id()));
+}
+
+fn bad_arguments_are_errors() {
+    assert!(matches!(PoolBuilder::new().processes(0).build(), Err(PoolError::ZeroProcesses)));
+    assert!(matches!(PoolBuilder::new().max_tasks_per_child(0).build(), Err(PoolError::ZeroMaxTasks)));
+    assert!(matches!(ProcessPoolExecutor::new(0), Err(PoolError::ZeroProcesses)));
+    let pool = new_pool(1);
+    assert!(matches!(pool.map_chunked(square, 0..10, 0), Err(PoolError::ZeroChunksize)));
+    assert!(matches!(pool.imap(square, 0..10, 0), Err(PoolError::ZeroChunksize)));
+}
+
+fn slow_identity(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis((x % 4) * 20));
+    x
+}
+
+fn imap_is_lazy_ordered_and_unordered() {
+    let pool = new_pool(2);
+    // An endless input: only a bounded window is ever taken from it.
+    let taken = Arc::new(Mutex::new(0u64));
+    let counting = {
+        let taken = taken.clone();
+        (0u64..).inspect(move |_| *taken.lock().unwrap() += 1)
+    };
+    let first: Vec<u64> = pool.imap(square, counting, 1).unwrap().take(20).map(Result::unwrap).collect();
+    assert_eq!(first, (0..20).map(|x| x * x).collect::<Vec<_>>());
+    assert!(*taken.lock().unwrap() < 20 + 4 * 2 + 1, "imap took {} inputs", taken.lock().unwrap());
+    let ordered: Vec<u64> = pool.imap(slow_identity, 0..16, 1).unwrap().map(Result::unwrap).collect();
+    assert_eq!(ordered, (0..16).collect::<Vec<_>>());
+    let mut unordered: Vec<u64> = pool.imap_unordered(slow_identity, 0..16, 2).unwrap().map(Result::unwrap).collect();
+    unordered.sort();
+    assert_eq!(unordered, (0..16).collect::<Vec<_>>());
+    assert_eq!(pool.imap(square, Vec::<u64>::new(), 1).unwrap().count(), 0);
+}
+
+fn panic_on_three(x: u64) -> u64 {
+    assert_ne!(x, 3, "three is not allowed");
+    x
+}
+
+fn panicking_task_fails_only_itself() {
+    let pool = new_pool(2);
+    let results: Vec<_> = (0..6).map(|x| pool.apply_async(panic_on_three, x).unwrap()).collect();
+    for (x, r) in results.into_iter().enumerate() {
+        match (x, r.get()) {
+            (3, Err(TaskError::Panicked(info))) => {
+                assert!(info.message.contains("three is not allowed"), "{info:?}");
+                assert!(info.location.as_deref().is_some_and(|l| l.contains("pool.rs")), "{info:?}");
+                assert!(info.process_name.starts_with("PoolWorker-"), "{info:?}");
+                assert_ne!(info.pid, std::process::id());
+            }
+            (x, Ok(v)) => assert_eq!(v, x as u64),
+            (x, other) => panic!("task {x}: {other:?}"),
+        }
+    }
+    // map reports the first failure, after every chunk has ended.
+    assert!(matches!(pool.map_chunked(panic_on_three, 0..10, 1), Err(PoolError::Task(TaskError::Panicked(_)))));
+    assert_eq!(pool.map(square, [2, 3]).unwrap(), [4, 9], "the pool goes on");
+}
+
+fn die_on_three(x: u64) -> u64 {
+    if x == 3 {
+        // SAFETY: raise has no memory-safety preconditions; the test wants the worker dead.
+        unsafe { libc::raise(libc::SIGKILL) };
+    }
+    std::thread::sleep(Duration::from_millis(10));
+    x
+}
+
+fn killed_worker_fails_only_its_task() {
+    let pool = new_pool(2);
+    let start = Instant::now();
+    let results: Vec<_> = (0..12).map(|x| pool.apply_async(die_on_three, x).unwrap()).collect();
+    for (x, r) in results.into_iter().enumerate() {
+        match r.get_timeout(Duration::from_secs(20)) {
+            Err(e @ TaskError::WorkerLost { .. }) => {
+                assert_eq!(x, 3, "only the task on the dead worker fails");
+                assert_eq!(e.signal(), Some(libc::SIGKILL));
+            }
+            Ok(v) => assert_eq!(v, x as u64),
+            other => panic!("task {x}: {other:?}"),
+        }
+    }
+    assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+    // The pool keeps its size: both workers serve the next map.
+    let pids: BTreeSet<u32> = pool.map_chunked(pid_after_nap, 0..20, 1).unwrap().into_iter().collect();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    // map with a dead worker: an error, not a hang.
+    assert!(matches!(pool.map_chunked(die_on_three, 0..8, 1), Err(PoolError::Task(TaskError::WorkerLost { .. }))));
+}
+
+fn pid_after_nap(_: u32) -> u32 {
+    std::thread::sleep(Duration::from_millis(20));
+    std::process::id()
+}
+
+fn bad_init(_: ()) {
+    panic!("cannot initialize");
+}
+
+fn failing_initializer_stops_the_pool() {
+    let start = Instant::now();
+    let pool =
+        PoolBuilder::new().processes(2).initializer(bad_init, ()).start_method(support::method()).build().unwrap();
+    let results: Vec<_> = (0..4).map(|x| pool.apply_async(square, x)).collect();
+    for r in results {
+        match r {
+            Ok(r) => match r.get_timeout(Duration::from_secs(20)) {
+                Err(TaskError::Initializer(e)) => assert!(e.to_string().contains("cannot initialize"), "{e}"),
+                other => panic!("{other:?}"),
+            },
+            Err(PoolError::Broken(TaskError::Initializer(_))) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(matches!(pool.apply_async(square, 1), Err(PoolError::Broken(_))), "no new work, no respawn loop");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    drop(pool);
+}
+
+fn workers_are_recycled_without_deadlock() {
+    let pool = PoolBuilder::new().processes(2).max_tasks_per_child(2).start_method(support::method()).build().unwrap();
+    let pids: Vec<u32> = pool.map_chunked(pid_after_nap, 0..20, 1).unwrap();
+    let distinct: BTreeSet<u32> = pids.iter().copied().collect();
+    assert!(distinct.len() >= 10, "each worker did at most 2 tasks: {} workers for 20 tasks", distinct.len());
+    let executor =
+        ExecutorBuilder::new().max_workers(2).max_tasks_per_child(1).start_method(support::method()).build().unwrap();
+    let futures: Vec<_> = (0..10).map(|x| executor.submit(square, x).unwrap()).collect();
+    let values: Vec<u64> = futures.into_iter().map(|f| f.result_timeout(Duration::from_secs(20)).unwrap()).collect();
+    assert_eq!(values, (0..10).map(|x| x * x).collect::<Vec<_>>());
+}
+
+fn nap(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn close_join_and_terminate() {
+    let pool = new_pool(2);
+    assert!(matches!(pool.join(), Err(PoolError::NotClosed)));
+    let pending = pool.apply_async(nap, 100).unwrap();
+    pool.close();
+    assert!(matches!(pool.apply_async(square, 1), Err(PoolError::Closed)));
+    assert!(matches!(pool.map(square, [1]), Err(PoolError::Closed)));
+    pool.join().unwrap();
+    assert_eq!(pending.get().unwrap(), 100, "close lets submitted work finish");
+    // terminate with 10 000 queued tasks returns at once; their results are cancelled, not left hanging.
+    let pool = new_pool(2);
+    let queued = pool.map_async(nap, std::iter::repeat_n(1u64, 10_000), Some(1)).unwrap();
+    let start = Instant::now();
+    pool.terminate();
+    pool.join().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(matches!(queued.get_timeout(Duration::from_secs(5)), Err(TaskError::Cancelled)));
+}
+
+struct NoSerialize;
+
+impl Serialize for NoSerialize {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("not today"))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for NoSerialize {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Ok(NoSerialize)
+    }
+}
+
+fn make_unserializable(_: ()) -> NoSerialize {
+    NoSerialize
+}
+
+fn unserializable_result_fails_only_its_task() {
+    let pool = new_pool(1);
+    assert!(matches!(pool.apply(make_unserializable, ()), Err(PoolError::Task(TaskError::ResultEncode(_)))));
+    assert!(matches!(pool.apply(takes_unserializable, NoSerialize), Err(PoolError::Serialize(_))));
+    assert_eq!(pool.apply(square, 5).unwrap(), 25, "the pool stays healthy");
+}
+
+fn takes_unserializable(_: NoSerialize) -> u64 {
+    1
+}
+
+fn byte_sum(data: Vec<u8>) -> (usize, u64, Vec<u8>) {
+    (data.len(), data.iter().map(|&b| u64::from(b)).sum(), vec![7; data.len()])
+}
+
+fn large_inputs_and_results() {
+    let pool = new_pool(2);
+    for size in [10, 300_000, 3 << 20] {
+        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let expected: u64 = data.iter().map(|&b| u64::from(b)).sum();
+        let (len, sum, echo) = pool.apply(byte_sum, data).unwrap();
+        assert_eq!((len, sum, echo.len()), (size, expected, size));
+    }
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park_timeout(Duration::from_millis(100));
+    }
+}
+
+fn executor_futures() {
+    let executor = ExecutorBuilder::new().max_workers(1).start_method(support::method()).build().unwrap();
+    let busy = executor.submit(nap, 300).unwrap();
+    let queued = executor.submit(nap, 1).unwrap();
+    let extra = executor.submit(nap, 2).unwrap();
+    let called = Arc::new(Mutex::new(Vec::new()));
+    busy.add_done_callback({
+        let called = called.clone();
+        move |r| called.lock().unwrap().push(*r.unwrap())
+    });
+    assert!(support::eventually(Duration::from_secs(10), || busy.running()));
+    assert!(!busy.done());
+    assert!(extra.cancel(), "a task no worker holds can be cancelled");
+    assert!(extra.cancelled() && extra.done());
+    assert!(matches!(extra.result(), Err(TaskError::Cancelled)));
+    assert!(!busy.cancel(), "a running task cannot");
+    assert_eq!(block_on(busy).unwrap(), 300, "a Future can be awaited");
+    assert_eq!(*called.lock().unwrap(), [300]);
+    assert_eq!(queued.result_timeout(Duration::from_secs(10)).unwrap(), 1);
+    let late = executor.submit(nap, 5_000).unwrap();
+    assert!(matches!(
+        executor.submit(nap, 1).unwrap().result_timeout(Duration::from_millis(50)),
+        Err(TaskError::Timeout)
+    ));
+    executor.shutdown(false, true);
+    assert!(matches!(executor.submit(nap, 1), Err(PoolError::Closed)));
+    drop(late);
+}
+
+fn executor_map_wait_and_as_completed() {
+    let executor = ExecutorBuilder::new().max_workers(2).start_method(support::method()).build().unwrap();
+    let values: Vec<u64> = executor.map(square, 0..50, 4).unwrap().map(Result::unwrap).collect();
+    assert_eq!(values, (0..50).map(|x| x * x).collect::<Vec<_>>());
+    let mut timed = executor.map_timeout(nap, [2_000u64], 1, Some(Duration::from_millis(100))).unwrap();
+    assert!(matches!(timed.next(), Some(Err(TaskError::Timeout))));
+    let futures: Vec<_> = [300u64, 10, 150].into_iter().map(|ms| executor.submit(nap, ms).unwrap()).collect();
+    let order: Vec<usize> = as_completed(&futures, Some(Duration::from_secs(20))).map(Result::unwrap).collect();
+    assert_eq!(order.len(), 3);
+    assert_eq!(order[0], 1, "the quickest completes first: {order:?}");
+    let futures: Vec<_> = [10u64, 3_000].into_iter().map(|ms| executor.submit(nap, ms).unwrap()).collect();
+    let (done, not_done) = wait(&futures, Some(Duration::from_secs(20)), ReturnWhen::FirstCompleted);
+    assert_eq!((done, not_done), (vec![0], vec![1]));
+    let failing: Vec<_> = [3u64, 1].into_iter().map(|x| executor.submit(panic_on_three, x).unwrap()).collect();
+    let (done, _) = wait(&failing, Some(Duration::from_secs(20)), ReturnWhen::FirstException);
+    assert!(done.contains(&0));
+    let (done, not_done) = wait(&failing, Some(Duration::from_secs(20)), ReturnWhen::AllCompleted);
+    assert_eq!((done.len(), not_done.len()), (2, 0));
+    executor.shutdown(false, true);
+}
+
+fn executor_dead_worker_fails_only_its_future() {
+    let executor = ProcessPoolExecutor::builder().max_workers(2).start_method(support::method()).build().unwrap();
+    let futures: Vec<_> = (0..10).map(|x| executor.submit(die_on_three, x).unwrap()).collect();
+    for (x, f) in futures.into_iter().enumerate() {
+        match f.result_timeout(Duration::from_secs(20)) {
+            Ok(v) => assert_eq!(v, x as u64),
+            Err(TaskError::WorkerLost { .. }) => assert_eq!(x, 3),
+            Err(e) => panic!("{x}: {e:?}"),
+        }
+    }
+    assert_eq!(executor.submit(square, 4).unwrap().result().unwrap(), 16, "the executor is not broken");
+}
