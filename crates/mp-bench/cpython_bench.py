@@ -216,11 +216,82 @@ def group_ipc():
     report("queue_rtt", statistics.median(rtts), "us")
 
 
+def square(x):
+    return x * x
+
+
+def is_prime(n):
+    if n < 2:
+        return False
+    d = 2
+    while d * d <= n:
+        if n % d == 0:
+            return False
+        d += 1
+    return True
+
+
+SCALING_LIMIT = 300_000  # about a second in one CPython process
+BLOCK = 5_000
+
+
+def count_block(start):
+    return sum(1 for n in range(start, start + BLOCK) if is_prime(n))
+
+
+def group_pool():
+    ctx = mp.get_context("fork")
+
+    def startup():
+        start = time.perf_counter()
+        pool = ctx.Pool(2)
+        pool.close()
+        pool.join()
+        return (time.perf_counter() - start) * 1e3
+    report("pool_startup", statistics.median(startup() for _ in range(5)), "ms")
+    with ctx.Pool(2) as pool:
+        def rate(n, **kw):
+            start = time.perf_counter()
+            assert len(pool.map(square, range(n), **kw)) == n
+            return n / (time.perf_counter() - start)
+        report("pool_map_small", statistics.median(rate(200_000) for _ in range(3)), "items/s")
+        report("pool_map_chunk1", statistics.median(rate(20_000, chunksize=1) for _ in range(3)), "items/s")
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(2, mp_context=ctx) as executor:
+        def submit_rate(n=20_000):
+            start = time.perf_counter()
+            futures = [executor.submit(square, x) for x in range(n)]
+            for f in futures:
+                f.result()
+            return n / (time.perf_counter() - start)
+        report("executor_submit", statistics.median(submit_rate() for _ in range(3)), "tasks/s")
+
+    def primes():
+        start = time.perf_counter()
+        with ctx.Pool(processes=4) as pool:
+            assert sum(pool.map(is_prime, range(1, 100_001))) == 9592
+        return (time.perf_counter() - start) * 1e3
+    report("primes_seed", statistics.median(primes() for _ in range(3)), "ms")
+
+    def scaling(workers):
+        with ctx.Pool(workers) as pool:
+            start = time.perf_counter()
+            total = sum(pool.map(count_block, range(0, SCALING_LIMIT, BLOCK), chunksize=1))
+            elapsed = time.perf_counter() - start
+        assert total == 25_997
+        return elapsed
+    one = statistics.median(scaling(1) for _ in range(3))
+    two = statistics.median(scaling(2) for _ in range(3))
+    report("primes_scaling", one / two, "x")
+
+
 if __name__ == "__main__":
-    groups = sys.argv[1:] or ["process", "sync", "ipc"]
+    groups = sys.argv[1:] or ["process", "sync", "ipc", "pool"]
     if "process" in groups:
         group_process()
     if "sync" in groups:
         group_sync()
     if "ipc" in groups:
         group_ipc()
+    if "pool" in groups:
+        group_pool()

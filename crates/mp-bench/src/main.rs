@@ -6,6 +6,7 @@
 
 mod floor;
 mod ipc;
+mod pool;
 mod process;
 mod sync;
 
@@ -29,6 +30,9 @@ fn main() {
     }
     if wants("ipc") {
         ipc::run();
+    }
+    if wants("pool") {
+        pool::run();
     }
 }
 

@@ -456,6 +456,9 @@ impl<T> std::fmt::Debug for AsyncResult<T> {
     }
 }
 
+/// Serializes a chunk of inputs.
+type Encoder<A> = fn(&[A]) -> Result<Vec<u8>, PoolError>;
+
 /// Results of chunks as they arrive: `(chunk index, encoded outputs or error)`.
 #[derive(Default)]
 struct Arrivals {
@@ -468,7 +471,7 @@ pub struct Imap<'p, R, I: Iterator> {
     pool: &'p Pool,
     source: Fuse<I>,
     entry: i64,
-    encode: fn(&[I::Item]) -> Result<Vec<u8>, PoolError>,
+    encode: Encoder<I::Item>,
     chunksize: usize,
     window: usize,
     ordered: bool,

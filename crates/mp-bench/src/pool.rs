@@ -1,0 +1,112 @@
+//! Group `pool`: pool start-up, `map` with default chunks and with chunks of one, executor submissions,
+//! the classic primes program, and how a CPU-bound map scales from one worker to two.
+
+use std::time::Instant;
+
+use mp_pool::{Pool, ProcessPoolExecutor};
+
+use crate::report;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn is_prime(n: u64) -> bool {
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
+}
+
+fn seconds(f: impl FnOnce()) -> f64 {
+    let start = Instant::now();
+    f();
+    start.elapsed().as_secs_f64()
+}
+
+/// Counting the primes below this takes about a second in one process.
+const SCALING_LIMIT: u64 = 6_000_000;
+/// The scaling workload's task: the primes in one block of this many numbers.
+const BLOCK: u64 = 20_000;
+
+fn count_block(start: u64) -> u64 {
+    (start..start + BLOCK).filter(|&n| is_prime(n)).count() as u64
+}
+
+pub(crate) fn run() {
+    let startup = median(
+        (0..5)
+            .map(|_| {
+                seconds(|| {
+                    let pool = Pool::new(2).expect("pool");
+                    pool.close();
+                    pool.join().expect("join");
+                }) * 1e3
+            })
+            .collect(),
+    );
+    report("pool_startup", "mp", startup, "ms");
+
+    let pool = Pool::new(2).expect("pool");
+    let small = median(
+        (0..3)
+            .map(|_| 200_000.0 / seconds(|| assert_eq!(pool.map(square, 0..200_000u64).expect("map").len(), 200_000)))
+            .collect(),
+    );
+    report("pool_map_small", "mp", small, "items/s");
+    let chunk1 = median(
+        (0..3)
+            .map(|_| {
+                20_000.0 / seconds(|| assert_eq!(pool.map_chunked(square, 0..20_000u64, 1).expect("map").len(), 20_000))
+            })
+            .collect(),
+    );
+    report("pool_map_chunk1", "mp", chunk1, "items/s");
+    drop(pool);
+
+    let executor = ProcessPoolExecutor::new(2).expect("executor");
+    let submit = median(
+        (0..3)
+            .map(|_| {
+                20_000.0
+                    / seconds(|| {
+                        let futures: Vec<_> =
+                            (0..20_000u64).map(|x| executor.submit(square, x).expect("submit")).collect();
+                        for f in futures {
+                            f.result().expect("result");
+                        }
+                    })
+            })
+            .collect(),
+    );
+    report("executor_submit", "mp", submit, "tasks/s");
+    drop(executor);
+
+    let primes = median(
+        (0..3)
+            .map(|_| {
+                seconds(|| {
+                    let pool = Pool::new(4).expect("pool");
+                    let found = pool.map(is_prime, 1..=100_000u64).expect("map").into_iter().filter(|&p| p).count();
+                    assert_eq!(found, 9592);
+                }) * 1e3
+            })
+            .collect(),
+    );
+    report("primes_seed", "mp", primes, "ms");
+
+    let with = |workers: usize| {
+        let pool = Pool::new(workers).expect("pool");
+        pool.map_chunked(square, 0..8u64, 1).expect("warm up");
+        seconds(|| {
+            let blocks = (0..SCALING_LIMIT).step_by(BLOCK as usize);
+            let n: u64 = pool.map_chunked(count_block, blocks, 1).expect("map").into_iter().sum();
+            assert_eq!(n, 412_849, "primes below 6,000,000");
+        })
+    };
+    let (one, two) = (median((0..3).map(|_| with(1)).collect()), median((0..3).map(|_| with(2)).collect()));
+    report("primes_scaling", "mp", one / two, "x");
+    eprintln!("(primes_scaling: one worker {one:.2} s, two workers {two:.2} s)");
+}
