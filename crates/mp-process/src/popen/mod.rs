@@ -301,11 +301,52 @@ impl Child {
         if lock(&self.state).exitcode.is_some() {
             return Ok(true);
         }
+        if let Reaper::Server { status } = &self.reaper {
+            return self.wait_served(status.as_fd(), timeout);
+        }
         if !sys::poll_readable(&[self.sentinel()], timeout)?[0] {
             return Ok(false);
         }
         self.reap()?;
         Ok(true)
+    }
+
+    /// A fork server's child: its outcome, the last thing it writes before `_exit`, settles the exit code
+    /// (0 returned, 1 panicked or failed) without waiting for the server to reap it and report — one
+    /// wake-up instead of two. A child that sends no outcome (a signal, `exit(n)`) waits for the report.
+    fn wait_served(&self, status: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
+        let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
+        loop {
+            let left = match (timeout, deadline) {
+                (None, _) | (Some(_), None) => None,
+                (Some(_), Some(d)) => Some(d.saturating_duration_since(std::time::Instant::now())),
+            };
+            let ready = sys::poll_readable(&[self.sock.as_fd(), status], left)?;
+            if ready[1] {
+                self.reap()?;
+                return Ok(true);
+            }
+            if !ready[0] {
+                return Ok(false);
+            }
+            let _ = self.identity(); // the pid comes first on the socket
+            let mut state = lock(&self.state);
+            self.drain(&mut state);
+            if let Some(code) = complete_outcome(&state).map(|o| o.exit_code()) {
+                state.exitcode = Some(code);
+                drop(lock(&self.deferred).0.take());
+                return Ok(true);
+            }
+            if state.eof {
+                // Gone without an outcome: the server's report has the exit code.
+                drop(state);
+                if !sys::poll_readable(&[status], left)?[0] {
+                    return Ok(false);
+                }
+                self.reap()?;
+                return Ok(true);
+            }
+        }
     }
 
     /// Reads whatever the socket holds without blocking.
@@ -401,6 +442,21 @@ impl Child {
             _ => None,
         };
         (outcome, state.server_lost)
+    }
+}
+
+/// The outcome, if the whole of it has arrived.
+fn complete_outcome(state: &State) -> Option<Outcome> {
+    match state.buf.first() {
+        Some(&INLINE) => {
+            let len = u64::from_le_bytes(state.buf.get(1..9)?.try_into().ok()?) as usize;
+            (state.buf.len() >= 9 + len).then(|| Outcome::decode(&state.buf[1..])).flatten()
+        }
+        Some(&IN_MEMFD) => {
+            let fd = state.fds.last()?.try_clone().ok()?;
+            sys::memfd_contents(fd).ok().and_then(|frame| Outcome::decode(&frame))
+        }
+        _ => None,
     }
 }
 
