@@ -27,6 +27,7 @@ fn main() {
         executor_futures,
         executor_map_wait_and_as_completed,
         executor_dead_worker_fails_only_its_future,
+        panicking_callback_does_not_stop_the_pool,
     ]);
 }
 
@@ -349,4 +350,16 @@ fn executor_dead_worker_fails_only_its_future() {
         }
     }
     assert_eq!(executor.submit(square, 4).unwrap().result().unwrap(), 16, "the executor is not broken");
+}
+
+fn panicking_callback_does_not_stop_the_pool() {
+    let pool = new_pool(1);
+    let first = pool.apply_async_with(square, 3, |_| panic!("a careless callback")).unwrap();
+    assert_eq!(first.get_timeout(Duration::from_secs(20)).unwrap(), 9, "the result still arrives");
+    assert_eq!(pool.apply(square, 4).unwrap(), 16, "and the pool goes on");
+    let executor = ExecutorBuilder::new().max_workers(1).start_method(support::method()).build().unwrap();
+    let future = executor.submit(square, 5).unwrap();
+    future.add_done_callback(|_| panic!("another careless callback"));
+    assert_eq!(future.result_timeout(Duration::from_secs(20)).unwrap(), 25);
+    assert_eq!(executor.submit(square, 6).unwrap().result_timeout(Duration::from_secs(20)).unwrap(), 36);
 }

@@ -10,6 +10,14 @@ use crate::TaskError;
 /// A done-callback: gets the result by reference.
 pub(crate) type Callback<T> = Box<dyn FnOnce(Result<&T, &TaskError>) + Send>;
 
+/// Runs a user's callback; a panic in it is reported and contained (it must not take the pool's handler
+/// thread down, nor keep the result from anyone waiting for it).
+fn run_callback<T>(callback: Callback<T>, outcome: Result<&T, &TaskError>) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(outcome))).is_err() {
+        log::error!("mp-pool: a result callback panicked; the pool goes on");
+    }
+}
+
 pub(crate) struct Cell<T> {
     state: Mutex<CellState<T>>,
     ready: Condvar,
@@ -34,17 +42,21 @@ impl<T> Cell<T> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stores the outcome (the first one wins), runs the callbacks and wakes every waiter.
+    /// Stores the outcome (the first one wins), runs the callbacks and wakes every waiter. The outcome is
+    /// stored first, so that a panicking callback cannot keep it from the waiters.
     pub(crate) fn set(&self, outcome: Result<T, TaskError>) {
         let mut state = self.lock();
         if state.done {
             return;
         }
-        for callback in std::mem::take(&mut state.callbacks) {
-            callback(outcome.as_ref());
-        }
         state.outcome = Some(outcome);
         state.done = true;
+        let callbacks = std::mem::take(&mut state.callbacks);
+        if let Some(outcome) = &state.outcome {
+            for callback in callbacks {
+                run_callback(callback, outcome.as_ref());
+            }
+        }
         let waker = state.waker.take();
         drop(state);
         self.ready.notify_all();
@@ -57,8 +69,8 @@ impl<T> Cell<T> {
     pub(crate) fn on_done(&self, callback: Callback<T>) {
         let mut state = self.lock();
         match (&state.outcome, state.done) {
-            (Some(outcome), _) => callback(outcome.as_ref()),
-            (None, true) => callback(Err(&TaskError::Cancelled)),
+            (Some(outcome), _) => run_callback(callback, outcome.as_ref()),
+            (None, true) => run_callback(callback, Err(&TaskError::Cancelled)),
             (None, false) => state.callbacks.push(callback),
         }
     }

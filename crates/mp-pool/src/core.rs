@@ -335,7 +335,10 @@ impl Core {
             };
             drop(state);
             for (completion, result) in finished {
-                completion(result);
+                // Completions run user callbacks: a panic there must not end this thread.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| completion(result))).is_err() {
+                    log::error!("mp-pool: a completion panicked; the pool goes on");
+                }
             }
             if done {
                 return;
