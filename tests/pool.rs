@@ -156,6 +156,11 @@ fn killed_worker_fails_only_its_task() {
         }
     }
     assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+    // Alone on an idle pool, the lost task is reported promptly (the pool checks every 20 ms; the bound here
+    // is generous, for a loaded machine: it catches a hang or a slow poll, not a few milliseconds).
+    let start = Instant::now();
+    assert!(matches!(pool.apply(die_on_three, 3), Err(PoolError::Task(TaskError::WorkerLost { .. }))));
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
     // The pool keeps its size: both workers serve the next map.
     let pids: BTreeSet<u32> = pool.map_chunked(pid_after_nap, 0..20, 1).unwrap().into_iter().collect();
     assert_eq!(pids.len(), 2, "{pids:?}");
