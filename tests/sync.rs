@@ -33,6 +33,8 @@ fn main() {
         array_of_squares,
         objects_of_the_wrong_kind_are_refused,
         extreme_timeouts,
+        dropped_objects_free_their_memory,
+        objects_in_transit_outlive_their_senders,
     ]);
 }
 
@@ -472,4 +474,60 @@ fn extreme_timeouts() {
     let sem = Semaphore::new(0).unwrap();
     assert!(sem.acquire_timeout(Duration::ZERO).is_none());
     assert!(sem.acquire_timeout(Duration::new(0, 999_999_999)).is_none());
+}
+
+fn shm_entries() -> usize {
+    std::fs::read_dir("/dev/shm").map(|d| d.count()).unwrap_or(0)
+}
+
+fn use_everything((lock, value, event, sem): (Lock, Value<u64>, Event, Semaphore)) -> u64 {
+    drop(lock.acquire().unwrap());
+    *value.get_lock().unwrap() += 1;
+    event.set();
+    drop(sem.acquire());
+    value.value().unwrap()
+}
+
+/// A long-running program that makes and drops objects does not accumulate shared memory: the last handle,
+/// in whichever process, removes the segment.
+fn dropped_objects_free_their_memory() {
+    let before = shm_entries();
+    for round in 0..50u64 {
+        let (lock, value, event, sem) =
+            (Lock::new().unwrap(), Value::new(round).unwrap(), Event::new().unwrap(), Semaphore::new(1).unwrap());
+        let _also =
+            (RLock::new().unwrap(), Condition::new().unwrap(), Barrier::new(2).unwrap(), Array::<u8>::new(3).unwrap());
+        if round % 10 == 0 {
+            let mut p = Process::new(
+                use_everything,
+                (
+                    lock.try_clone().unwrap(),
+                    value.try_clone().unwrap(),
+                    event.try_clone().unwrap(),
+                    sem.try_clone().unwrap(),
+                ),
+            );
+            p.start().unwrap();
+            assert_eq!(p.join().unwrap(), round + 1);
+        }
+    }
+    assert_eq!(shm_entries(), before, "every segment went with its last handle");
+}
+
+fn try_lock_and_bump((lock, value): (Lock, Value<u32>)) -> bool {
+    std::thread::sleep(Duration::from_millis(100)); // the parent has dropped everything by now
+    *value.get_lock().unwrap() += 1;
+    lock.try_acquire().unwrap().is_some()
+}
+
+fn objects_in_transit_outlive_their_senders() {
+    let before = shm_entries();
+    let (lock, value) = (Lock::new().unwrap(), Value::new(41u32).unwrap());
+    let name = value.try_clone().unwrap();
+    let mut p = Process::new(try_lock_and_bump, (lock, value));
+    p.start().unwrap(); // under spawn and forkserver the child attaches by name later: in transit until then
+    assert!(p.join().unwrap());
+    assert_eq!(name.value().unwrap(), 42);
+    drop(name);
+    assert_eq!(shm_entries(), before);
 }

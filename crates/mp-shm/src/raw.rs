@@ -10,9 +10,13 @@ use crate::{Integer, Pod, SharedMemory, ShmError};
 /// Where the elements start; the header fills the bytes before.
 const DATA_OFFSET: usize = 64;
 const MAGIC: [u8; 8] = *b"mp-raw\x00\x01";
-const NAME_BYTES: usize = 32;
+const NAME_BYTES: usize = 24;
+/// A tree-lifetime segment's reference count (`u32`), and whether it has one (`u32`, 1).
+const REFS: usize = 56;
+const COUNTED: usize = 60;
 
-/// `magic | FNV-1a of the type name | element size | length | type name (truncated, for messages)`.
+/// `magic | FNV-1a of the type name | element size | length | type name (truncated, for messages) |
+/// reference count | counted`.
 fn header<T: Pod>(len: usize) -> [u8; DATA_OFFSET] {
     let mut h = [0u8; DATA_OFFSET];
     h[..8].copy_from_slice(&MAGIC);
@@ -33,7 +37,7 @@ fn describe(h: &[u8; DATA_OFFSET]) -> String {
     if h[..8] != MAGIC {
         return "no mp RawArray/RawValue header".to_owned();
     }
-    let name = String::from_utf8_lossy(&h[32..]).trim_end_matches('\0').to_owned();
+    let name = String::from_utf8_lossy(&h[32..32 + NAME_BYTES]).trim_end_matches('\0').to_owned();
     let len = u64::from_le_bytes(h[24..32].try_into().expect("8 bytes"));
     format!("[{name}; {len}]")
 }
@@ -59,6 +63,9 @@ fn describe(h: &[u8; DATA_OFFSET]) -> String {
 pub struct RawArray<T: Pod> {
     shm: SharedMemory,
     len: usize,
+    /// For a tree-lifetime segment: the process whose reference this handle holds. A copy of the handle in
+    /// a forked child (another pid) holds none, and its drop releases none.
+    counted_by: Option<u32>,
     _type: PhantomData<T>,
 }
 
@@ -70,10 +77,15 @@ impl<T: Pod> RawArray<T> {
         Self::init(SharedMemory::create(Self::bytes(len)?)?, len)
     }
 
-    /// A zeroed array whose segment lives as long as the process tree (see
+    /// A zeroed array whose segment needs no `unlink`: the handles (in every process) count references,
+    /// and the name goes with the last one; a process killed while holding one leaves it to the resource
+    /// tracker, which removes the segment when the process tree ends (see
     /// [`SharedMemory::create_for_tree`]).
     pub fn create_for_tree(len: usize) -> Result<Self, ShmError> {
-        Self::init(SharedMemory::create_for_tree(Self::bytes(len)?)?, len)
+        let mut array = Self::init(SharedMemory::create_for_tree(Self::bytes(len)?)?, len)?;
+        array.shm.write_at(REFS, &[1, 0, 0, 0, 1, 0, 0, 0])?;
+        array.counted_by = Some(std::process::id());
+        Ok(array)
     }
 
     /// A zeroed array of `len` elements in a new segment named `name`.
@@ -99,12 +111,38 @@ impl<T: Pod> RawArray<T> {
 
     fn init(shm: SharedMemory, len: usize) -> Result<Self, ShmError> {
         shm.write_at(0, &header::<T>(len))?;
-        Ok(RawArray { shm, len, _type: PhantomData })
+        Ok(RawArray { shm, len, counted_by: None, _type: PhantomData })
     }
 
     /// Attaches to the array in segment `name`. A segment made for another type (or not by `RawArray` /
     /// `RawValue`), or too small for its header's length, is [`ShmError::TypeMismatch`].
     pub fn open(name: &str) -> Result<Self, ShmError> {
+        let mut array = Self::attach(name)?;
+        if array.is_counted() {
+            array.refs().fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            array.counted_by = Some(std::process::id());
+        }
+        Ok(array)
+    }
+
+    /// Attaches taking over a reference counted for us by the sender (see the `Serialize` impl).
+    fn adopt(name: &str) -> Result<Self, ShmError> {
+        let mut array = Self::attach(name)?;
+        if array.is_counted() {
+            array.counted_by = Some(std::process::id());
+        }
+        Ok(array)
+    }
+
+    fn is_counted(&self) -> bool {
+        self.shm.atomic_u32(COUNTED).is_ok_and(|c| c.load(std::sync::atomic::Ordering::Relaxed) == 1)
+    }
+
+    fn refs(&self) -> &std::sync::atomic::AtomicU32 {
+        self.shm.atomic_u32(REFS).expect("the header is in bounds and aligned")
+    }
+
+    fn attach(name: &str) -> Result<Self, ShmError> {
         let shm = SharedMemory::open(name)?;
         let mut found = [0u8; DATA_OFFSET];
         let mismatch = |found: &[u8; DATA_OFFSET]| ShmError::TypeMismatch {
@@ -121,12 +159,12 @@ impl<T: Pod> RawArray<T> {
         if found[..24] != expected[..24] || Self::bytes(len).map_or(true, |n| n > shm.size()) {
             return Err(mismatch(&found));
         }
-        Ok(RawArray { shm, len, _type: PhantomData })
+        Ok(RawArray { shm, len, counted_by: None, _type: PhantomData })
     }
 
     /// Another handle to the same array (see [`SharedMemory::try_clone`]).
     pub fn try_clone(&self) -> Result<Self, ShmError> {
-        Ok(RawArray { shm: self.shm.try_clone()?, len: self.len, _type: PhantomData })
+        Self::open(self.name())
     }
 
     /// The number of elements.
@@ -235,9 +273,24 @@ impl<T: Pod + fmt::Debug> fmt::Debug for RawArray<T> {
     }
 }
 
-/// Travels by name; the receiver attaches (and checks the type).
+/// Releases this process's reference to a tree-lifetime segment; the last one removes its name.
+impl<T: Pod> Drop for RawArray<T> {
+    fn drop(&mut self) {
+        if self.counted_by == Some(std::process::id())
+            && self.refs().fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1
+        {
+            let _ = self.shm.unlink();
+        }
+    }
+}
+
+/// Travels by name; the receiver attaches (and checks the type). For a tree-lifetime segment the sender
+/// counts a reference for the receiver, so that the segment outlives every handle in transit.
 impl<T: Pod> Serialize for RawArray<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.is_counted() {
+            self.refs().fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         self.name().serialize(serializer)
     }
 }
@@ -245,7 +298,7 @@ impl<T: Pod> Serialize for RawArray<T> {
 impl<'de, T: Pod> Deserialize<'de> for RawArray<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let name = String::deserialize(deserializer)?;
-        RawArray::open(&name).map_err(serde::de::Error::custom)
+        RawArray::adopt(&name).map_err(serde::de::Error::custom)
     }
 }
 
@@ -295,10 +348,13 @@ impl<T: Pod> RawValue<T> {
 
     /// Attaches to the value in segment `name`; another type, or an array, is [`ShmError::TypeMismatch`].
     pub fn open(name: &str) -> Result<Self, ShmError> {
-        let array = RawArray::open(name)?;
+        Self::from_array(RawArray::open(name)?)
+    }
+
+    fn from_array(array: RawArray<T>) -> Result<Self, ShmError> {
         if array.len() != 1 {
             return Err(ShmError::TypeMismatch {
-                name: name.to_owned(),
+                name: array.name().to_owned(),
                 expected: T::TYPE_NAME.to_owned(),
                 found: format!("[{}; {}]", T::TYPE_NAME, array.len()),
             });
@@ -370,15 +426,15 @@ impl<T: Pod + fmt::Debug> fmt::Debug for RawValue<T> {
     }
 }
 
+/// Travels as its array does (see [`RawArray`]'s `Serialize`).
 impl<T: Pod> Serialize for RawValue<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.name().serialize(serializer)
+        self.array.serialize(serializer)
     }
 }
 
 impl<'de, T: Pod> Deserialize<'de> for RawValue<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(deserializer)?;
-        RawValue::open(&name).map_err(serde::de::Error::custom)
+        RawValue::from_array(RawArray::deserialize(deserializer)?).map_err(serde::de::Error::custom)
     }
 }

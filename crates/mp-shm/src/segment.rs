@@ -191,9 +191,8 @@ impl SharedMemory {
     /// `unlink`). A second unlink, from any process, is [`ShmError::NotFound`].
     pub fn unlink(&self) -> Result<(), ShmError> {
         sys::unlink(&self.name).map_err(|e| ShmError::from_os(&self.name, e))?;
-        if self.owner {
-            tracker::unregister(&self.name);
-        }
+        // The tree's tracker forgets it, whoever unlinks (a name it never had is ignored).
+        tracker::unregister(&self.name);
         Ok(())
     }
 

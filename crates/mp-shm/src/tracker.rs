@@ -82,7 +82,10 @@ pub(crate) fn register(name: &str, registration: Registration) {
 
 /// A segment this process created and has now unlinked.
 pub(crate) fn unregister(name: &str) {
-    tell(b'U', name);
+    // A tree without a tracker registered nothing: do not start one just to forget a name.
+    if CONNECTION.get().is_some() || mp_process::inherited(ADDRESS_KEY).is_some() {
+        tell(b'U', name);
+    }
 }
 
 /// The tracker process.

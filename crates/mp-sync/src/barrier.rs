@@ -99,7 +99,10 @@ impl<A: BarrierAction> Barrier<A> {
 
     /// Attaches to barrier `name` (what a child gets when one is passed to it).
     pub fn open(name: &str) -> Result<Self, SyncError> {
-        let segment = Segment::open(name, Kind::Barrier)?;
+        Self::attach(Segment::open(name, Kind::Barrier)?)
+    }
+
+    fn attach(segment: Segment) -> Result<Self, SyncError> {
         // SAFETY: the creator initialised the mutex in this segment (checked by its kind header).
         let mutex = unsafe { RobustMutex::attach(segment.at(MUTEX)) };
         Ok(Barrier { segment, mutex, _action: PhantomData })
@@ -240,6 +243,7 @@ impl<A: BarrierAction> fmt::Debug for Barrier<A> {
 /// Travels by name; the receiver attaches to the same barrier (with the action its type names).
 impl<A: BarrierAction> Serialize for Barrier<A> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.segment.in_transit();
         self.name().serialize(serializer)
     }
 }
@@ -247,6 +251,6 @@ impl<A: BarrierAction> Serialize for Barrier<A> {
 impl<'de, A: BarrierAction> Deserialize<'de> for Barrier<A> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let name = String::deserialize(deserializer)?;
-        Barrier::open(&name).map_err(serde::de::Error::custom)
+        Segment::adopt(&name, Kind::Barrier).and_then(Barrier::attach).map_err(serde::de::Error::custom)
     }
 }

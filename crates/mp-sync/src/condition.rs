@@ -29,6 +29,10 @@ pub trait ConditionLock: sealed::Sealed + Sized {
     fn attach(name: &str) -> Result<Self, SyncError>;
     #[doc(hidden)]
     fn segment_name(&self) -> &str;
+    #[doc(hidden)]
+    fn adopt(name: &str) -> Result<Self, SyncError>;
+    #[doc(hidden)]
+    fn in_transit(&self);
 }
 
 impl ConditionLock for Lock {
@@ -41,6 +45,12 @@ impl ConditionLock for Lock {
     fn segment_name(&self) -> &str {
         self.name()
     }
+    fn adopt(name: &str) -> Result<Self, SyncError> {
+        Lock::adopt(name)
+    }
+    fn in_transit(&self) {
+        Lock::in_transit(self);
+    }
 }
 
 impl ConditionLock for RLock {
@@ -52,6 +62,12 @@ impl ConditionLock for RLock {
     }
     fn segment_name(&self) -> &str {
         self.name()
+    }
+    fn adopt(name: &str) -> Result<Self, SyncError> {
+        RLock::adopt(name)
+    }
+    fn in_transit(&self) {
+        RLock::in_transit(self);
     }
 }
 
@@ -222,6 +238,8 @@ impl<L: ConditionLock> fmt::Debug for Condition<L> {
 /// Travels as its two names; the receiver attaches to the same condition and lock.
 impl<L: ConditionLock> Serialize for Condition<L> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.segment.in_transit();
+        self.lock.in_transit();
         (self.segment.name(), self.lock.segment_name()).serialize(serializer)
     }
 }
@@ -229,7 +247,10 @@ impl<L: ConditionLock> Serialize for Condition<L> {
 impl<'de, L: ConditionLock> Deserialize<'de> for Condition<L> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let (name, lock): (String, String) = Deserialize::deserialize(deserializer)?;
-        Condition::open(&name, &lock).map_err(serde::de::Error::custom)
+        let adopt = || {
+            Ok::<_, SyncError>(Condition { lock: L::adopt(&lock)?, segment: Segment::adopt(&name, Kind::Condition)? })
+        };
+        adopt().map_err(serde::de::Error::custom)
     }
 }
 

@@ -93,6 +93,7 @@ impl fmt::Debug for Event {
 /// Travels by name; the receiver attaches to the same event.
 impl Serialize for Event {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.segment.in_transit();
         self.name().serialize(serializer)
     }
 }
@@ -100,6 +101,6 @@ impl Serialize for Event {
 impl<'de> Deserialize<'de> for Event {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let name = String::deserialize(deserializer)?;
-        Event::open(&name).map_err(serde::de::Error::custom)
+        Ok(Event { segment: Segment::adopt(&name, Kind::Event).map_err(serde::de::Error::custom)? })
     }
 }

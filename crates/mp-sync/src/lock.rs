@@ -44,8 +44,10 @@ impl SharedMutex {
         Ok(SharedMutex { segment, mutex, recursive })
     }
 
-    fn open(name: &str, recursive: bool) -> Result<Self, SyncError> {
-        let segment = Segment::open(name, if recursive { Kind::RLock } else { Kind::Lock })?;
+    /// Attaches to `name`: counting a reference, or (`adopt`) taking over one counted in transit.
+    fn open(name: &str, recursive: bool, adopt: bool) -> Result<Self, SyncError> {
+        let kind = if recursive { Kind::RLock } else { Kind::Lock };
+        let segment = if adopt { Segment::adopt(name, kind)? } else { Segment::open(name, kind)? };
         // SAFETY: the creator initialised the mutex in this segment (checked by its kind header).
         let mutex = unsafe { RobustMutex::attach(segment.at(MUTEX)) };
         Ok(SharedMutex { segment, mutex, recursive })
@@ -147,7 +149,17 @@ macro_rules! lock_type {
 
             /// Attaches to the lock in segment `name` (what a child gets when one is passed to it).
             pub fn open(name: &str) -> Result<Self, SyncError> {
-                Ok($name { inner: SharedMutex::open(name, $recursive)? })
+                Ok($name { inner: SharedMutex::open(name, $recursive, false)? })
+            }
+
+            /// Attaches taking over a reference counted in transit (deserialization).
+            pub(crate) fn adopt(name: &str) -> Result<Self, SyncError> {
+                Ok($name { inner: SharedMutex::open(name, $recursive, true)? })
+            }
+
+            /// Counts a reference for a copy about to travel to another process.
+            pub(crate) fn in_transit(&self) {
+                self.inner.segment.in_transit();
             }
 
             /// Another handle to the same lock, to pass into a child.
@@ -204,6 +216,7 @@ macro_rules! lock_type {
         /// Travels by name; the receiver attaches to the same lock.
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                self.in_transit();
                 self.name().serialize(serializer)
             }
         }
@@ -211,7 +224,7 @@ macro_rules! lock_type {
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 let name = String::deserialize(deserializer)?;
-                Self::open(&name).map_err(serde::de::Error::custom)
+                Self::adopt(&name).map_err(serde::de::Error::custom)
             }
         }
 

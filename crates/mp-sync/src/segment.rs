@@ -1,12 +1,21 @@
-//! The shared memory behind each object: a 64-byte header naming its kind, then the object's state.
+//! The shared memory behind each object: a 64-byte header naming its kind and counting references, then
+//! the object's state.
+//!
+//! Every handle, in every process, holds one reference: creating or opening one counts +1, a handle
+//! serialized for another process counts +1 for the receiver (who adopts it), and dropping a handle counts
+//! −1 — only in the process that counted it, so the copies a forked child has in memory count nothing. The
+//! last reference removes the segment's name. A process killed while holding references leaves them; the
+//! resource tracker removes the segment when the process tree ends.
 
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use mp_shm::SharedMemory;
 
 use crate::SyncError;
 
 const MAGIC: [u8; 8] = *b"mp-sync\x01";
+/// Where the reference count sits in the header.
+const REFS: usize = 16;
 /// Where an object's state starts.
 pub(crate) const BODY: usize = 64;
 
@@ -38,21 +47,40 @@ impl Kind {
 #[derive(Debug)]
 pub(crate) struct Segment {
     shm: SharedMemory,
+    /// The process whose reference this handle holds.
+    counted_by: u32,
 }
 
 impl Segment {
     /// A fresh zeroed segment of `body` bytes of state.
     pub(crate) fn create(kind: Kind, body: usize) -> Result<Self, SyncError> {
         let shm = SharedMemory::create_for_tree(BODY + body)?;
-        let mut header = [0u8; 16];
+        let mut header = [0u8; 20];
         header[..8].copy_from_slice(&MAGIC);
-        header[8..].copy_from_slice(&(kind as u64).to_le_bytes());
+        header[8..16].copy_from_slice(&(kind as u64).to_le_bytes());
+        header[REFS..REFS + 4].copy_from_slice(&1u32.to_le_bytes());
         shm.write_at(0, &header)?;
-        Ok(Segment { shm })
+        Ok(Segment { shm, counted_by: std::process::id() })
     }
 
-    /// Attaches to `name`, which must hold a `kind`.
+    /// Attaches to `name`, which must hold a `kind`, counting a reference.
     pub(crate) fn open(name: &str, kind: Kind) -> Result<Self, SyncError> {
+        let segment = Self::adopt(name, kind)?;
+        segment.refs().fetch_add(1, Ordering::SeqCst);
+        Ok(segment)
+    }
+
+    /// Counts a reference for a handle about to travel to another process (which adopts it).
+    pub(crate) fn in_transit(&self) {
+        self.refs().fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn refs(&self) -> &AtomicU32 {
+        self.shm.atomic_u32(REFS).expect("the header is in bounds and aligned")
+    }
+
+    /// Attaches to `name`, which must hold a `kind`, taking over a reference counted in transit.
+    pub(crate) fn adopt(name: &str, kind: Kind) -> Result<Self, SyncError> {
         let shm = SharedMemory::open(name)?;
         let mut header = [0u8; 16];
         if shm.size() < BODY
@@ -62,7 +90,7 @@ impl Segment {
         {
             return Err(SyncError::WrongKind { name: name.to_owned(), expected: kind.name() });
         }
-        Ok(Segment { shm })
+        Ok(Segment { shm, counted_by: std::process::id() })
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -78,5 +106,14 @@ impl Segment {
     /// The 32-bit word at `offset` of the state (4-aligned), as an atomic.
     pub(crate) fn word(&self, offset: usize) -> &AtomicU32 {
         self.shm.atomic_u32(BODY + offset).expect("state words are in bounds and aligned")
+    }
+}
+
+/// Releases this process's reference; the last one removes the name.
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.counted_by == std::process::id() && self.refs().fetch_sub(1, Ordering::SeqCst) == 1 {
+            let _ = self.shm.unlink();
+        }
     }
 }

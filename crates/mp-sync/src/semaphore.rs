@@ -92,7 +92,14 @@ macro_rules! semaphore_type {
         impl $name {
             /// Attaches to the semaphore in segment `name` (what a child gets when one is passed to it).
             pub fn open(name: &str) -> Result<Self, SyncError> {
-                let inner = Counter { segment: Segment::open(name, Kind::Semaphore)? };
+                Self::attach(name, false)
+            }
+
+            /// Attaches: counting a reference, or (`adopt`) taking over one counted in transit.
+            fn attach(name: &str, adopt: bool) -> Result<Self, SyncError> {
+                let segment =
+                    if adopt { Segment::adopt(name, Kind::Semaphore)? } else { Segment::open(name, Kind::Semaphore)? };
+                let inner = Counter { segment };
                 let bounded = inner.segment.word(BOUND).load(Ordering::Acquire) != 0;
                 if bounded != (stringify!($name) == "BoundedSemaphore") {
                     return Err(SyncError::WrongKind { name: name.to_owned(), expected: stringify!($name) });
@@ -146,6 +153,7 @@ macro_rules! semaphore_type {
         /// Travels by name; the receiver attaches to the same semaphore.
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                self.inner.segment.in_transit();
                 self.name().serialize(serializer)
             }
         }
@@ -153,7 +161,7 @@ macro_rules! semaphore_type {
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 let name = String::deserialize(deserializer)?;
-                Self::open(&name).map_err(serde::de::Error::custom)
+                Self::attach(&name, true).map_err(serde::de::Error::custom)
             }
         }
 
