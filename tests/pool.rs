@@ -28,6 +28,7 @@ fn main() {
         executor_map_wait_and_as_completed,
         executor_dead_worker_fails_only_its_future,
         panicking_callback_does_not_stop_the_pool,
+        one_pool_serves_many_threads,
     ]);
 }
 
@@ -268,7 +269,8 @@ fn byte_sum(data: Vec<u8>) -> (usize, u64, Vec<u8>) {
 
 fn large_inputs_and_results() {
     let pool = new_pool(2);
-    for size in [10, 300_000, 3 << 20] {
+    // The last size is larger than the pool's inbox ring (4 MiB): the result streams through it.
+    for size in [10, 300_000, 3 << 20, 6 << 20] {
         let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
         let expected: u64 = data.iter().map(|&b| u64::from(b)).sum();
         let (len, sum, echo) = pool.apply(byte_sum, data).unwrap();
@@ -367,4 +369,20 @@ fn panicking_callback_does_not_stop_the_pool() {
     future.add_done_callback(|_| panic!("another careless callback"));
     assert_eq!(future.result_timeout(Duration::from_secs(20)).unwrap(), 25);
     assert_eq!(executor.submit(square, 6).unwrap().result_timeout(Duration::from_secs(20)).unwrap(), 36);
+}
+
+fn one_pool_serves_many_threads() {
+    let pool = new_pool(2);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4u64)
+            .map(|t| {
+                let pool = &pool;
+                s.spawn(move || pool.map_chunked(square, (0..500).map(|x| x + t * 1000), 3).unwrap())
+            })
+            .collect();
+        for (t, h) in handles.into_iter().enumerate() {
+            let expected: Vec<u64> = (0..500u64).map(|x| (x + t as u64 * 1000).pow(2)).collect();
+            assert_eq!(h.join().unwrap(), expected);
+        }
+    });
 }
