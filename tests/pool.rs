@@ -29,6 +29,7 @@ fn main() {
         executor_dead_worker_fails_only_its_future,
         panicking_callback_does_not_stop_the_pool,
         one_pool_serves_many_threads,
+        large_inputs_of_unfinished_tasks_are_freed,
     ]);
 }
 
@@ -385,4 +386,34 @@ fn one_pool_serves_many_threads() {
             assert_eq!(h.join().unwrap(), expected);
         }
     });
+}
+
+fn shm_entries() -> usize {
+    std::fs::read_dir("/dev/shm").map(|d| d.count()).unwrap_or(0)
+}
+
+fn first_byte(data: Vec<u8>) -> u8 {
+    std::thread::sleep(Duration::from_millis(200));
+    data[0]
+}
+
+/// Inputs over 256 KiB travel in shared memory: however a task ends — done, cancelled, terminated, or
+/// refused after close — its segment goes with it, not at the end of the program.
+fn large_inputs_of_unfinished_tasks_are_freed() {
+    let before = shm_entries();
+    let big = || vec![7u8; 300_000];
+    let executor = ExecutorBuilder::new().max_workers(1).start_method(support::method()).build().unwrap();
+    let running: Vec<_> = (0..3).map(|_| executor.submit(first_byte, big()).unwrap()).collect();
+    let queued = executor.submit(first_byte, big()).unwrap();
+    assert!(queued.cancel(), "the fourth waits behind a window of two");
+    assert_eq!(running.into_iter().map(|f| f.result().unwrap()).collect::<Vec<_>>(), [7, 7, 7]);
+    let pool = new_pool(1);
+    let pending: Vec<_> = (0..4).map(|_| pool.apply_async(first_byte, big()).unwrap()).collect();
+    pool.terminate();
+    pool.join().unwrap();
+    assert!(pending.into_iter().all(|r| matches!(r.get(), Err(TaskError::Cancelled))));
+    let pool = new_pool(1);
+    pool.close();
+    assert!(matches!(pool.apply_async(first_byte, big()), Err(PoolError::Closed)));
+    assert_eq!(shm_entries(), before, "no input segment outlives its task");
 }

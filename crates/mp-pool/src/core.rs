@@ -53,19 +53,28 @@ enum Phase {
     Broken(TaskError),
 }
 
+/// The shared-memory segment holding a large input. It goes with its job, however the job ends (done, lost,
+/// cancelled, terminated, refused): dropping it unlinks it.
+struct InputSegment(SharedMemory);
+
+impl Drop for InputSegment {
+    fn drop(&mut self) {
+        let _ = self.0.unlink();
+    }
+}
+
 /// A job waiting for a worker.
 struct Pending {
     id: u64,
     entry: i64,
     input: Input,
-    /// The segment holding a large input (owned here: unlinked when the job ends).
-    segment: Option<SharedMemory>,
+    segment: Option<InputSegment>,
 }
 
 /// A job a worker holds.
 struct Sent {
     id: u64,
-    segment: Option<SharedMemory>,
+    segment: Option<InputSegment>,
 }
 
 struct Slot {
@@ -105,7 +114,7 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Ends a job: unlink its input segment, and hand back its completion with the result.
+/// Jobs that ended, with their completions: called once the state lock is released.
 type Finished = Vec<(Completion, Result<Vec<u8>, TaskError>)>;
 
 impl Core {
@@ -176,9 +185,9 @@ impl Core {
         let mut prepared = Vec::with_capacity(jobs.len());
         for (entry, bytes, completion) in jobs {
             let (input, segment) = if bytes.len() > INLINE_MAX {
-                let shm = SharedMemory::create(bytes.len()).map_err(|e| PoolError::Io(e.to_string()))?;
-                shm.write_at(0, &bytes).map_err(|e| PoolError::Io(e.to_string()))?;
-                (Input::Segment(shm.name().to_owned()), Some(shm))
+                let shm = InputSegment(SharedMemory::create(bytes.len()).map_err(|e| PoolError::Io(e.to_string()))?);
+                shm.0.write_at(0, &bytes).map_err(|e| PoolError::Io(e.to_string()))?;
+                (Input::Segment(shm.0.name().to_owned()), Some(shm))
             } else {
                 (Input::Inline(bytes), None)
             };
@@ -369,12 +378,7 @@ impl Core {
             Inbox::Done { slot, id, result } => {
                 if let Some(s) = state.slots.get_mut(slot as usize) {
                     if let Some(index) = s.outstanding.iter().position(|j| j.id == id) {
-                        // Dropping the entry drops (and so unlinks) its input segment.
-                        if let Some(sent) = s.outstanding.remove(index) {
-                            if let Some(segment) = sent.segment {
-                                let _ = segment.unlink();
-                            }
-                        }
+                        s.outstanding.remove(index); // and with it, its input segment
                     }
                     s.done += 1;
                 }
@@ -422,9 +426,6 @@ impl Core {
                     let job = unstarted.swap_remove(at);
                     requeue.push(Pending { id: job.id, entry: job.entry, input: job.input, segment: sent.segment });
                 } else if let Some(completion) = state.completions.remove(&sent.id) {
-                    if let Some(segment) = &sent.segment {
-                        let _ = segment.unlink();
-                    }
                     let error = match ended {
                         Err(JoinError::Panicked(ref info)) => TaskError::Panicked(info.clone()),
                         _ => TaskError::WorkerLost { pid, exitcode },
