@@ -8,6 +8,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use mp_process::{StartMethod, Target};
+
+use crate::Task;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -104,10 +106,9 @@ impl ProcessPoolExecutor {
     }
 
     /// Schedules `f(args)`; after `shutdown` it is [`PoolError::Closed`].
-    pub fn submit<F, M, A>(&self, f: F, args: A) -> Result<Future<F::Output>, PoolError>
+    pub fn submit<F, M, A>(&self, f: F, args: A) -> Result<Future<F::Result>, PoolError>
     where
-        F: Target<M, A>,
-        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        F: Task<M, A>,
         A: Serialize + DeserializeOwned,
         M: 'static,
     {
@@ -119,10 +120,9 @@ impl ProcessPoolExecutor {
 
     /// Applies `f` to every item in chunks of `chunksize` (CPython's default is 1), all submitted now; the
     /// results come in order (CPython's `map`).
-    pub fn map<F, M, A, I>(&self, f: F, iterable: I, chunksize: usize) -> Result<MapResults<F::Output>, PoolError>
+    pub fn map<F, M, A, I>(&self, f: F, iterable: I, chunksize: usize) -> Result<MapResults<F::Result>, PoolError>
     where
-        F: Target<M, A>,
-        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        F: Task<M, A>,
         A: Serialize + DeserializeOwned,
         M: 'static,
         I: IntoIterator<Item = A>,
@@ -138,10 +138,9 @@ impl ProcessPoolExecutor {
         iterable: I,
         chunksize: usize,
         timeout: Option<Duration>,
-    ) -> Result<MapResults<F::Output>, PoolError>
+    ) -> Result<MapResults<F::Result>, PoolError>
     where
-        F: Target<M, A>,
-        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        F: Task<M, A>,
         A: Serialize + DeserializeOwned,
         M: 'static,
         I: IntoIterator<Item = A>,

@@ -53,4 +53,5 @@ pub use crate::{
     error::{PoolError, TaskError},
     executor::{AsCompleted, ExecutorBuilder, Future, MapResults, ProcessPoolExecutor, ReturnWhen, as_completed, wait},
     pool::{AsyncResult, Imap, Pool, PoolBuilder},
+    task::Task,
 };

@@ -6,6 +6,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use mp_process::{StartMethod, Target};
+
+use crate::Task;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -149,10 +151,9 @@ impl Pool {
     /// Applies `f` to every item, in order, and waits for all the results (CPython's `map`, with its default
     /// chunk size `ceil(len / (4 × processes))`). The first failed task's error is returned once every task
     /// has ended.
-    pub fn map<F, M, A, I>(&self, f: F, iterable: I) -> Result<Vec<F::Output>, PoolError>
+    pub fn map<F, M, A, I>(&self, f: F, iterable: I) -> Result<Vec<F::Result>, PoolError>
     where
-        F: Target<M, A>,
-        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        F: Task<M, A>,
         A: Serialize + DeserializeOwned,
         M: 'static,
         I: IntoIterator<Item = A>,
@@ -161,10 +162,9 @@ impl Pool {
     }
 
     /// [`map`](Self::map) with a chosen chunk size (0 is [`PoolError::ZeroChunksize`]).
-    pub fn map_chunked<F, M, A, I>(&self, f: F, iterable: I, chunksize: usize) -> Result<Vec<F::Output>, PoolError>
+    pub fn map_chunked<F, M, A, I>(&self, f: F, iterable: I, chunksize: usize) -> Result<Vec<F::Result>, PoolError>
     where
-        F: Target<M, A>,
-        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        F: Task<M, A>,
         A: Serialize + DeserializeOwned,
         M: 'static,
         I: IntoIterator<Item = A>,
@@ -174,10 +174,9 @@ impl Pool {
 
     /// CPython's `starmap`: `f` takes several parameters and each item is a tuple of them. (`map` accepts
     /// such functions too; this is the same call under CPython's name.)
-    pub fn starmap<F, M, A, I>(&self, f: F, iterable: I) -> Result<Vec<F::Output>, PoolError>
+    pub fn starmap<F, M, A, I>(&self, f: F, iterable: I) -> Result<Vec<F::Result>, PoolError>
     where
-        F: Target<M, A>,
-        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        F: Task<M, A>,
         A: Serialize + DeserializeOwned,
         M: 'static,
         I: IntoIterator<Item = A>,
@@ -191,10 +190,9 @@ impl Pool {
         f: F,
         iterable: I,
         chunksize: Option<usize>,
-    ) -> Result<AsyncResult<Vec<F::Output>>, PoolError>
+    ) -> Result<AsyncResult<Vec<F::Result>>, PoolError>
     where
-        F: Target<M, A>,
-        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        F: Task<M, A>,
         A: Serialize + DeserializeOwned,
         M: 'static,
         I: IntoIterator<Item = A>,
@@ -209,11 +207,10 @@ impl Pool {
         f: F,
         iterable: I,
         chunksize: Option<usize>,
-        callback: impl FnOnce(Result<&Vec<F::Output>, &TaskError>) + Send + 'static,
-    ) -> Result<AsyncResult<Vec<F::Output>>, PoolError>
+        callback: impl FnOnce(Result<&Vec<F::Result>, &TaskError>) + Send + 'static,
+    ) -> Result<AsyncResult<Vec<F::Result>>, PoolError>
     where
-        F: Target<M, A>,
-        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        F: Task<M, A>,
         A: Serialize + DeserializeOwned,
         M: 'static,
         I: IntoIterator<Item = A>,
@@ -265,10 +262,9 @@ impl Pool {
     }
 
     /// Calls `f(args)` in a worker and waits for the result (CPython's `apply`).
-    pub fn apply<F, M, A>(&self, f: F, args: A) -> Result<F::Output, PoolError>
+    pub fn apply<F, M, A>(&self, f: F, args: A) -> Result<F::Result, PoolError>
     where
-        F: Target<M, A>,
-        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        F: Task<M, A>,
         A: Serialize + DeserializeOwned,
         M: 'static,
     {
@@ -276,10 +272,9 @@ impl Pool {
     }
 
     /// Submits `f(args)` and returns at once (CPython's `apply_async`).
-    pub fn apply_async<F, M, A>(&self, f: F, args: A) -> Result<AsyncResult<F::Output>, PoolError>
+    pub fn apply_async<F, M, A>(&self, f: F, args: A) -> Result<AsyncResult<F::Result>, PoolError>
     where
-        F: Target<M, A>,
-        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        F: Task<M, A>,
         A: Serialize + DeserializeOwned,
         M: 'static,
     {
@@ -292,11 +287,10 @@ impl Pool {
         &self,
         f: F,
         args: A,
-        callback: impl FnOnce(Result<&F::Output, &TaskError>) + Send + 'static,
-    ) -> Result<AsyncResult<F::Output>, PoolError>
+        callback: impl FnOnce(Result<&F::Result, &TaskError>) + Send + 'static,
+    ) -> Result<AsyncResult<F::Result>, PoolError>
     where
-        F: Target<M, A>,
-        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        F: Task<M, A>,
         A: Serialize + DeserializeOwned,
         M: 'static,
     {
@@ -313,10 +307,9 @@ impl Pool {
         f: F,
         iterable: I,
         chunksize: usize,
-    ) -> Result<Imap<'_, F::Output, I::IntoIter>, PoolError>
+    ) -> Result<Imap<'_, F::Result, I::IntoIter>, PoolError>
     where
-        F: Target<M, A>,
-        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        F: Task<M, A>,
         A: Serialize + DeserializeOwned,
         M: 'static,
         I: IntoIterator<Item = A>,
@@ -331,10 +324,9 @@ impl Pool {
         f: F,
         iterable: I,
         chunksize: usize,
-    ) -> Result<Imap<'_, F::Output, I::IntoIter>, PoolError>
+    ) -> Result<Imap<'_, F::Result, I::IntoIter>, PoolError>
     where
-        F: Target<M, A>,
-        F::Output: Serialize + DeserializeOwned + Send + 'static,
+        F: Task<M, A>,
         A: Serialize + DeserializeOwned,
         M: 'static,
         I: IntoIterator<Item = A>,
@@ -377,12 +369,10 @@ impl Drop for Pool {
 pub(crate) fn call_job<F, M, A>(
     f: F,
     args: &A,
-    cell: Arc<Cell<F::Output>>,
+    cell: Arc<Cell<F::Result>>,
 ) -> Result<(i64, Vec<u8>, Completion), PoolError>
 where
-    F: Target<M, A>,
-    F::Output: DeserializeOwned + Send + 'static,
-    F::Output: Serialize,
+    F: Task<M, A>,
     A: Serialize + DeserializeOwned,
     M: 'static,
 {

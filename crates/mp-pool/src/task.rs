@@ -13,6 +13,22 @@ use mp_process::{PanicInfo, Target};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+/// A function a pool can run: a [`Target`] (a function item, or a closure without captures, taking its
+/// arguments as `Process::new` does) whose result is a serde type. Implemented for every such function;
+/// it only names the bounds that `map`, `apply`, `submit` and the rest share.
+pub trait Task<M, A>: Target<M, A, Output = <Self as Task<M, A>>::Result> {
+    /// What the function returns.
+    type Result: Serialize + DeserializeOwned + Send + 'static;
+}
+
+impl<F, M, A> Task<M, A> for F
+where
+    F: Target<M, A>,
+    F::Output: Serialize + DeserializeOwned + Send + 'static,
+{
+    type Result = F::Output;
+}
+
 /// A function call for a worker: which trampoline, and its input (or where to find it).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Job {
