@@ -41,6 +41,7 @@ fn main() {
         large_arguments_and_results,
         start_from_a_short_lived_thread,
         many_children_at_once,
+        outcomes_are_never_mixed_up,
         start_method_configuration,
         killed_fork_server_is_reported_and_replaced,
         inherited_settings_reach_grandchildren,
@@ -568,6 +569,37 @@ fn many_children_at_once() {
     }
     let results: Vec<u64> = children.iter_mut().map(|p| p.join().unwrap()).collect();
     assert_eq!(results, (0..24).map(|i| i * i).collect::<Vec<_>>());
+}
+
+fn sized_result((i, len, ms): (u64, usize, u64)) -> Vec<u64> {
+    std::thread::sleep(Duration::from_millis(ms));
+    vec![i; len]
+}
+
+fn outcomes_are_never_mixed_up() {
+    // More children at once than a parent has outcome slots (64), small and large (spilled) results mixed:
+    // under fork, the last ones report over sockets. One is killed and reports nothing. Every result must
+    // come back to its own process, in every round (slots are reused).
+    let len = |i: u64| if i % 3 == 0 { 2000 } else { 3 };
+    for round in 0..3 {
+        let mut children: Vec<Process<Vec<u64>>> = (0..80u64)
+            .map(|i| Process::new(sized_result, (i + round * 100, len(i), if i == 5 { 60_000 } else { 50 })))
+            .collect();
+        for p in &mut children {
+            p.start().unwrap();
+        }
+        children[5].kill().unwrap();
+        for (i, p) in (0u64..).zip(children.iter_mut()) {
+            let result = p.join();
+            if i == 5 {
+                assert!(matches!(result, Err(JoinError::Signaled { signal: 9, .. })), "{result:?}");
+            } else {
+                assert_eq!(result.unwrap(), vec![i + round * 100; len(i)]);
+            }
+            // A joined process stays ready for `wait`.
+            assert_eq!(wait(&[&*p], Some(Duration::ZERO)).unwrap(), vec![0]);
+        }
+    }
 }
 
 fn start_method_configuration() {

@@ -300,8 +300,8 @@ impl From<std::net::TcpStream> for Connection {
 
 impl Waitable for Connection {
     /// Ready when a message (or end of file) can be received.
-    fn sentinel(&self) -> Option<Sentinel<'_>> {
-        self.fd.as_ref().filter(|_| self.readable).map(|fd| Sentinel::new(fd.as_fd()))
+    fn sentinel(&self) -> std::io::Result<Option<Sentinel<'_>>> {
+        Ok(self.fd.as_ref().filter(|_| self.readable).map(|fd| Sentinel::new(fd.as_fd())))
     }
 
     fn ready_now(&self) -> bool {

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::current::{Me, ParentLink, set_me};
 use crate::error::{ChildError, ChildErrorKind};
-use crate::popen::{ChildInfo, forkserver, read_bootstrap, send_outcome};
+use crate::popen::arena::Report;
+use crate::popen::{ChildInfo, forkserver, read_bootstrap};
 use crate::target::{Job, Outcome, entry_at, install_panic_hook};
 use crate::{context, registry, sys};
 
@@ -126,13 +127,14 @@ pub(crate) fn me_for(info: &ChildInfo, via_server: bool) -> Box<Me> {
 }
 
 /// The child of a `fork` start: runs the job from memory.
-pub(crate) fn run_forked(info: &ChildInfo, me: Box<Me>, sock: OwnedFd, mut job: Box<dyn Job>) -> ! {
+pub(crate) fn run_forked(info: &ChildInfo, me: Box<Me>, report: Report, mut job: Box<dyn Job>) -> ! {
     registry::reset_after_fork();
     let outcome = match become_child(info, me, false) {
-        Ok(()) => job.run(),
+        // SAFETY: the job runs once, and is never dropped: `finish` ends the process.
+        Ok(()) => unsafe { job.run_once() },
         Err(e) => Outcome::Failed(e),
     };
-    finish(sock, outcome)
+    finish(report, outcome)
 }
 
 /// A re-executed child takes over its parent's inherited settings, then becomes the process `info` says.
@@ -160,16 +162,16 @@ pub(crate) fn run_from_socket(sock: OwnedFd, via_server: bool) -> ! {
             }
         },
     };
-    finish(sock, outcome)
+    finish(Report::Socket(sock), outcome)
 }
 
 /// Waits for our own children as CPython does at a child's exit, reports the outcome, and exits. The outcome
 /// goes last, so that the parent, once it has it, knows the exit is immediate.
-fn finish(sock: OwnedFd, outcome: Outcome) -> ! {
+fn finish(report: Report, outcome: Outcome) -> ! {
     let code = outcome.exit_code();
     registry::shutdown_children();
     // Rust's stderr is unbuffered; stdout may hold a partial line.
     let _ = std::io::stdout().flush();
-    let _ = send_outcome(sock.as_fd(), &outcome);
+    let _ = report.send(&outcome);
     sys::exit_now(code)
 }

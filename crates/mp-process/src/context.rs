@@ -95,7 +95,10 @@ pub fn set_start_method(method: StartMethod, force: bool) -> Result<(), ContextE
 /// The process-wide default start method. Reading it fixes it (CPython's `get_start_method()`): a later
 /// [`set_start_method`] then needs `force`.
 pub fn get_start_method() -> StartMethod {
-    let _ = METHOD.compare_exchange(0, platform_default().to_u8(), Ordering::SeqCst, Ordering::SeqCst);
+    // Read first: after a `fork`, every page written is a copy-on-write fault, and this runs on each start.
+    if METHOD.load(Ordering::SeqCst) == 0 {
+        let _ = METHOD.compare_exchange(0, platform_default().to_u8(), Ordering::SeqCst, Ordering::SeqCst);
+    }
     StartMethod::from_u8(METHOD.load(Ordering::SeqCst)).unwrap_or_else(platform_default)
 }
 

@@ -1,7 +1,9 @@
 //! [`Process`]: a target function running in a child process, and its [`Builder`].
 
 use std::fmt;
+use std::io;
 use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,7 +99,7 @@ impl Builder {
         M: 'static,
     {
         const { assert!(std::mem::size_of::<F>() == 0, "the target must be a fn item or a closure without captures") };
-        self.build(Box::new(FnJob { target, args: Some(args), _marker: PhantomData }))
+        self.build(Box::new(FnJob { target, args: ManuallyDrop::new(args), _marker: PhantomData }))
     }
 
     /// A process that will run a closure. See [`Process::from_closure`].
@@ -106,7 +108,7 @@ impl Builder {
         C: FnOnce() -> R + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        self.build(Box::new(ClosureJob { closure: Some(closure) }))
+        self.build(Box::new(ClosureJob { closure: ManuallyDrop::new(closure) }))
     }
 
     fn build<R>(self, job: Box<dyn Job>) -> Process<R> {
@@ -338,8 +340,13 @@ impl<R> Process<R> {
 
 impl<R> Waitable for Process<R> {
     /// Ready once the child has ended; never ready before `start`.
-    fn sentinel(&self) -> Option<Sentinel<'_>> {
-        self.child.as_ref().map(|c| Sentinel::new(c.sentinel()))
+    fn sentinel(&self) -> io::Result<Option<Sentinel<'_>>> {
+        self.child.as_ref().map(|c| c.sentinel().map(Sentinel::new)).transpose()
+    }
+
+    /// A child known to have ended stays ready (a fork-server child's descriptor may not say so yet).
+    fn ready_now(&self) -> bool {
+        self.child.as_ref().is_some_and(|c| c.has_ended())
     }
 }
 

@@ -8,6 +8,7 @@
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 use std::os::fd::OwnedFd;
 use std::panic::{self, AssertUnwindSafe};
 
@@ -165,16 +166,21 @@ pub(crate) trait Job: Send {
     fn encode(&self) -> Result<(Vec<u8>, Vec<OwnedFd>), StartError>;
     /// The trampoline a re-executed child calls; `None` for closures, which only a forked child can run.
     fn entry(&self) -> Option<Entry>;
-    /// Runs the target in a forked child, which has the arguments in memory already. Takes `&mut self` so
-    /// that the child frees nothing (a free writes to heap pages, each a copy-on-write fault after `fork`).
-    fn run(&mut self) -> Outcome;
+    /// Runs the target in a forked child, which has the arguments in memory already. It moves them out
+    /// without writing to the job, and the child never frees the job: every heap page written after `fork` is a
+    /// copy-on-write fault.
+    ///
+    /// # Safety
+    ///
+    /// Called at most once, and the job is neither used nor dropped afterwards (the forked child `_exit`s).
+    unsafe fn run_once(&mut self) -> Outcome;
 }
 
 /// A function item (or non-capturing closure) and its arguments.
 pub(crate) struct FnJob<F, M, A> {
     pub(crate) target: F,
-    /// `None` once taken by `run`.
-    pub(crate) args: Option<A>,
+    /// Moved out by `run_once` (after which the job is never dropped); dropped by `Drop` otherwise.
+    pub(crate) args: ManuallyDrop<A>,
     pub(crate) _marker: PhantomData<fn() -> M>,
 }
 
@@ -186,7 +192,7 @@ where
     M: 'static,
 {
     fn encode(&self) -> Result<(Vec<u8>, Vec<OwnedFd>), StartError> {
-        handle::to_bytes_with_handles(&self.args.as_ref().expect("arguments not taken yet"))
+        handle::to_bytes_with_handles(&*self.args)
             .map_err(|e| StartError::Serialize(e.to_string()))
     }
 
@@ -194,16 +200,31 @@ where
         Some(entry::<F, M, A>)
     }
 
-    fn run(&mut self) -> Outcome {
-        let (target, args) = (self.target, self.args.take().expect("a job runs once"));
+    unsafe fn run_once(&mut self) -> Outcome {
+        // SAFETY: by the contract of `run_once`, the arguments are never touched again.
+        let (target, args) = (self.target, unsafe { ManuallyDrop::take(&mut self.args) });
         run_target(move || target.call(args))
+    }
+}
+
+impl<F, M, A> Drop for FnJob<F, M, A> {
+    fn drop(&mut self) {
+        // SAFETY: a job that ran is never dropped (see `run_once`), so the arguments are still here.
+        unsafe { ManuallyDrop::drop(&mut self.args) }
     }
 }
 
 /// A closure target (fork only).
 pub(crate) struct ClosureJob<C> {
-    /// `None` once taken by `run`.
-    pub(crate) closure: Option<C>,
+    /// Moved out by `run_once` (after which the job is never dropped); dropped by `Drop` otherwise.
+    pub(crate) closure: ManuallyDrop<C>,
+}
+
+impl<C> Drop for ClosureJob<C> {
+    fn drop(&mut self) {
+        // SAFETY: a job that ran is never dropped (see `run_once`), so the closure is still here.
+        unsafe { ManuallyDrop::drop(&mut self.closure) }
+    }
 }
 
 impl<C, R> Job for ClosureJob<C>
@@ -219,8 +240,9 @@ where
         None
     }
 
-    fn run(&mut self) -> Outcome {
-        run_target(self.closure.take().expect("a job runs once"))
+    unsafe fn run_once(&mut self) -> Outcome {
+        // SAFETY: by the contract of `run_once`, the closure is never touched again.
+        run_target(unsafe { ManuallyDrop::take(&mut self.closure) })
     }
 }
 

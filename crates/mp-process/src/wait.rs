@@ -21,8 +21,9 @@ impl<'a> Sentinel<'a> {
 
 /// An object with a [`Sentinel`] (CPython: objects accepted by `multiprocessing.connection.wait`).
 pub trait Waitable {
-    /// The sentinel; `None` when the object can never become ready (a process not yet started).
-    fn sentinel(&self) -> Option<Sentinel<'_>>;
+    /// The sentinel; `None` when the object can never become ready (a process not yet started). An error
+    /// when the descriptor cannot be had (a process's is opened on first use: `EMFILE`, say).
+    fn sentinel(&self) -> io::Result<Option<Sentinel<'_>>>;
 
     /// Whether the object is ready without looking at the sentinel (a connection holding buffered data).
     fn ready_now(&self) -> bool {
@@ -50,13 +51,22 @@ pub trait Waitable {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
-    let ready_now: Vec<usize> = objects.iter().enumerate().filter(|(_, o)| o.ready_now()).map(|(i, _)| i).collect();
-    if !ready_now.is_empty() {
-        return Ok(ready_now);
+    let ready_now: Vec<bool> = objects.iter().map(|o| o.ready_now()).collect();
+    let mut watched: Vec<(usize, BorrowedFd<'_>)> = Vec::with_capacity(objects.len());
+    for (i, object) in objects.iter().enumerate() {
+        if ready_now[i] {
+            continue;
+        }
+        if let Some(sentinel) = object.sentinel()? {
+            watched.push((i, sentinel.fd));
+        }
     }
-    let watched: Vec<(usize, BorrowedFd<'_>)> =
-        objects.iter().enumerate().filter_map(|(i, o)| o.sentinel().map(|s| (i, s.fd))).collect();
+    // With something ready already, the others are only looked at.
+    let timeout = if ready_now.contains(&true) { Some(Duration::ZERO) } else { timeout };
     if watched.is_empty() {
+        if ready_now.contains(&true) {
+            return Ok((0..objects.len()).filter(|i| ready_now[*i]).collect());
+        }
         if let Some(timeout) = timeout {
             std::thread::sleep(timeout);
             return Ok(Vec::new());
@@ -65,5 +75,8 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> io::Result<
     }
     let fds: Vec<BorrowedFd<'_>> = watched.iter().map(|(_, fd)| *fd).collect();
     let ready = sys::poll_readable(&fds, timeout)?;
-    Ok(watched.iter().zip(ready).filter(|(_, r)| *r).map(|((i, _), _)| *i).collect())
+    let mut out: Vec<usize> = (0..objects.len()).filter(|i| ready_now[*i]).collect();
+    out.extend(watched.iter().zip(ready).filter(|(_, r)| *r).map(|((i, _), _)| *i));
+    out.sort_unstable();
+    Ok(out)
 }

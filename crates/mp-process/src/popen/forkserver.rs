@@ -120,8 +120,10 @@ pub(crate) fn shutdown() {
 /// In a forked child: close the inherited request socket (so the server still sees its program exit) and
 /// forget the parent's server.
 pub(crate) fn reset_after_fork() {
-    let fd = SERVER_FD.swap(-1, Ordering::SeqCst);
+    // Read first: a write is a copy-on-write fault in a forked child.
+    let fd = SERVER_FD.load(Ordering::SeqCst);
     if fd >= 0 {
+        SERVER_FD.store(-1, Ordering::SeqCst);
         sys::close_raw(fd);
     }
     SERVER.reset();

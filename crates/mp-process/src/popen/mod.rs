@@ -4,10 +4,13 @@
 //! - [`spawn`]: `posix_spawn` of the executable, which [`init`](crate::init) diverts to the child runtime;
 //! - [`forkserver`]: a request to the fork server, which forks a clean copy of itself.
 //!
-//! Every child gets one Unix stream socket. A re-executed child reads its start-up message from it (the
-//! *bootstrap*: build fingerprint, target entry, process info, arguments, handles via `SCM_RIGHTS`); every
-//! child writes its *outcome* (return value, panic, or failure) to it before exiting. See `README.md` here.
+//! A re-executed child gets one Unix stream socket: it reads its start-up message from it (the *bootstrap*:
+//! build fingerprint, target entry, process info, arguments, handles via `SCM_RIGHTS`) and writes its
+//! *outcome* (return value, panic, or failure) to it before exiting. A forked child writes its outcome into a
+//! slot of memory shared with its parent instead ([`arena`]), falling back to a socket when no slot is free.
+//! See `README.md` here.
 
+pub(crate) mod arena;
 pub(crate) mod fork;
 pub(crate) mod forkserver;
 pub(crate) mod spawn;
@@ -160,8 +163,10 @@ pub(crate) fn child_argv(args: &[String]) -> Vec<CString> {
 /// How a child's exit status is learnt.
 #[derive(Debug)]
 enum Reaper {
-    /// Our own child: its pidfd becomes readable at exit, then `waitpid`. (`None` only before `adopt`.)
-    Direct { pidfd: Option<OwnedFd> },
+    /// Our own child, reaped with `waitpid`. A plain join waits with `waitid(WNOWAIT)`; the pidfd (readable at
+    /// exit) is opened when something needs a descriptor — a sentinel, a timed wait — or at once when the
+    /// kernel reaps children itself, since only a pidfd names such a child safely.
+    Direct { pidfd: OnceLock<OwnedFd> },
     /// The fork server's child: the server writes its pid, then its exit code, to this socket.
     Server { status: OwnedFd },
 }
@@ -188,6 +193,8 @@ struct State {
     server_lost: bool,
     /// The fork server's report on its child: pid and exit code.
     reported: Option<(u32, i32)>,
+    /// Where a forked child writes its outcome, when it has a slot (read when it is reaped).
+    slot: Option<arena::Slot>,
 }
 
 /// Values kept alive until a child is reaped.
@@ -206,8 +213,8 @@ pub(crate) struct Child {
     pub(crate) daemon: bool,
     /// `None` inside: the fork server died before reporting the pid.
     identity: OnceLock<Option<Identity>>,
-    /// Our end of the child's socket; the outcome arrives here.
-    sock: OwnedFd,
+    /// Our end of the child's socket, where the outcome arrives; `None` for a child reporting through a slot.
+    sock: Option<OwnedFd>,
     reaper: Reaper,
     state: Mutex<State>,
     /// Values whose drop is put off until the child has been reaped (see `keep_until_reaped`).
@@ -215,21 +222,34 @@ pub(crate) struct Child {
 }
 
 impl Child {
-    /// Our own child (fork, spawn), before it exists; [`adopt`](Child::adopt) completes it.
-    fn direct(info: &ChildInfo, sock: OwnedFd) -> Self {
-        Child::with(info, OnceLock::new(), sock, Reaper::Direct { pidfd: None })
+    /// Our own child (fork, spawn), before it exists; [`adopt`](Child::adopt) completes it. Its outcome
+    /// arrives on `sock` or in `slot`.
+    fn direct(info: &ChildInfo, sock: Option<OwnedFd>, slot: Option<arena::Slot>) -> Self {
+        let child = Child::with(info, OnceLock::new(), sock, Reaper::Direct { pidfd: OnceLock::new() });
+        lock(&child.state).slot = slot;
+        child
     }
 
-    /// Records the pid of a just-created child of ours and opens its pidfd; if that fails, kills and reaps
-    /// it so that nothing is left behind.
+    /// Records the pid of a just-created child of ours. If the kernel reaps our children itself, its pid may
+    /// name another process as soon as it ends, so its pidfd is opened now; if that fails, the child is
+    /// killed so that nothing is left behind.
     fn adopt(&mut self, pid: u32) -> io::Result<()> {
-        let pidfd = sys::pidfd_open(pid).inspect_err(|_| {
-            let _ = sys::send_signal(pid, libc::SIGKILL);
-            let _ = sys::wait_status(pid, true);
-        })?;
-        self.reaper = Reaper::Direct { pidfd: Some(pidfd) };
         let _ = self.identity.set(Some(Identity { pid, pidfd: None }));
+        if sys::children_autoreaped() {
+            let pidfd = sys::pidfd_open(pid).inspect_err(|_| {
+                let _ = sys::send_signal(pid, libc::SIGKILL);
+                let _ = sys::wait_status(pid, true);
+            })?;
+            if let Reaper::Direct { pidfd: slot } = &self.reaper {
+                let _ = slot.set(pidfd);
+            }
+        }
         Ok(())
+    }
+
+    /// The pid of our own child (known from `adopt` on).
+    fn direct_pid(&self) -> u32 {
+        self.identity.get().and_then(Option::as_ref).map_or(0, |i| i.pid)
     }
 
     /// Keeps `value` alive until the child has been reaped. Freeing memory right after `fork` writes to
@@ -240,10 +260,10 @@ impl Child {
 
     /// A fork server's child, whose pid is still on its way.
     fn served(info: &ChildInfo, sock: OwnedFd, status: OwnedFd) -> Self {
-        Child::with(info, OnceLock::new(), sock, Reaper::Server { status })
+        Child::with(info, OnceLock::new(), Some(sock), Reaper::Server { status })
     }
 
-    fn with(info: &ChildInfo, identity: OnceLock<Option<Identity>>, sock: OwnedFd, reaper: Reaper) -> Self {
+    fn with(info: &ChildInfo, identity: OnceLock<Option<Identity>>, sock: Option<OwnedFd>, reaper: Reaper) -> Self {
         Child {
             name: info.name.clone(),
             daemon: info.daemon,
@@ -261,9 +281,10 @@ impl Child {
         self.identity
             .get_or_init(|| {
                 let mut state = lock(&self.state);
+                let sock = self.sock.as_ref().expect("a served child has a socket");
                 while state.buf.len() < 4 && !state.eof {
                     let mut chunk = [0u8; 64];
-                    match sys::recv_with_fds(self.sock.as_fd(), &mut chunk, &mut state.fds) {
+                    match sys::recv_with_fds(sock.as_fd(), &mut chunk, &mut state.fds) {
                         Ok(0) | Err(_) => state.eof = true,
                         Ok(n) => state.buf.extend_from_slice(&chunk[..n]),
                     }
@@ -285,30 +306,81 @@ impl Child {
         self.identity().map(|i| i.pid)
     }
 
-    /// The descriptor that becomes readable when the child has ended: the pidfd of our own child, the status
-    /// socket of a fork server's child (the server writes the exit code there, after the pid).
-    pub(crate) fn sentinel(&self) -> BorrowedFd<'_> {
-        match &self.reaper {
-            Reaper::Direct { pidfd } => pidfd.as_ref().expect("adopted").as_fd(),
-            Reaper::Server { status } => status.as_fd(),
+    /// The descriptor that becomes readable when the child has ended: the pidfd of our own child (opened
+    /// now if need be), the status socket of a fork server's child (the server writes the exit code there,
+    /// after the pid).
+    pub(crate) fn sentinel(&self) -> io::Result<BorrowedFd<'_>> {
+        let pidfd = match &self.reaper {
+            Reaper::Server { status } => return Ok(status.as_fd()),
+            Reaper::Direct { pidfd } => pidfd,
+        };
+        if let Some(fd) = pidfd.get() {
+            return Ok(fd.as_fd());
         }
+        // Under the state lock, so that the child cannot be reaped (and its pid reused) meanwhile.
+        let state = lock(&self.state);
+        if state.exitcode.is_some() {
+            return always_ready();
+        }
+        let fd = sys::pidfd_open(self.direct_pid())?;
+        drop(state);
+        Ok(pidfd.get_or_init(|| fd).as_fd())
     }
 
     /// Waits up to `timeout` (`None`: no limit) for the child to end; returns whether it has ended (and was
-    /// reaped). Only the exit descriptor is watched: the child never blocks on its outcome (see
-    /// [`send_outcome`]), so one wake-up per child is all it costs.
+    /// reaped). Only the exit is watched: the child never blocks on its outcome (see [`send_outcome`]), so
+    /// one wake-up per child is all it costs.
     pub(crate) fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
         if lock(&self.state).exitcode.is_some() {
             return Ok(true);
         }
-        if let Reaper::Server { status } = &self.reaper {
-            return self.wait_served(status.as_fd(), timeout);
+        let pidfd = match &self.reaper {
+            Reaper::Server { status } => return self.wait_served(status.as_fd(), timeout),
+            Reaper::Direct { pidfd } => pidfd.get(),
+        };
+        match (timeout, pidfd) {
+            (Some(timeout), _) if timeout.is_zero() => return self.reap_direct(false),
+            // Blocks without reaping, so that the state lock is not held meanwhile.
+            (None, None) => match sys::wait_ended(self.direct_pid()) {
+                Err(e) if e.raw_os_error() != Some(libc::ECHILD) => return Err(e),
+                _ => {}
+            },
+            _ => {
+                if !sys::poll_readable(&[self.sentinel()?], timeout)?[0] {
+                    return Ok(false);
+                }
+            }
         }
-        if !sys::poll_readable(&[self.sentinel()], timeout)?[0] {
-            return Ok(false);
+        self.reap_direct(true)
+    }
+
+    /// Reaps our own child if it has ended (waiting for that when `block`), then collects its outcome.
+    fn reap_direct(&self, block: bool) -> io::Result<bool> {
+        let mut state = lock(&self.state);
+        if state.exitcode.is_some() {
+            return Ok(true);
         }
-        self.reap()?;
+        let code = match sys::wait_status(self.direct_pid(), block) {
+            Ok(Some(code)) => code,
+            Ok(None) => return Ok(false),
+            // Reaped behind our back (SIGCHLD ignored): the status is gone.
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => 255,
+            Err(e) => return Err(e),
+        };
+        self.collect(&mut state, code);
         Ok(true)
+    }
+
+    /// Once the child is gone: everything it wrote is in the socket or its slot; records the exit code.
+    fn collect(&self, state: &mut State, code: i32) {
+        self.drain(state);
+        if let Some(frame) = state.slot.as_mut().and_then(arena::Slot::take) {
+            state.buf.clear();
+            state.buf.push(INLINE);
+            state.buf.extend_from_slice(&frame);
+        }
+        state.exitcode = Some(code);
+        drop(lock(&self.deferred).0.take());
     }
 
     /// A fork server's child: its outcome, the last thing it writes before `_exit`, settles the exit code
@@ -321,9 +393,10 @@ impl Child {
                 (None, _) | (Some(_), None) => None,
                 (Some(_), Some(d)) => Some(d.saturating_duration_since(std::time::Instant::now())),
             };
-            let ready = sys::poll_readable(&[self.sock.as_fd(), status], left)?;
+            let sock = self.sock.as_ref().expect("a served child has a socket");
+            let ready = sys::poll_readable(&[sock.as_fd(), status], left)?;
             if ready[1] {
-                self.reap()?;
+                self.reap_served(status)?;
                 return Ok(true);
             }
             if !ready[0] {
@@ -343,7 +416,7 @@ impl Child {
                 if !sys::poll_readable(&[status], left)?[0] {
                     return Ok(false);
                 }
-                self.reap()?;
+                self.reap_served(status)?;
                 return Ok(true);
             }
         }
@@ -351,9 +424,12 @@ impl Child {
 
     /// Reads whatever the socket holds without blocking.
     fn drain(&self, state: &mut State) {
-        let mut chunk = [0u8; 4096];
+        let Some(sock) = &self.sock else { return };
+        // Small: a frame of 4 KiB or more would touch (probe) a fresh stack page, a copy-on-write fault while
+        // a forked child lives. Outcomes are small, or come in a memory file.
+        let mut chunk = [0u8; 1024];
         while !state.eof {
-            match sys::try_recv_with_fds(self.sock.as_fd(), &mut chunk, &mut state.fds) {
+            match sys::try_recv_with_fds(sock.as_fd(), &mut chunk, &mut state.fds) {
                 Ok(0) => state.eof = true,
                 Ok(n) => state.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -362,52 +438,38 @@ impl Child {
         }
     }
 
-    /// Collects the exit status of a child whose exit descriptor is ready, then its outcome.
-    fn reap(&self) -> io::Result<()> {
-        let code = match &self.reaper {
-            Reaper::Direct { .. } => {
-                let state = lock(&self.state);
-                if state.exitcode.is_some() {
-                    return Ok(());
-                }
-                match sys::wait_status(self.pid().expect("direct child"), true) {
-                    Ok(code) => code.unwrap_or(255),
-                    // Reaped behind our back (SIGCHLD ignored): the status is gone.
-                    Err(e) if e.raw_os_error() == Some(libc::ECHILD) => 255,
-                    Err(e) => return Err(e),
+    /// Collects the exit status of a fork server's child, whose status socket is ready, then its outcome.
+    fn reap_served(&self, status: BorrowedFd<'_>) -> io::Result<()> {
+        {
+            let mut state = lock(&self.state);
+            if state.exitcode.is_some() {
+                return Ok(());
+            }
+            if state.reported.is_none() && !state.server_lost {
+                // The server's report: [pid u32][exit code i32].
+                let mut bytes = [0u8; 8];
+                match sys::read_exact(status, &mut bytes) {
+                    Ok(()) => {
+                        let pid = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+                        state.reported = Some((pid, i32::from_le_bytes(bytes[4..].try_into().expect("4"))));
+                    }
+                    // CPython reports 255 when the fork server vanished.
+                    Err(_) => state.server_lost = true,
                 }
             }
-            Reaper::Server { status } => {
-                {
-                    let mut state = lock(&self.state);
-                    if state.exitcode.is_some() {
-                        return Ok(());
-                    }
-                    if state.reported.is_none() && !state.server_lost {
-                        // The server's report: [pid u32][exit code i32].
-                        let mut bytes = [0u8; 8];
-                        match sys::read_exact(status.as_fd(), &mut bytes) {
-                            Ok(()) => {
-                                let pid = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
-                                state.reported = Some((pid, i32::from_le_bytes(bytes[4..].try_into().expect("4"))));
-                            }
-                            // CPython reports 255 when the fork server vanished.
-                            Err(_) => state.server_lost = true,
-                        }
-                    }
-                }
-                let _ = self.identity(); // takes the pid off the front of the socket
-                lock(&self.state).reported.map_or(255, |(_, code)| code)
-            }
-        };
+        }
+        let _ = self.identity(); // takes the pid off the front of the socket
         let mut state = lock(&self.state);
         if state.exitcode.is_none() {
-            // The child is gone, so everything it wrote is already in the socket.
-            self.drain(&mut state);
-            state.exitcode = Some(code);
-            drop(lock(&self.deferred).0.take());
+            let code = state.reported.map_or(255, |(_, code)| code);
+            self.collect(&mut state, code);
         }
         Ok(())
+    }
+
+    /// Whether the child is known to have ended (no system call).
+    pub(crate) fn has_ended(&self) -> bool {
+        lock(&self.state).exitcode.is_some()
     }
 
     /// The exit code, once the child has ended (checks without blocking).
@@ -420,14 +482,23 @@ impl Child {
     pub(crate) fn signal(&self, sig: i32) -> io::Result<()> {
         // Before taking the state lock: learning a served child's identity takes it too.
         let pidfd = match &self.reaper {
-            Reaper::Direct { pidfd } => pidfd.as_ref(),
+            Reaper::Direct { pidfd } => pidfd.get(),
             Reaper::Server { .. } => self.identity().and_then(|i| i.pidfd.as_ref()),
         };
         let state = lock(&self.state);
-        match pidfd {
-            Some(pidfd) if state.exitcode.is_none() => sys::pidfd_signal(pidfd.as_fd(), sig),
+        if state.exitcode.is_some() {
             // Ended already: nothing to signal, as in CPython.
-            _ => Ok(()),
+            return Ok(());
+        }
+        match (pidfd, &self.reaper) {
+            (Some(pidfd), _) => sys::pidfd_signal(pidfd.as_fd(), sig),
+            // Our own unreaped child (a zombie at worst): its pid is still its own while we hold the lock.
+            (None, Reaper::Direct { .. }) => match sys::send_signal(self.direct_pid(), sig) {
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+                other => other,
+            },
+            // A served child that ended before we learnt of it.
+            (None, Reaper::Server { .. }) => Ok(()),
         }
     }
 
@@ -443,6 +514,18 @@ impl Child {
         };
         (outcome, state.server_lost)
     }
+}
+
+/// A descriptor that is always readable (a pipe whose write end is closed): the sentinel of a child that has
+/// been reaped, whose pid may already name another process.
+fn always_ready() -> io::Result<BorrowedFd<'static>> {
+    static READY: crate::registry::ProcessLocal<OnceLock<OwnedFd>> = crate::registry::ProcessLocal::new(OnceLock::new);
+    let cell = READY.get();
+    if let Some(fd) = cell.get() {
+        return Ok(fd.as_fd());
+    }
+    let fd = sys::closed_pipe()?;
+    Ok(cell.get_or_init(|| fd).as_fd())
 }
 
 /// The outcome, if the whole of it has arrived.

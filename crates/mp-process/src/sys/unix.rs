@@ -475,3 +475,169 @@ pub(crate) fn pidfd_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
         Err(e) => Err(e.into()),
     }
 }
+
+/// Blocks until our child `pid` has ended, leaving it unreaped (`waitid(P_PID, WEXITED | WNOWAIT)`), so that
+/// whoever reaps it next still gets its status. `ECHILD` when it was reaped already (or by the kernel).
+pub(crate) fn wait_ended(pid: u32) -> io::Result<()> {
+    loop {
+        // SAFETY: an all-zero siginfo_t is a valid out-value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid out-pointer.
+        match syscall!(unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) }) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether the kernel reaps this process's children itself (SIGCHLD ignored, or `SA_NOCLDWAIT`): then an
+/// ended child's pid may be reused before we look, and only a pidfd names it safely.
+pub(crate) fn children_autoreaped() -> bool {
+    // SAFETY: an all-zero sigaction is a valid out-value; a null new action only queries.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut old) != 0 {
+            return true; // cannot tell: assume the careful case
+        }
+        old.sa_sigaction == libc::SIG_IGN || old.sa_flags & libc::SA_NOCLDWAIT != 0
+    }
+}
+
+/// Memory this process shares with the children it forks: an anonymous memory file mapped `MAP_SHARED`.
+/// `fork` copies no page of a shared mapping, so neither side takes a copy-on-write fault writing to it.
+/// The file itself can grow past the mapping ([`file_write_at`](Self::file_write_at)).
+pub(crate) struct SharedPages {
+    fd: OwnedFd,
+    base: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; every access goes through atomics or the copy methods, whose
+// callers order them (see `popen::arena`).
+unsafe impl Send for SharedPages {}
+// SAFETY: as above.
+unsafe impl Sync for SharedPages {}
+
+impl SharedPages {
+    /// A zero-filled mapping of `len` bytes (a multiple of the page size). Pages take memory when first touched.
+    pub(crate) fn new(len: usize) -> io::Result<Self> {
+        let fd = rustix::fs::memfd_create("mp-outcomes", rustix::fs::MemfdFlags::CLOEXEC)?;
+        rustix::fs::ftruncate(&fd, len as u64)?;
+        // SAFETY: a fresh shared mapping of a file we own, at an address of the kernel's choosing.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = std::ptr::NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(SharedPages { fd, base, len })
+    }
+
+    fn check(&self, off: usize, len: usize, align: usize) {
+        assert!(off % align == 0 && off.checked_add(len).is_some_and(|end| end <= self.len), "bad offset {off}");
+    }
+
+    /// The `u32` at byte `off` (4-aligned), shared with our forked children.
+    pub(crate) fn u32_at(&self, off: usize) -> &std::sync::atomic::AtomicU32 {
+        self.check(off, 4, 4);
+        // SAFETY: in bounds and aligned (checked); the mapping lives as long as `self` and is only ever
+        // accessed atomically at this offset.
+        unsafe { std::sync::atomic::AtomicU32::from_ptr(self.base.as_ptr().add(off).cast()) }
+    }
+
+    /// The `u64` at byte `off` (8-aligned).
+    pub(crate) fn u64_at(&self, off: usize) -> &std::sync::atomic::AtomicU64 {
+        self.check(off, 8, 8);
+        // SAFETY: as in `u32_at`.
+        unsafe { std::sync::atomic::AtomicU64::from_ptr(self.base.as_ptr().add(off).cast()) }
+    }
+
+    /// Copies `parts`, one after the other, to byte `off`. The caller makes sure nobody reads the range at the
+    /// same time (the reader waits for a flag stored after this, or for the writer's exit).
+    pub(crate) fn write_at(&self, off: usize, parts: &[&[u8]]) {
+        let total = parts.iter().map(|p| p.len()).sum();
+        self.check(off, total, 1);
+        let mut at = off;
+        for part in parts {
+            // SAFETY: in bounds (checked above); no concurrent access to the range, by the caller's protocol.
+            unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), self.base.as_ptr().add(at), part.len()) };
+            at += part.len();
+        }
+    }
+
+    /// A copy of `len` bytes at `off`, under the same rule as [`write_at`](Self::write_at).
+    pub(crate) fn read_at(&self, off: usize, len: usize) -> Vec<u8> {
+        self.check(off, len, 1);
+        let mut out = vec![0u8; len];
+        // SAFETY: in bounds (checked above); no concurrent writer, by the caller's protocol.
+        unsafe { std::ptr::copy_nonoverlapping(self.base.as_ptr().add(off), out.as_mut_ptr(), len) };
+        out
+    }
+
+    /// Writes `parts` to the file at `off`, which may lie beyond the mapping (the file grows).
+    pub(crate) fn file_write_at(&self, mut off: u64, parts: &[&[u8]]) -> io::Result<()> {
+        for part in parts {
+            let mut rest = *part;
+            while !rest.is_empty() {
+                match rustix::io::pwrite(&self.fd, rest, off) {
+                    Ok(n) => {
+                        rest = &rest[n..];
+                        off += n as u64;
+                    }
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `len` bytes of the file at `off`.
+    pub(crate) fn file_read_at(&self, off: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut data = vec![0u8; len];
+        let mut got = 0;
+        while got < len {
+            match rustix::io::pread(&self.fd, &mut data[got..], off + got as u64) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => got += n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(data)
+    }
+
+    /// Gives the memory of `len` bytes of the file at `off` back (a hole reads as zeros).
+    pub(crate) fn punch(&self, off: u64, len: u64) {
+        let mode = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+        let _ = rustix::fs::fallocate(&self.fd, mode, off, len);
+    }
+}
+
+impl std::fmt::Debug for SharedPages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedPages").field("fd", &self.fd).field("len", &self.len).finish_non_exhaustive()
+    }
+}
+
+impl Drop for SharedPages {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made in `new` with this length and nothing borrows it past `self`.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+/// The read end of a pipe whose write end is closed: always readable (end of file).
+pub(crate) fn closed_pipe() -> io::Result<OwnedFd> {
+    let (read, _write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    Ok(read)
+}

@@ -1,0 +1,180 @@
+//! Outcome slots for forked children.
+//!
+//! A process that forks children keeps one memory file, mapped shared: a header page, then one page per
+//! slot. A `fork` start reserves a free slot; the child writes its outcome frame there as the last thing before
+//! `_exit` (a frame too large for the page goes into the file past the slots, at an offset the child reserves
+//! from the header's cursor), and the parent reads it once it has reaped the child. Next to a socket per
+//! child, this costs no descriptor and no system call on either side, and since `fork` copies no page of a
+//! shared mapping, neither side takes a copy-on-write fault for it. When every slot is taken (or the memory
+//! file cannot be made), a start falls back to a socket.
+//!
+//! Ordering: the child stores the slot's state last (release); the parent reads it only after reaping the
+//! child, so the child's writes are complete. A child killed halfway leaves the state `RESERVED` (no outcome)
+//! or, for a large frame, a recorded range that the parent frees all the same.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+
+use crate::registry::ProcessLocal;
+use crate::sys::{self, SharedPages};
+use crate::target::Outcome;
+
+const PAGE: usize = 4096;
+const SLOTS: usize = 64;
+/// Where large frames go: the file past the header page and the slots.
+const SPILL_START: u64 = (PAGE * (1 + SLOTS)) as u64;
+
+// A slot's page: state u32 at 0, inline frame length u32 at 4, spilled frame offset u64 at 8, spilled range
+// length u64 at 16, the inline frame from `DATA`.
+const LEN: usize = 4;
+const SPILL_AT: usize = 8;
+const SPILL_LEN: usize = 16;
+const DATA: usize = 32;
+/// The largest frame kept in the slot's own page.
+const CAPACITY: usize = PAGE - DATA;
+/// The header page: the spill cursor (bytes reserved so far past `SPILL_START`), a u64 at 0.
+const CURSOR: usize = 0;
+
+const FREE: u32 = 0;
+/// Taken by a start; its child has not written an outcome (yet, or ever).
+const RESERVED: u32 = 1;
+const INLINE: u32 = 2;
+const SPILLED: u32 = 3;
+/// Given up while its child may still run: never reused.
+const ABANDONED: u32 = 4;
+
+/// This process's slots; a forked child starts afresh (the inherited mapping stays, for its own outcome).
+static ARENA: ProcessLocal<Option<SharedPages>> =
+    ProcessLocal::new(|| SharedPages::new(PAGE * (1 + SLOTS)).inspect_err(|e| log::debug!("no outcome slots: {e}")).ok());
+
+/// A reserved slot: owned by the parent's handle on one child, which the child writes into.
+pub(crate) struct Slot {
+    pages: &'static SharedPages,
+    index: usize,
+    /// The process that reserved it: only it reads and frees the slot (a forked child has a copy of its
+    /// parent's handles, which must not touch the parent's slots).
+    owner: u32,
+    /// The child has been reaped and the slot read and freed.
+    done: bool,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot").field("index", &self.index).field("owner", &self.owner).finish_non_exhaustive()
+    }
+}
+
+impl Slot {
+    /// Reserves a free slot; `None` when all are taken or there is no arena.
+    pub(crate) fn reserve() -> Option<Slot> {
+        let pages = ARENA.get().as_ref()?;
+        (0..SLOTS).find_map(|index| {
+            let state = pages.u32_at(base(index));
+            (state.load(Relaxed) == FREE && state.compare_exchange(FREE, RESERVED, AcqRel, Relaxed).is_ok()).then(|| {
+                pages.u64_at(base(index) + SPILL_LEN).store(0, Relaxed);
+                Slot { pages, index, owner: sys::pid(), done: false }
+            })
+        })
+    }
+
+    /// What the child needs to write into this slot.
+    pub(crate) fn writer(&self) -> Writer {
+        Writer { pages: self.pages, index: self.index }
+    }
+
+    /// In the parent, once the child has been reaped: the frame it wrote, if any. Frees the slot.
+    pub(crate) fn take(&mut self) -> Option<Vec<u8>> {
+        if self.owner != sys::pid() || std::mem::replace(&mut self.done, true) {
+            return None;
+        }
+        let base = base(self.index);
+        let frame = match self.pages.u32_at(base).load(Acquire) {
+            INLINE => {
+                let len = self.pages.u32_at(base + LEN).load(Relaxed) as usize;
+                (len <= CAPACITY).then(|| self.pages.read_at(base + DATA, len))
+            }
+            SPILLED => {
+                let at = self.pages.u64_at(base + SPILL_AT).load(Relaxed);
+                // The frame's own length prefix says how much of the reserved range it uses.
+                self.pages.file_read_at(at, 8).ok().and_then(|prefix| {
+                    let body = u64::from_le_bytes(prefix.try_into().ok()?) as usize;
+                    let mut frame = self.pages.file_read_at(at, 8usize.checked_add(body)?).ok()?;
+                    frame.truncate(8 + body);
+                    Some(frame)
+                })
+            }
+            _ => None,
+        };
+        let spilled = self.pages.u64_at(base + SPILL_LEN).load(Acquire);
+        if spilled > 0 {
+            self.pages.punch(self.pages.u64_at(base + SPILL_AT).load(Relaxed), spilled);
+        }
+        self.pages.u32_at(base).store(FREE, Release);
+        frame
+    }
+}
+
+/// A forked child's access to its slot.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Writer {
+    pages: &'static SharedPages,
+    index: usize,
+}
+
+impl Writer {
+    /// Records the outcome. Never blocks on the parent.
+    pub(crate) fn write(&self, outcome: &Outcome) -> io::Result<()> {
+        let base = base(self.index);
+        outcome.with_frame(|head, body| {
+            let len = head.len() + body.len();
+            if len <= CAPACITY {
+                self.pages.write_at(base + DATA, &[&head, body]);
+                self.pages.u32_at(base + LEN).store(len as u32, Relaxed);
+                self.pages.u32_at(base).store(INLINE, Release);
+                return Ok(());
+            }
+            let reserved = len.div_ceil(PAGE) * PAGE;
+            let at = SPILL_START + self.pages.u64_at(CURSOR).fetch_add(reserved as u64, Relaxed);
+            // Recorded before the data, so that the parent frees the range even if this child dies halfway.
+            self.pages.u64_at(base + SPILL_AT).store(at, Relaxed);
+            self.pages.u64_at(base + SPILL_LEN).store(reserved as u64, Release);
+            self.pages.file_write_at(at, &[&head, body])?;
+            self.pages.u32_at(base).store(SPILLED, Release);
+            Ok(())
+        })
+    }
+}
+
+/// Where a child sends its outcome.
+#[derive(Debug)]
+pub(crate) enum Report {
+    /// Over its socket (see [`send_outcome`](super::send_outcome)).
+    Socket(OwnedFd),
+    /// Into its slot.
+    Slot(Writer),
+}
+
+impl Report {
+    /// Sends the outcome; never blocks on the parent.
+    pub(crate) fn send(&self, outcome: &Outcome) -> io::Result<()> {
+        match self {
+            Report::Socket(sock) => super::send_outcome(sock.as_fd(), outcome),
+            Report::Slot(writer) => writer.write(outcome),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Dropped before its child was reaped (the handle went away while the child ran, or in the child
+        // itself, which never drops it): the child may still write, so the slot is never reused.
+        if !self.done && self.owner == sys::pid() {
+            self.pages.u32_at(base(self.index)).store(ABANDONED, Release);
+        }
+    }
+}
+
+fn base(index: usize) -> usize {
+    PAGE * (1 + index)
+}
