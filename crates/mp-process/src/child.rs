@@ -94,6 +94,7 @@ fn take_env_fd(key: &str) -> Option<OwnedFd> {
 
 /// Becomes the process described by `info`. `via_server`: created by the fork server, which has already
 /// arranged to die-with-parent.
+#[inline(always)] // the forked child's path in as few code pages as possible (see `fork_and_run`)
 fn become_child(info: &ChildInfo, me: Box<Me>, via_server: bool) -> Result<(), ChildError> {
     set_me(me);
     context::inherit_start_method(info.start_method);
@@ -114,20 +115,51 @@ fn become_child(info: &ChildInfo, me: Box<Me>, via_server: bool) -> Result<(), C
     Ok(())
 }
 
-/// Who the child of `info` will be. A `fork` start builds this before forking, so that the child allocates
-/// nothing (every page it writes is a copy-on-write fault).
-pub(crate) fn me_for(info: &ChildInfo, via_server: bool) -> Box<Me> {
+/// Who the child of `info` will be, moving the name, identity and parent's name out of `info` (what
+/// [`become_child`] needs of it stays). A `fork` start builds this before forking, so that the child allocates
+/// nothing (every page it writes is a copy-on-write fault), and moves rather than clones: a start that keeps
+/// few small allocations alive stays in the allocator's thread cache, whose shared state would otherwise be
+/// written (and copied) after every fork.
+pub(crate) fn me_for(info: &mut ChildInfo, via_server: bool) -> Box<Me> {
     Box::new(Me {
-        name: info.name.clone(),
-        identity: info.identity.clone(),
+        name: std::mem::take(&mut info.name),
+        identity: std::mem::take(&mut info.identity),
         daemon: info.daemon,
-        parent: Some(ParentLink { via_server, ..info.parent.clone() }),
+        parent: Some(ParentLink {
+            pid: info.parent.pid,
+            name: std::mem::take(&mut info.parent.name),
+            via_server,
+        }),
         counter: AtomicU32::new(0),
     })
 }
 
+/// Forks; the child runs `job` and exits, the parent gets the child's pid. The job (its arguments) is
+/// dropped in the parent at once, as in CPython: a handle among them must not stay open there. Here, next to
+/// the child's code, so that the child resumes in code pages it is about to run anyway (each code page a forked
+/// child touches first costs it a page fault).
+///
+/// `me` becomes the child's identity; the parent gets it back, to free it once the child has ended.
+pub(crate) fn fork_and_run(
+    info: &ChildInfo,
+    me: Box<Me>,
+    report: &Report,
+    job: Box<dyn Job>,
+) -> std::io::Result<(u32, Box<Me>)> {
+    // SAFETY: the child only runs `run_forked`, which resets this crate's locks before use; the caller chose
+    // `Fork` knowing locks held by other threads stay held in the child (see `StartMethod`).
+    match unsafe { sys::fork() }? {
+        sys::Forked::Child => run_forked(info, me, report, job),
+        sys::Forked::Parent(pid) => {
+            drop(job);
+            Ok((pid, me))
+        }
+    }
+}
+
 /// The child of a `fork` start: runs the job from memory.
-pub(crate) fn run_forked(info: &ChildInfo, me: Box<Me>, report: Report, mut job: Box<dyn Job>) -> ! {
+#[inline(always)] // the forked child's path in as few code pages as possible (see `fork_and_run`)
+fn run_forked(info: &ChildInfo, me: Box<Me>, report: &Report, mut job: Box<dyn Job>) -> ! {
     registry::reset_after_fork();
     let outcome = match become_child(info, me, false) {
         // SAFETY: the job runs once, and is never dropped: `finish` ends the process.
@@ -140,7 +172,8 @@ pub(crate) fn run_forked(info: &ChildInfo, me: Box<Me>, report: Report, mut job:
 /// A re-executed child takes over its parent's inherited settings, then becomes the process `info` says.
 fn adopt_and_become(info: &mut ChildInfo, via_server: bool) -> Result<(), ChildError> {
     crate::inherit::adopt(std::mem::take(&mut info.inherited));
-    become_child(info, me_for(info, via_server), via_server)
+    let me = me_for(info, via_server);
+    become_child(info, me, via_server)
 }
 
 /// A re-executed or fork-server child: reads its bootstrap from `sock`, runs the target.
@@ -162,12 +195,13 @@ pub(crate) fn run_from_socket(sock: OwnedFd, via_server: bool) -> ! {
             }
         },
     };
-    finish(Report::Socket(sock), outcome)
+    finish(&Report::Socket(sock), outcome)
 }
 
 /// Waits for our own children as CPython does at a child's exit, reports the outcome, and exits. The outcome
 /// goes last, so that the parent, once it has it, knows the exit is immediate.
-fn finish(report: Report, outcome: Outcome) -> ! {
+#[inline(always)] // the forked child's path in as few code pages as possible (see `fork_and_run`)
+fn finish(report: &Report, outcome: Outcome) -> ! {
     let code = outcome.exit_code();
     registry::shutdown_children();
     // Rust's stderr is unbuffered; stdout may hold a partial line.

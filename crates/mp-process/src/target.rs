@@ -68,6 +68,8 @@ impl Outcome {
     }
 
     /// Hands `[u64 LE length][tag]` and the body of the frame to `send` (no copy of a returned value).
+    // Inlined into the forked child's path: each code page it touches first is a page fault.
+    #[inline(always)]
     pub(crate) fn with_frame<T>(&self, send: impl FnOnce([u8; 9], &[u8]) -> T) -> T {
         let encoded;
         let (tag, body) = match self {

@@ -66,14 +66,15 @@ impl std::fmt::Debug for Slot {
 }
 
 impl Slot {
-    /// Reserves a free slot; `None` when all are taken or there is no arena.
-    pub(crate) fn reserve() -> Option<Slot> {
+    /// Reserves a free slot for a child of process `owner` (this process); `None` when all are taken or there
+    /// is no arena.
+    pub(crate) fn reserve(owner: u32) -> Option<Slot> {
         let pages = ARENA.get().as_ref()?;
         (0..SLOTS).find_map(|index| {
             let state = pages.u32_at(base(index));
             (state.load(Relaxed) == FREE && state.compare_exchange(FREE, RESERVED, AcqRel, Relaxed).is_ok()).then(|| {
                 pages.u64_at(base(index) + SPILL_LEN).store(0, Relaxed);
-                Slot { pages, index, owner: sys::pid(), done: false }
+                Slot { pages, index, owner, done: false }
             })
         })
     }
@@ -83,35 +84,41 @@ impl Slot {
         Writer { pages: self.pages, index: self.index }
     }
 
-    /// In the parent, once the child has been reaped: the frame it wrote, if any. Frees the slot.
-    pub(crate) fn take(&mut self) -> Option<Vec<u8>> {
-        if self.owner != sys::pid() || std::mem::replace(&mut self.done, true) {
-            return None;
+    /// In the parent, once the child has ended: appends the frame it wrote to `out` and says whether there
+    /// was one. Frees the slot. `reaped`: this process has just reaped the child, so it owns the slot (without
+    /// that, a forked child holding a copy of its parent's handle might be asking).
+    pub(crate) fn take(&mut self, out: &mut Vec<u8>, reaped: bool) -> bool {
+        if self.done || !(reaped || self.owner == sys::pid()) {
+            return false;
         }
+        self.done = true;
         let base = base(self.index);
-        let frame = match self.pages.u32_at(base).load(Acquire) {
+        let found = match self.pages.u32_at(base).load(Acquire) {
             INLINE => {
                 let len = self.pages.u32_at(base + LEN).load(Relaxed) as usize;
-                (len <= CAPACITY).then(|| self.pages.read_at(base + DATA, len))
+                len <= CAPACITY && {
+                    self.pages.read_at(base + DATA, len, out);
+                    true
+                }
             }
             SPILLED => {
                 let at = self.pages.u64_at(base + SPILL_AT).load(Relaxed);
                 // The frame's own length prefix says how much of the reserved range it uses.
-                self.pages.file_read_at(at, 8).ok().and_then(|prefix| {
-                    let body = u64::from_le_bytes(prefix.try_into().ok()?) as usize;
-                    let mut frame = self.pages.file_read_at(at, 8usize.checked_add(body)?).ok()?;
-                    frame.truncate(8 + body);
-                    Some(frame)
-                })
+                let mut prefix = Vec::with_capacity(8);
+                self.pages.file_read_at(at, 8, &mut prefix).is_ok()
+                    && prefix.as_slice().try_into().is_ok_and(|bytes: [u8; 8]| {
+                        let body = u64::from_le_bytes(bytes) as usize;
+                        8usize.checked_add(body).is_some_and(|len| self.pages.file_read_at(at, len, out).is_ok())
+                    })
             }
-            _ => None,
+            _ => false,
         };
         let spilled = self.pages.u64_at(base + SPILL_LEN).load(Acquire);
         if spilled > 0 {
             self.pages.punch(self.pages.u64_at(base + SPILL_AT).load(Relaxed), spilled);
         }
         self.pages.u32_at(base).store(FREE, Release);
-        frame
+        found
     }
 }
 
@@ -124,6 +131,8 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Records the outcome. Never blocks on the parent.
+    // Inlined into the forked child's path: each code page it touches first is a page fault.
+    #[inline(always)]
     pub(crate) fn write(&self, outcome: &Outcome) -> io::Result<()> {
         let base = base(self.index);
         outcome.with_frame(|head, body| {
@@ -157,6 +166,8 @@ pub(crate) enum Report {
 
 impl Report {
     /// Sends the outcome; never blocks on the parent.
+    // Inlined into the forked child's path: each code page it touches first is a page fault.
+    #[inline(always)]
     pub(crate) fn send(&self, outcome: &Outcome) -> io::Result<()> {
         match self {
             Report::Socket(sock) => super::send_outcome(sock.as_fd(), outcome),

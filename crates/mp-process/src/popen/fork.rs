@@ -10,7 +10,7 @@ use crate::{StartError, child, registry, sys};
 
 pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>) -> Result<Arc<Child>, StartError> {
     // The outcome goes into a slot of shared memory, or over a socket when every slot is taken.
-    let (slot, ours, report) = match Slot::reserve() {
+    let (slot, ours, report) = match Slot::reserve(info.parent.pid) {
         Some(slot) => {
             let writer = slot.writer();
             (Some(slot), None, Report::Slot(writer))
@@ -22,21 +22,16 @@ pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>) -> Result<Arc<Child>, S
     };
     // Unflushed output would otherwise be printed twice, once by each process. (Rust's stderr is unbuffered.)
     let _ = std::io::stdout().flush();
-    let me = child::me_for(&info, false);
-    // Built before the fork too: after it, every heap page the parent writes is copied while the child lives.
-    let mut child = Child::direct(&info, ours, slot);
+    // Built before the fork: after it, every heap page the parent writes is copied while the child lives.
+    let child = Arc::new(Child::direct(&info, ours, slot));
+    let mut info = info;
+    let me = child::me_for(&mut info, false);
     let guard = registry::start_lock();
-    // SAFETY: the child only runs `child::run_forked`, which resets this crate's locks before use; the
-    // caller chose `Fork` knowing locks held by other threads stay held in the child (see `StartMethod`).
-    let pid = match unsafe { sys::fork() }? {
-        sys::Forked::Child => child::run_forked(&info, me, report, job),
-        sys::Forked::Parent(pid) => pid,
-    };
+    let (pid, me) = child::fork_and_run(&info, me, &report, job)?;
     drop(guard);
-    // The arguments go now, as in CPython: a handle among them must not stay open in the parent.
-    drop((report, job));
+    drop(report);
     child.adopt(pid)?;
     // Plain memory is freed once the child has ended, when its pages are no longer shared.
     child.keep_until_reaped(Box::new((me, info)));
-    Ok(Arc::new(child))
+    Ok(child)
 }

@@ -233,7 +233,7 @@ impl Child {
     /// Records the pid of a just-created child of ours. If the kernel reaps our children itself, its pid may
     /// name another process as soon as it ends, so its pidfd is opened now; if that fails, the child is
     /// killed so that nothing is left behind.
-    fn adopt(&mut self, pid: u32) -> io::Result<()> {
+    fn adopt(&self, pid: u32) -> io::Result<()> {
         let _ = self.identity.set(Some(Identity { pid, pidfd: None }));
         if sys::children_autoreaped() {
             let pidfd = sys::pidfd_open(pid).inspect_err(|_| {
@@ -360,27 +360,30 @@ impl Child {
         if state.exitcode.is_some() {
             return Ok(true);
         }
-        let code = match sys::wait_status(self.direct_pid(), block) {
-            Ok(Some(code)) => code,
+        let (code, reaped) = match sys::wait_status(self.direct_pid(), block) {
+            Ok(Some(code)) => (code, true),
             Ok(None) => return Ok(false),
             // Reaped behind our back (SIGCHLD ignored): the status is gone.
-            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => 255,
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => (255, false),
             Err(e) => return Err(e),
         };
-        self.collect(&mut state, code);
+        self.collect(&mut state, code, reaped);
         Ok(true)
     }
 
     /// Once the child is gone: everything it wrote is in the socket or its slot; records the exit code.
-    fn collect(&self, state: &mut State, code: i32) {
+    fn collect(&self, state: &mut State, code: i32, reaped: bool) {
+        // First, so that the allocations below can reuse what this frees.
+        drop(lock(&self.deferred).0.take());
         self.drain(state);
-        if let Some(frame) = state.slot.as_mut().and_then(arena::Slot::take) {
+        if let Some(slot) = state.slot.as_mut() {
             state.buf.clear();
             state.buf.push(INLINE);
-            state.buf.extend_from_slice(&frame);
+            if !slot.take(&mut state.buf, reaped) {
+                state.buf.clear();
+            }
         }
         state.exitcode = Some(code);
-        drop(lock(&self.deferred).0.take());
     }
 
     /// A fork server's child: its outcome, the last thing it writes before `_exit`, settles the exit code
@@ -462,7 +465,7 @@ impl Child {
         let mut state = lock(&self.state);
         if state.exitcode.is_none() {
             let code = state.reported.map_or(255, |(_, code)| code);
-            self.collect(&mut state, code);
+            self.collect(&mut state, code, false);
         }
         Ok(())
     }

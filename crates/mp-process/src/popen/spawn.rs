@@ -19,9 +19,8 @@ pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>, args: Vec<String>) -> R
         sys::spawn(&context::executable(), &argv, &env, &[theirs.as_raw_fd()])?
     };
     drop(theirs);
-    let mut child = Child::direct(&info, Some(ours), None);
+    let child = Arc::new(Child::direct(&info, Some(ours), None));
     child.adopt(pid)?;
-    let child = Arc::new(child);
     let sock = child.sock.as_ref().expect("a spawned child has a socket");
     if let Err(e) = send_bootstrap(sock.as_fd(), &frame, &fds) {
         let _ = child.signal(libc::SIGKILL);

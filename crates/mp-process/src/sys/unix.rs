@@ -136,6 +136,8 @@ pub(crate) fn process_exists(pid: u32) -> bool {
 }
 
 /// `_exit(code)`: ends the process at once, running no destructors, `atexit` handlers or stdio flushes.
+// Inlined into the forked child's path: each code page it touches first is a page fault.
+#[inline(always)]
 pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: _exit is async-signal-safe and always sound to call.
     unsafe { libc::_exit(code) }
@@ -146,21 +148,28 @@ pub(crate) fn pid() -> u32 {
     std::process::id()
 }
 
-/// The parent's pid (`getppid`).
+/// The parent's pid (`getppid`; 0 when there is none). A raw system call, inlined: a forked child calls this on
+/// its way to the target, where every code page touched first is a page fault.
+#[inline(always)]
 pub(crate) fn parent_pid() -> u32 {
-    // SAFETY: getppid cannot fail.
-    unsafe { libc::getppid() as u32 }
+    rustix::process::getppid().map_or(0, |pid| pid.as_raw_nonzero().get() as u32)
 }
 
 /// Whether the calling thread is the process's main thread (its tid equals the pid).
 pub(crate) fn is_main_thread() -> bool {
-    rustix::thread::gettid().as_raw_nonzero().get() as u32 == pid()
+    thread_local! {
+        // Never stale in a way that matters: a thread that was the main thread is the only (so the main)
+        // thread of a child it forks; one that was not may hand a start to a launcher thread needlessly.
+        static MAIN: bool = rustix::thread::gettid().as_raw_nonzero().get() as u32 == pid();
+    }
+    MAIN.with(|main| *main)
 }
 
-/// Asks the kernel to SIGKILL this process when the thread that created it ends (`PR_SET_PDEATHSIG`).
+/// Asks the kernel to SIGKILL this process when the thread that created it ends (`PR_SET_PDEATHSIG`). A raw
+/// system call, inlined, as [`parent_pid`].
+#[inline(always)]
 pub(crate) fn set_parent_death_signal() -> io::Result<()> {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and has no memory-safety preconditions.
-    syscall!(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0,) }).map(drop)
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)).map_err(io::Error::from)
 }
 
 /// Undoes [`set_parent_death_signal`].
@@ -569,18 +578,27 @@ impl SharedPages {
         let mut at = off;
         for part in parts {
             // SAFETY: in bounds (checked above); no concurrent access to the range, by the caller's protocol.
-            unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), self.base.as_ptr().add(at), part.len()) };
+            let to = unsafe { self.base.as_ptr().add(at) };
+            if part.len() <= 64 {
+                // Byte by byte: a forked child writing its outcome spares itself the fault that maps the code
+                // page of the C library's `memcpy`.
+                for (i, byte) in part.iter().enumerate() {
+                    // SAFETY: `to + i` is inside the checked range.
+                    unsafe { to.add(i).write_volatile(*byte) };
+                }
+            } else {
+                // SAFETY: as above.
+                unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), to, part.len()) };
+            }
             at += part.len();
         }
     }
 
-    /// A copy of `len` bytes at `off`, under the same rule as [`write_at`](Self::write_at).
-    pub(crate) fn read_at(&self, off: usize, len: usize) -> Vec<u8> {
+    /// Appends a copy of `len` bytes at `off` to `out`, under the same rule as [`write_at`](Self::write_at).
+    pub(crate) fn read_at(&self, off: usize, len: usize, out: &mut Vec<u8>) {
         self.check(off, len, 1);
-        let mut out = vec![0u8; len];
         // SAFETY: in bounds (checked above); no concurrent writer, by the caller's protocol.
-        unsafe { std::ptr::copy_nonoverlapping(self.base.as_ptr().add(off), out.as_mut_ptr(), len) };
-        out
+        out.extend_from_slice(unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(off), len) });
     }
 
     /// Writes `parts` to the file at `off`, which may lie beyond the mapping (the file grows).
@@ -601,19 +619,26 @@ impl SharedPages {
         Ok(())
     }
 
-    /// Reads `len` bytes of the file at `off`.
-    pub(crate) fn file_read_at(&self, off: u64, len: usize) -> io::Result<Vec<u8>> {
-        let mut data = vec![0u8; len];
+    /// Appends `len` bytes of the file at `off` to `out`.
+    pub(crate) fn file_read_at(&self, off: u64, len: usize, out: &mut Vec<u8>) -> io::Result<()> {
+        let start = out.len();
+        out.resize(start + len, 0);
         let mut got = 0;
         while got < len {
-            match rustix::io::pread(&self.fd, &mut data[got..], off + got as u64) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            match rustix::io::pread(&self.fd, &mut out[start + got..], off + got as u64) {
+                Ok(0) => {
+                    out.truncate(start);
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
                 Ok(n) => got += n,
                 Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    out.truncate(start);
+                    return Err(e.into());
+                }
             }
         }
-        Ok(data)
+        Ok(())
     }
 
     /// Gives the memory of `len` bytes of the file at `off` back (a hole reads as zeros).
