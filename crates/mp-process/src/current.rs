@@ -30,7 +30,7 @@ pub(crate) struct ParentLink {
     pub(crate) via_server: bool,
 }
 
-static ME: ProcessLocal<Me> = ProcessLocal::new(|| Me {
+static ME: ProcessLocal<Me> = ProcessLocal::new(crate::registry::slot::ME, || Me {
     name: "MainProcess".to_owned(),
     identity: Vec::new(),
     daemon: false,

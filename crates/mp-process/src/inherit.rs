@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use crate::registry::{ProcessLocal, lock};
+use crate::registry::{ProcessLocal, lock, slot};
 
 /// The current table: an immutable snapshot, replaced whole on every change (a forked child keeps it as is).
-static VALUES: ProcessLocal<BTreeMap<String, String>> = ProcessLocal::new(BTreeMap::new);
+static VALUES: ProcessLocal<BTreeMap<String, String>> = ProcessLocal::new(slot::INHERITED_VALUES, BTreeMap::new);
 /// Serializes writers.
-static WRITING: ProcessLocal<Mutex<()>> = ProcessLocal::new(|| Mutex::new(()));
+static WRITING: ProcessLocal<Mutex<()>> = ProcessLocal::new(slot::INHERITED_WRITING, || Mutex::new(()));
 
 /// Sets a value that children started from now on inherit (`None` removes it). Keys are namespaced by
 /// convention: `"mp-shm.tracker"`.

@@ -4,30 +4,70 @@
 //! Every piece of state lives in a [`ProcessLocal`], which a forked child replaces wholesale (without
 //! touching the parent's copy, whose locks may be held by threads that do not exist in the child).
 
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::Duration;
 
 use crate::popen::Child;
 use crate::{forkserver, sys};
 
-/// A lazily created value that a forked child can swap for a fresh one.
+/// Where every [`ProcessLocal`] keeps its pointer, and the fork server's request socket number: all that a
+/// forked child writes to forget its parent's state, in one block that never straddles a page, so that the
+/// child pays one copy-on-write fault for it, not one per variable.
+#[repr(C, align(128))]
+pub(crate) struct ProcessState {
+    ptrs: [AtomicPtr<()>; 12],
+    /// The fork server's request socket (see `forkserver`), -1 when there is none.
+    pub(crate) server_fd: AtomicI32,
+}
+
+const _: () = assert!(std::mem::size_of::<ProcessState>() <= 128);
+
+pub(crate) static STATE: ProcessState = ProcessState {
+    ptrs: [const { AtomicPtr::new(std::ptr::null_mut()) }; 12],
+    server_fd: AtomicI32::new(-1),
+};
+
+/// Which entry of [`STATE`] each process-local value uses.
+pub(crate) mod slot {
+    pub(crate) const CHILDREN: usize = 0;
+    pub(crate) const START_LOCK: usize = 1;
+    pub(crate) const LAUNCHER: usize = 2;
+    pub(crate) const SERVER: usize = 3;
+    pub(crate) const INHERITED_VALUES: usize = 4;
+    pub(crate) const INHERITED_WRITING: usize = 5;
+    pub(crate) const ME: usize = 6;
+    pub(crate) const ARENA: usize = 7;
+    pub(crate) const READY: usize = 8;
+}
+
+/// A lazily created value that a forked child can swap for a fresh one. Its pointer lives in [`STATE`], at
+/// the entry `slot` names (one per value).
 pub(crate) struct ProcessLocal<T> {
-    ptr: AtomicPtr<T>,
+    slot: usize,
     init: fn() -> T,
+    _value: PhantomData<fn() -> T>,
 }
 
 impl<T> ProcessLocal<T> {
-    pub(crate) const fn new(init: fn() -> T) -> Self {
-        ProcessLocal { ptr: AtomicPtr::new(std::ptr::null_mut()), init }
+    pub(crate) const fn new(slot: usize, init: fn() -> T) -> Self {
+        ProcessLocal { slot, init, _value: PhantomData }
+    }
+
+    fn ptr(&self) -> &AtomicPtr<T> {
+        let raw: &AtomicPtr<()> = &STATE.ptrs[self.slot];
+        // SAFETY: AtomicPtr<()> and AtomicPtr<T> have the same layout; each entry is used by one
+        // `ProcessLocal` only (the `slot` constants are distinct), so it only ever holds pointers to `T`.
+        unsafe { &*std::ptr::from_ref(raw).cast::<AtomicPtr<T>>() }
     }
 
     /// The current value, created on first use.
     pub(crate) fn get(&self) -> &T {
-        let mut ptr = self.ptr.load(Ordering::Acquire);
+        let mut ptr = self.ptr().load(Ordering::Acquire);
         if ptr.is_null() {
             let fresh = Box::into_raw(Box::new((self.init)()));
-            ptr = match self.ptr.compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+            ptr = match self.ptr().compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => fresh,
                 Err(existing) => {
                     // SAFETY: `fresh` came from Box::into_raw above and was never shared.
@@ -43,22 +83,22 @@ impl<T> ProcessLocal<T> {
 
     /// The value, if it was ever created (in this process image).
     pub(crate) fn get_if_created(&self) -> Option<&T> {
-        let ptr = self.ptr.load(Ordering::Acquire);
+        let ptr = self.ptr().load(Ordering::Acquire);
         // SAFETY: as in `get`: a non-null pointer came from Box::into_raw and is never freed.
         (!ptr.is_null()).then(|| unsafe { &*ptr })
     }
 
     /// Replaces the value (the old one is leaked: another thread may still hold a reference to it).
     pub(crate) fn set(&self, value: Box<T>) {
-        self.ptr.store(Box::into_raw(value), Ordering::Release);
+        self.ptr().store(Box::into_raw(value), Ordering::Release);
     }
 
     /// In a forked child: forget the inherited value (leaking it; its locks may be held by threads that do
     /// not exist here) and start afresh on next use.
     pub(crate) fn reset(&self) {
         // Only write when needed: in a forked child every page written is a copy-on-write fault.
-        if !self.ptr.load(Ordering::Acquire).is_null() {
-            self.ptr.store(std::ptr::null_mut(), Ordering::Release);
+        if !self.ptr().load(Ordering::Acquire).is_null() {
+            self.ptr().store(std::ptr::null_mut(), Ordering::Release);
         }
     }
 }
@@ -69,14 +109,15 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Children started by this process and not yet reaped.
-static CHILDREN: ProcessLocal<Mutex<Vec<Arc<Child>>>> = ProcessLocal::new(|| Mutex::new(Vec::new()));
+static CHILDREN: ProcessLocal<Mutex<Vec<Arc<Child>>>> = ProcessLocal::new(slot::CHILDREN, || Mutex::new(Vec::new()));
 
 /// Held while a child is created, so that no sibling created at the same moment inherits its descriptors.
-static START_LOCK: ProcessLocal<Mutex<()>> = ProcessLocal::new(|| Mutex::new(()));
+static START_LOCK: ProcessLocal<Mutex<()>> = ProcessLocal::new(slot::START_LOCK, || Mutex::new(()));
 
 /// The launcher thread's queue (see [`on_launcher`]).
 type Task = Box<dyn FnOnce() + Send>;
-static LAUNCHER: ProcessLocal<Mutex<Option<mpsc::Sender<Task>>>> = ProcessLocal::new(|| Mutex::new(None));
+static LAUNCHER: ProcessLocal<Mutex<Option<mpsc::Sender<Task>>>> =
+    ProcessLocal::new(slot::LAUNCHER, || Mutex::new(None));
 
 pub(crate) fn start_lock() -> MutexGuard<'static, ()> {
     lock(START_LOCK.get())

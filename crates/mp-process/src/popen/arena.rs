@@ -46,7 +46,7 @@ const ABANDONED: u32 = 4;
 
 /// This process's slots; a forked child starts afresh (the inherited mapping stays, for its own outcome).
 static ARENA: ProcessLocal<Option<SharedPages>> =
-    ProcessLocal::new(|| SharedPages::new(PAGE * (1 + SLOTS)).inspect_err(|e| log::debug!("no outcome slots: {e}")).ok());
+    ProcessLocal::new(crate::registry::slot::ARENA, || SharedPages::new(PAGE * (1 + SLOTS)).inspect_err(|e| log::debug!("no outcome slots: {e}")).ok());
 
 /// A reserved slot: owned by the parent's handle on one child, which the child writes into.
 pub(crate) struct Slot {

@@ -65,9 +65,9 @@ impl Server {
     }
 }
 
-static SERVER: ProcessLocal<Mutex<Option<Server>>> = ProcessLocal::new(|| Mutex::new(None));
+static SERVER: ProcessLocal<Mutex<Option<Server>>> = ProcessLocal::new(registry::slot::SERVER, || Mutex::new(None));
 /// The request socket's number, for a forked child to close without touching `SERVER`'s lock.
-static SERVER_FD: AtomicI32 = AtomicI32::new(-1);
+static SERVER_FD: &AtomicI32 = &registry::STATE.server_fd;
 
 pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>, args: Vec<String>) -> Result<Arc<Child>, StartError> {
     let (frame, fds) = bootstrap_frame(&info, job.as_ref(), StartMethod::ForkServer)?;

@@ -522,7 +522,7 @@ impl Child {
 /// A descriptor that is always readable (a pipe whose write end is closed): the sentinel of a child that has
 /// been reaped, whose pid may already name another process.
 fn always_ready() -> io::Result<BorrowedFd<'static>> {
-    static READY: crate::registry::ProcessLocal<OnceLock<OwnedFd>> = crate::registry::ProcessLocal::new(OnceLock::new);
+    static READY: crate::registry::ProcessLocal<OnceLock<OwnedFd>> = crate::registry::ProcessLocal::new(crate::registry::slot::READY, OnceLock::new);
     let cell = READY.get();
     if let Some(fd) = cell.get() {
         return Ok(fd.as_fd());

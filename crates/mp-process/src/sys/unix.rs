@@ -552,7 +552,7 @@ impl SharedPages {
     }
 
     fn check(&self, off: usize, len: usize, align: usize) {
-        assert!(off % align == 0 && off.checked_add(len).is_some_and(|end| end <= self.len), "bad offset {off}");
+        assert!(off.is_multiple_of(align) && off.checked_add(len).is_some_and(|end| end <= self.len), "bad offset {off}");
     }
 
     /// The `u32` at byte `off` (4-aligned), shared with our forked children.
