@@ -580,7 +580,7 @@ fn outcomes_are_never_mixed_up() {
     // More children at once than a parent has outcome slots (64), small and large (spilled) results mixed:
     // under fork, the last ones report over sockets. One is killed and reports nothing. Every result must
     // come back to its own process, in every round (slots are reused).
-    let len = |i: u64| if i % 3 == 0 { 2000 } else { 3 };
+    let len = |i: u64| if i.is_multiple_of(3) { 2000 } else { 3 };
     for round in 0..3 {
         let mut children: Vec<Process<Vec<u64>>> = (0..80u64)
             .map(|i| Process::new(sized_result, (i + round * 100, len(i), if i == 5 { 60_000 } else { 50 })))
