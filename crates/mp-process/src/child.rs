@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::current::{Me, ParentLink, set_me};
 use crate::error::{ChildError, ChildErrorKind};
-use crate::popen::arena::Report;
-use crate::popen::{ChildInfo, forkserver, read_bootstrap};
+use crate::popen::arena::{Report, Writer};
+use crate::popen::{Bootstrap, ChildInfo, forkserver, parse_bootstrap, read_bootstrap};
 use crate::target::{Job, Outcome, entry_at, install_panic_hook};
 use crate::{context, registry, sys};
 
@@ -42,6 +42,9 @@ pub fn init() {
             take_env("LD_BIND_NOW"); // ours, not the user's: the children must not inherit it
         }
         let parent = take_env(forkserver::PARENT_ENV).and_then(|v| v.parse().ok()).unwrap_or(0);
+        if let Some(slots) = take_env_fd(forkserver::SLOTS_ENV) {
+            crate::popen::arena::adopt(slots);
+        }
         forkserver::serve(fd, parent);
     }
     mark_initialized();
@@ -183,19 +186,34 @@ pub(crate) fn run_from_socket(sock: OwnedFd, via_server: bool) -> ! {
         // The parent learns a fork-server child's pid from the child itself.
         let _ = sys::write_all(sock.as_fd(), &sys::pid().to_le_bytes());
     }
-    let outcome = match read_bootstrap(sock.as_fd()) {
+    let outcome = run_bootstrap(read_bootstrap(sock.as_fd()), via_server);
+    finish(&Report::Socket(sock), outcome)
+}
+
+/// A fork-server child whose request came whole (`frame`: its bootstrap) with a slot for its outcome and a
+/// pipe to say when the outcome is there.
+pub(crate) fn run_served(frame: Result<Vec<u8>, ChildError>, fds: Vec<OwnedFd>, writer: Writer, done: OwnedFd) -> ! {
+    registry::reset_after_fork();
+    // The parent learns the pid from the slot, without a wake-up unless it asks before this.
+    writer.set_pid(sys::pid());
+    let outcome = run_bootstrap(frame.and_then(|frame| parse_bootstrap(&frame, fds)), true);
+    finish(&Report::Served { writer, done }, outcome)
+}
+
+/// Becomes the process a bootstrap describes and runs its target.
+fn run_bootstrap(boot: Result<(Bootstrap, Vec<u8>, Vec<OwnedFd>), ChildError>, via_server: bool) -> Outcome {
+    match boot {
         Err(e) => Outcome::Failed(e),
         Ok((mut boot, payload, fds)) => match adopt_and_become(&mut boot.info, via_server) {
             Err(e) => Outcome::Failed(e),
             Ok(()) => {
-                // SAFETY: the fingerprint check in `read_bootstrap` established that the parent runs this same
+                // SAFETY: the fingerprint check in the header established that the parent runs this same
                 // build, so the offset names an `Entry` trampoline in this image.
                 let entry = unsafe { entry_at(boot.entry) };
                 entry(&payload, fds)
             }
         },
-    };
-    finish(&Report::Socket(sock), outcome)
+    }
 }
 
 /// Waits for our own children as CPython does at a child's exit, reports the outcome, and exits. The outcome

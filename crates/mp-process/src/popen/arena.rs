@@ -1,19 +1,23 @@
-//! Outcome slots for forked children.
+//! Outcome slots: how forked and fork-server children hand their outcome to their parent.
 //!
-//! A process that forks children keeps one memory file, mapped shared: a header page, then one page per
-//! slot. A `fork` start reserves a free slot; the child writes its outcome frame there as the last thing before
+//! A process that starts children keeps one memory file, mapped shared: a header page, then one page per
+//! slot. A start reserves a free slot; the child writes its outcome frame there as the last thing before
 //! `_exit` (a frame too large for the page goes into the file past the slots, at an offset the child reserves
-//! from the header's cursor), and the parent reads it once it has reaped the child. Next to a socket per
-//! child, this costs no descriptor and no system call on either side, and since `fork` copies no page of a
-//! shared mapping, neither side takes a copy-on-write fault for it. When every slot is taken (or the memory
-//! file cannot be made), a start falls back to a socket.
+//! from the header's cursor), and the parent reads it once the child has ended. Next to a socket per child,
+//! this costs no descriptor and no system call, and since `fork` copies no page of a shared mapping, neither
+//! side takes a copy-on-write fault for it. Forked children inherit the mapping; the fork server is handed
+//! the memory file when it starts, so its children write into their parent's slots too (a fork-server child
+//! also stores its pid in the slot as soon as it takes the request). The children that a child forks in turn
+//! reserve slots in the same file: reservations are atomic. When every slot is taken (or the memory file
+//! cannot be made), a start falls back to a socket.
 //!
-//! Ordering: the child stores the slot's state last (release); the parent reads it only after reaping the
-//! child, so the child's writes are complete. A child killed halfway leaves the state `RESERVED` (no outcome)
-//! or, for a large frame, a recorded range that the parent frees all the same.
+//! Ordering: the child stores the slot's state last (release); the parent reads it only after the child has
+//! ended (reaped, or told so by the child's last message), so the child's writes are complete. A child killed
+//! halfway leaves the state `RESERVED` (no outcome) or, for a large frame, a recorded range that the parent
+//! frees all the same.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
 use crate::registry::ProcessLocal;
@@ -21,15 +25,18 @@ use crate::sys::{self, SharedPages};
 use crate::target::Outcome;
 
 const PAGE: usize = 4096;
-const SLOTS: usize = 64;
+const SLOTS: usize = 256;
+/// The size of the mapping (the memory file grows past it for large frames).
+const MAPPED: usize = PAGE * (1 + SLOTS);
 /// Where large frames go: the file past the header page and the slots.
 const SPILL_START: u64 = (PAGE * (1 + SLOTS)) as u64;
 
 // A slot's page: state u32 at 0, inline frame length u32 at 4, spilled frame offset u64 at 8, spilled range
-// length u64 at 16, the inline frame from `DATA`.
+// length u64 at 16, the child's pid u32 at 24 (fork-server children), the inline frame from `DATA`.
 const LEN: usize = 4;
 const SPILL_AT: usize = 8;
 const SPILL_LEN: usize = 16;
+const PID: usize = 24;
 const DATA: usize = 32;
 /// The largest frame kept in the slot's own page.
 const CAPACITY: usize = PAGE - DATA;
@@ -44,9 +51,45 @@ const SPILLED: u32 = 3;
 /// Given up while its child may still run: never reused.
 const ABANDONED: u32 = 4;
 
-/// This process's slots; a forked child starts afresh (the inherited mapping stays, for its own outcome).
-static ARENA: ProcessLocal<Option<SharedPages>> =
-    ProcessLocal::new(crate::registry::slot::ARENA, || SharedPages::new(PAGE * (1 + SLOTS)).inspect_err(|e| log::debug!("no outcome slots: {e}")).ok());
+/// This process's slots (a forked child keeps its parent's; the fork server adopts its program's).
+static ARENA: ProcessLocal<Option<SharedPages>> = ProcessLocal::new(crate::registry::slot::ARENA, || {
+    SharedPages::new(MAPPED).inspect_err(|e| log::debug!("no outcome slots: {e}")).ok()
+});
+
+/// The memory file behind this process's slots (made now if need be), for the fork server.
+pub(crate) fn memory_file() -> Option<BorrowedFd<'static>> {
+    ARENA.get().as_ref().map(SharedPages::fd)
+}
+
+/// In the fork server: use its program's slots, whose memory file it was handed.
+pub(crate) fn adopt(fd: OwnedFd) {
+    match SharedPages::from_fd(fd, MAPPED) {
+        Ok(pages) => ARENA.set(Box::new(Some(pages))),
+        Err(e) => log::debug!("fork server: cannot map its program's outcome slots: {e}"),
+    }
+}
+
+/// Copies `bytes` into the memory file past the slots, for another process to read with [`take_spilled`];
+/// `(offset, length)`.
+pub(crate) fn spill(bytes: &[u8]) -> io::Result<(u64, u64)> {
+    let pages = ARENA.get().as_ref().ok_or_else(|| io::Error::other("no outcome slots"))?;
+    let reserved = bytes.len().div_ceil(PAGE) * PAGE;
+    let at = SPILL_START + pages.u64_at(CURSOR).fetch_add(reserved as u64, Relaxed);
+    pages.file_write_at(at, &[bytes])?;
+    Ok((at, bytes.len() as u64))
+}
+
+/// Reads what [`spill`] stored and frees it.
+pub(crate) fn take_spilled(at: u64, len: u64) -> io::Result<Vec<u8>> {
+    let pages = ARENA.get().as_ref().ok_or_else(|| io::Error::other("no outcome slots"))?;
+    if at < SPILL_START || len > isize::MAX as u64 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad spilled range"));
+    }
+    let mut out = Vec::new();
+    let read = pages.file_read_at(at, len as usize, &mut out);
+    pages.punch(at, len.div_ceil(PAGE as u64) * PAGE as u64);
+    read.map(|()| out)
+}
 
 /// A reserved slot: owned by the parent's handle on one child, which the child writes into.
 pub(crate) struct Slot {
@@ -74,6 +117,7 @@ impl Slot {
             let state = pages.u32_at(base(index));
             (state.load(Relaxed) == FREE && state.compare_exchange(FREE, RESERVED, AcqRel, Relaxed).is_ok()).then(|| {
                 pages.u64_at(base(index) + SPILL_LEN).store(0, Relaxed);
+                pages.u32_at(base(index) + PID).store(0, Relaxed);
                 Slot { pages, index, owner, done: false }
             })
         })
@@ -82,6 +126,22 @@ impl Slot {
     /// What the child needs to write into this slot.
     pub(crate) fn writer(&self) -> Writer {
         Writer { pages: self.pages, index: self.index }
+    }
+
+    /// Frees a slot that no child ever got.
+    pub(crate) fn release(mut self) {
+        self.done = true;
+        self.pages.u32_at(base(self.index)).store(FREE, Release);
+    }
+
+    /// Whether the slot was already read and freed.
+    pub(crate) fn is_taken(&self) -> bool {
+        self.done
+    }
+
+    /// The slot's number, for a fork-server child.
+    pub(crate) fn index(&self) -> u32 {
+        self.index as u32
     }
 
     /// In the parent, once the child has ended: appends the frame it wrote to `out` and says whether there
@@ -130,6 +190,31 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
+    /// In a fork-server child: the writer for slot `index` of its program (the server's adopted slots).
+    pub(crate) fn for_index(index: u32) -> Option<Writer> {
+        let pages = ARENA.get().as_ref()?;
+        ((index as usize) < SLOTS).then_some(Writer { pages, index: index as usize })
+    }
+
+    /// In the parent: the pid a fork-server child published, waiting at most `timeout` for it.
+    pub(crate) fn pid(&self, timeout: std::time::Duration) -> Option<u32> {
+        let word = self.pages.u32_at(base(self.index) + PID);
+        match word.load(Acquire) {
+            0 => {
+                sys::futex_wait_shared(word, 0, timeout);
+                Some(word.load(Acquire)).filter(|pid| *pid != 0)
+            }
+            pid => Some(pid),
+        }
+    }
+
+    /// In a fork-server child: publishes its pid to the parent, which may be waiting for it.
+    pub(crate) fn set_pid(&self, pid: u32) {
+        let word = self.pages.u32_at(base(self.index) + PID);
+        word.store(pid, Release);
+        sys::futex_wake_shared(word);
+    }
+
     /// Records the outcome. Never blocks on the parent.
     // Inlined into the forked child's path: each code page it touches first is a page fault.
     #[inline(always)]
@@ -160,9 +245,14 @@ impl Writer {
 pub(crate) enum Report {
     /// Over its socket (see [`send_outcome`](super::send_outcome)).
     Socket(OwnedFd),
-    /// Into its slot.
+    /// Into its slot (a forked child: its parent reaps it, then reads the slot).
     Slot(Writer),
+    /// Into its slot, then a byte on `done` (a fork-server child, whose parent cannot reap it).
+    Served { writer: Writer, done: OwnedFd },
 }
+
+/// The byte a fork-server child writes once its outcome is in its slot.
+pub(crate) const DONE: u8 = b'D';
 
 impl Report {
     /// Sends the outcome; never blocks on the parent.
@@ -172,6 +262,10 @@ impl Report {
         match self {
             Report::Socket(sock) => super::send_outcome(sock.as_fd(), outcome),
             Report::Slot(writer) => writer.write(outcome),
+            Report::Served { writer, done } => {
+                writer.write(outcome)?;
+                sys::write_fd_all(done.as_fd(), &[DONE])
+            }
         }
     }
 }

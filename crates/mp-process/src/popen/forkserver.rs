@@ -1,11 +1,18 @@
 //! The `forkserver` start method.
 //!
 //! On first use the program re-executes itself as a server: single-threaded, it has run nothing but
-//! [`init`](crate::init), so forking it is always safe. Each start sends the server one `SOCK_SEQPACKET`
-//! request carrying two sockets: the child's socket (whose bootstrap the parent then writes directly, and on
-//! which the child writes its pid first thing) and a status socket, on which the server reports the child's
-//! pid and exit code when it ends. The
-//! server exits when the program that started it closes the request socket (on exit, or when killed).
+//! [`init`](crate::init), so forking it is always safe. The server is handed the memory file of its program's
+//! outcome slots ([`arena`](super::arena)). Each start sends it one `SOCK_SEQPACKET` request:
+//!
+//! - usually `REQ_SLOT`: the slot the child reports into, the bootstrap itself (or where in the memory file it
+//!   lies, when large), and two pipes — one on which the child says it is done, one on which the server
+//!   reports the child's pid and exit code when it ends. The child publishes its pid in its slot. Only pipes
+//!   travel: a Unix socket in flight makes every socket closed meanwhile, system-wide, schedule the kernel's
+//!   garbage collector of in-flight sockets.
+//! - `REQ_SOCKET` when no slot is free: the child's socket (whose bootstrap the parent then writes directly,
+//!   and on which the child writes its pid, then its outcome) and the status pipe.
+//!
+//! The server exits when the program that started it closes the request socket (on exit, or when killed).
 
 use std::collections::HashMap;
 use std::io;
@@ -13,9 +20,11 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::arena::{self, Slot, Writer};
 use super::{Child, ChildInfo, bootstrap_frame, child_argv, child_env, send_bootstrap};
 use crate::registry::{self, ProcessLocal, lock};
 use crate::target::Job;
+use crate::error::{ChildError, ChildErrorKind};
 use crate::{StartError, StartMethod, child, context, sys};
 
 /// Environment variable that turns a re-executed program into the fork server (value: request socket).
@@ -24,17 +33,39 @@ pub(crate) const SERVER_ENV: &str = "MP_PROCESS_FORKSERVER";
 pub(crate) const PARENT_ENV: &str = "MP_PROCESS_PARENT";
 /// Set when the server got `LD_BIND_NOW` from us (not from the user), so that it removes it again.
 pub(crate) const BIND_NOW_ENV: &str = "MP_PROCESS_BIND_NOW";
+/// The memory file of the program's outcome slots.
+pub(crate) const SLOTS_ENV: &str = "MP_PROCESS_SLOTS";
+
+/// A request whose child reports through a slot: `[REQ_SLOT][kill with parent u8][slot u32]` then
+/// `[0][bootstrap frame]` or `[1][offset u64][length u64]` (the frame in the slots' memory file); descriptors
+/// `[done pipe, status pipe, the bootstrap's handles...]`.
+const REQ_SLOT: u8 = b'A';
+/// A request whose child reports over its socket: `[REQ_SOCKET][kill with parent u8]`; descriptors
+/// `[child socket, status pipe]`.
+const REQ_SOCKET: u8 = b'S';
+/// The largest bootstrap sent inside a request (larger ones go through the memory file). Small, so that the
+/// child's receive buffer stays within a page or two of stack.
+const INLINE_FRAME: usize = 2048;
+const REQUEST_MAX: usize = INLINE_FRAME + 32;
 
 /// The running server, if any.
 struct Server {
     pid: u32,
     requests: OwnedFd,
+    /// It was handed the outcome slots.
+    slots: bool,
 }
 
 impl Server {
     fn start(args: &[String]) -> io::Result<Server> {
         let (ours, theirs) = sys::seqpacket_pair()?;
         let mut extra = vec![(SERVER_ENV, theirs.as_raw_fd().to_string()), (PARENT_ENV, sys::pid().to_string())];
+        let slots = arena::memory_file();
+        let mut keep = vec![theirs.as_raw_fd()];
+        if let Some(fd) = slots {
+            extra.push((SLOTS_ENV, fd.as_raw_fd().to_string()));
+            keep.push(fd.as_raw_fd());
+        }
         // Resolve every dynamic symbol once in the server, so that its children do not each resolve (and
         // write copy-on-write pages for) the ones they use: this halves a served child's start-up.
         if std::env::var_os("LD_BIND_NOW").is_none() {
@@ -44,11 +75,11 @@ impl Server {
         let argv = child_argv(args);
         let pid = {
             let _guard = registry::start_lock();
-            sys::spawn(&context::executable(), &argv, &env, &[theirs.as_raw_fd()])?
+            sys::spawn(&context::executable(), &argv, &env, &keep)?
         };
         SERVER_FD.store(ours.as_raw_fd(), Ordering::SeqCst);
         log::debug!("fork server started as pid {pid}");
-        Ok(Server { pid, requests: ours })
+        Ok(Server { pid, requests: ours, slots: slots.is_some() })
     }
 
     /// Whether the server has ended (it is reaped if so). A killed server's spare child may outlive it for a
@@ -72,28 +103,30 @@ static SERVER_FD: &AtomicI32 = &registry::STATE.server_fd;
 pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>, args: Vec<String>) -> Result<Arc<Child>, StartError> {
     let (frame, fds) = bootstrap_frame(&info, job.as_ref(), StartMethod::ForkServer)?;
     drop(job);
+    let kill = u8::from(info.kill_with_parent);
     let mut last_error = None;
     // A server that died since the last start is replaced once.
     for _attempt in 0..2 {
-        let (ours, theirs) = sys::stream_pair()?;
-        let (status, server_status) = sys::stream_pair()?;
-        let sent = {
-            let mut server = lock(SERVER.get());
-            if server.as_ref().is_some_and(Server::has_exited) {
-                log::debug!("the fork server has ended; starting a new one");
-                server.take().expect("checked").stop();
-            }
-            if server.is_none() {
-                *server = Some(Server::start(&args)?);
-            }
-            let requests = &server.as_ref().expect("server just started").requests;
-            let request = [u8::from(info.kill_with_parent)];
-            sys::send_with_fds(requests.as_fd(), &request, &[theirs.as_fd(), server_status.as_fd()])
+        let (status, server_status) = sys::pipe()?;
+        let mut server = lock(SERVER.get());
+        if server.as_ref().is_some_and(Server::has_exited) {
+            log::debug!("the fork server has ended; starting a new one");
+            server.take().expect("checked").stop();
+        }
+        if server.is_none() {
+            *server = Some(Server::start(&args)?);
+        }
+        let current = server.as_ref().expect("server just started");
+        let slot = if current.slots { Slot::reserve(info.parent.pid) } else { None };
+        let result = match slot {
+            Some(slot) => send_slot_request(&current.requests, kill, slot, &frame, &fds, server_status)
+                .map(|(done, slot)| Child::served_with_slot(&info, done, status, slot)),
+            None => send_socket_request(&current.requests, kill, &frame, &fds, server_status)
+                .map(|sock| Child::served(&info, sock, status)),
         };
-        drop((theirs, server_status));
-        // The pid (and later the exit code) arrive on `status`; `start` does not wait for them.
-        match sent.and_then(|_| send_bootstrap(ours.as_fd(), &frame, &fds)) {
-            Ok(()) => return Ok(Arc::new(Child::served(&info, ours, status))),
+        drop(server);
+        match result {
+            Ok(child) => return Ok(Arc::new(child)),
             Err(e) => {
                 log::debug!("fork server request failed ({e}); restarting the server");
                 if let Some(server) = lock(SERVER.get()).take() {
@@ -107,6 +140,61 @@ pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>, args: Vec<String>) -> R
         "the fork server failed to start the process: {}",
         last_error.map_or_else(|| "unknown error".to_owned(), |e| e.to_string())
     ))))
+}
+
+/// Sends a `REQ_SLOT` request; returns the read end of the child's done pipe (and the slot back).
+fn send_slot_request(
+    requests: &OwnedFd,
+    kill: u8,
+    slot: Slot,
+    frame: &[u8],
+    fds: &[OwnedFd],
+    server_status: OwnedFd,
+) -> io::Result<(OwnedFd, Slot)> {
+    let (done, child_done) = sys::pipe()?;
+    let mut request = Vec::with_capacity(24 + frame.len().min(INLINE_FRAME));
+    request.extend_from_slice(&[REQ_SLOT, kill]);
+    request.extend_from_slice(&slot.index().to_le_bytes());
+    if frame.len() <= INLINE_FRAME {
+        request.push(0);
+        request.extend_from_slice(frame);
+    } else {
+        let (at, len) = match arena::spill(frame) {
+            Ok(spilled) => spilled,
+            Err(e) => {
+                slot.release();
+                return Err(e);
+            }
+        };
+        request.push(1);
+        request.extend_from_slice(&at.to_le_bytes());
+        request.extend_from_slice(&len.to_le_bytes());
+    }
+    let mut passed = vec![child_done.as_fd(), server_status.as_fd()];
+    passed.extend(fds.iter().map(AsFd::as_fd));
+    match sys::send_with_fds(requests.as_fd(), &request, &passed) {
+        Ok(_) => Ok((done, slot)),
+        Err(e) => {
+            slot.release(); // no child can have the request
+            Err(e)
+        }
+    }
+}
+
+/// Sends a `REQ_SOCKET` request, then the bootstrap on the child's socket; returns our end of it.
+fn send_socket_request(
+    requests: &OwnedFd,
+    kill: u8,
+    frame: &[u8],
+    fds: &[OwnedFd],
+    server_status: OwnedFd,
+) -> io::Result<OwnedFd> {
+    let (ours, theirs) = sys::stream_pair()?;
+    sys::send_with_fds(requests.as_fd(), &[REQ_SOCKET, kill], &[theirs.as_fd(), server_status.as_fd()])?;
+    drop(theirs);
+    // The pid (and later the exit code) arrive on `status`; `start` does not wait for them.
+    send_bootstrap(ours.as_fd(), frame, fds)?;
+    Ok(ours)
 }
 
 /// Lets the server go (at exit, after every child has been joined).
@@ -182,7 +270,7 @@ pub(crate) fn serve(requests: OwnedFd, parent: u32) -> ! {
                     let mut report = [0u8; 8];
                     report[..4].copy_from_slice(&pid.to_le_bytes());
                     report[4..].copy_from_slice(&code.to_le_bytes());
-                    let _ = sys::write_all(status.as_fd(), &report);
+                    let _ = sys::write_fd_all(status.as_fd(), &report);
                 }
                 if spare.as_ref().is_some_and(|s| s.pid == pid) {
                     spare = None;
@@ -197,26 +285,30 @@ pub(crate) fn serve(requests: OwnedFd, parent: u32) -> ! {
 
 /// Reads one request from the request socket and forks a child for it (the path without a spare).
 fn serve_one(requests: &OwnedFd, sigchld: &sys::SigChld, children: &mut HashMap<u32, OwnedFd>) {
-    let mut request = [0u8; 16];
+    let mut request = [0u8; REQUEST_MAX];
     let mut fds = Vec::new();
-    match sys::recv_with_fds(requests.as_fd(), &mut request, &mut fds) {
+    let n = match sys::recv_with_fds(requests.as_fd(), &mut request, &mut fds) {
         Ok(0) | Err(_) => sys::exit_now(0), // the program is gone
-        Ok(_) => {}
+        Ok(n) => n,
+    };
+    // Every request carries the status pipe second.
+    if fds.len() < 2 {
+        return;
     }
-    let (Some(status), Some(sock), true) = (fds.pop(), fds.pop(), fds.is_empty()) else { return };
+    let status = fds.remove(1);
     // SAFETY: the server is single-threaded, so the child inherits no lock held by another thread.
     match unsafe { sys::fork() } {
         Ok(sys::Forked::Child) => {
             leave_server(requests, sigchld, children);
             sys::close_raw(requests.as_raw_fd());
             drop(status);
-            run_served(sock, request[0] != 0)
+            run_request(&request[..n], fds)
         }
         Ok(sys::Forked::Parent(pid)) => {
-            drop(sock);
+            drop(fds);
             children.insert(pid, status);
         }
-        // Dropping both sockets tells the client the start failed.
+        // Dropping the descriptors tells the client the start failed.
         Err(_) => {}
     }
 }
@@ -229,20 +321,20 @@ fn fork_spare(requests: &OwnedFd, sigchld: &sys::SigChld, children: &HashMap<u32
         sys::Forked::Child => {
             leave_server(requests, sigchld, children);
             drop(ours);
-            let mut request = [0u8; 16];
+            let mut request = [0u8; REQUEST_MAX];
             let mut fds = Vec::new();
-            match sys::recv_with_fds(requests.as_fd(), &mut request, &mut fds) {
-                Ok(n) if n > 0 && fds.len() == 2 => {}
+            let n = match sys::recv_with_fds(requests.as_fd(), &mut request, &mut fds) {
+                Ok(n) if n > 0 && fds.len() >= 2 => n,
                 _ => sys::exit_now(0), // the program is gone (or sent garbage)
-            }
+            };
             sys::close_raw(requests.as_raw_fd());
-            let (Some(status), Some(sock)) = (fds.pop(), fds.pop()) else { sys::exit_now(0) };
-            // The server reports our exit on `status`; it gets it now, we keep nothing of it.
+            // The server reports our exit on the status pipe; it gets it now, we keep nothing of it.
+            let status = fds.remove(1);
             if sys::send_with_fds(theirs.as_fd(), &[1], &[status.as_fd()]).is_err() {
                 sys::exit_now(1);
             }
             drop((theirs, status));
-            run_served(sock, request[0] != 0)
+            run_request(&request[..n], fds)
         }
         sys::Forked::Parent(pid) => Some(Spare { pid, notify: ours }),
     }
@@ -264,10 +356,34 @@ fn leave_server(requests: &OwnedFd, sigchld: &sys::SigChld, children: &HashMap<u
     }
 }
 
-/// Runs a served child, dying with the server unless the program opted out.
-fn run_served(sock: OwnedFd, kill_with_parent: bool) -> ! {
-    if !kill_with_parent {
+/// Runs the child a request asks for (`fds`: the request's descriptors but the status pipe), dying with the
+/// server unless the program opted out.
+fn run_request(request: &[u8], mut fds: Vec<OwnedFd>) -> ! {
+    let (Some(&kind), Some(&kill)) = (request.first(), request.get(1)) else { sys::exit_now(1) };
+    if kill == 0 {
         let _ = sys::clear_parent_death_signal();
     }
-    child::run_from_socket(sock, true)
+    match kind {
+        REQ_SOCKET if fds.len() == 1 => child::run_from_socket(fds.remove(0), true),
+        REQ_SLOT if !fds.is_empty() => {
+            let done = fds.remove(0);
+            let slot = request.get(2..6).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+            // Without a slot to write to, the child can only end: its parent learns the exit code.
+            let Some(writer) = slot.and_then(Writer::for_index) else { sys::exit_now(1) };
+            let frame = match (request.get(6), request.get(7..)) {
+                (Some(0), Some(frame)) => Ok(frame.to_vec()),
+                (Some(1), Some(at)) if at.len() == 16 => {
+                    let offset = u64::from_le_bytes(at[..8].try_into().expect("8 bytes"));
+                    let len = u64::from_le_bytes(at[8..].try_into().expect("8 bytes"));
+                    arena::take_spilled(offset, len).map_err(|e| ChildError {
+                        kind: ChildErrorKind::Bootstrap,
+                        message: format!("reading the start-up message: {e}"),
+                    })
+                }
+                _ => Err(ChildError { kind: ChildErrorKind::Bootstrap, message: "malformed request".into() }),
+            };
+            child::run_served(frame, fds, writer, done)
+        }
+        _ => sys::exit_now(1),
+    }
 }

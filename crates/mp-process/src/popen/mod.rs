@@ -106,8 +106,10 @@ pub(crate) fn send_bootstrap(sock: BorrowedFd<'_>, frame: &[u8], fds: &[OwnedFd]
 
 /// Reads a bootstrap frame in the child; a different build is refused before anything is decoded.
 pub(crate) fn read_bootstrap(sock: BorrowedFd<'_>) -> Result<(Bootstrap, Vec<u8>, Vec<OwnedFd>), ChildError> {
-    let fail = |kind, message: String| ChildError { kind, message };
-    let io_fail = |e: io::Error| fail(ChildErrorKind::Bootstrap, format!("reading the start-up message: {e}"));
+    let io_fail = |e: io::Error| ChildError {
+        kind: ChildErrorKind::Bootstrap,
+        message: format!("reading the start-up message: {e}"),
+    };
     let mut fds = Vec::new();
     let mut head = [0u8; HEADER];
     let mut got = 0;
@@ -117,6 +119,28 @@ pub(crate) fn read_bootstrap(sock: BorrowedFd<'_>) -> Result<(Bootstrap, Vec<u8>
             n => got += n,
         }
     }
+    let (rest_len, boot_len) = check_header(&head)?;
+    let mut rest = vec![0u8; rest_len];
+    sys::read_exact(sock, &mut rest).map_err(io_fail)?;
+    decode_bootstrap(rest, boot_len, fds)
+}
+
+/// Decodes a whole bootstrap frame that arrived in one piece (a fork-server request).
+pub(crate) fn parse_bootstrap(frame: &[u8], fds: Vec<OwnedFd>) -> Result<(Bootstrap, Vec<u8>, Vec<OwnedFd>), ChildError> {
+    let head = frame.get(..HEADER).ok_or_else(|| ChildError {
+        kind: ChildErrorKind::Bootstrap,
+        message: "truncated start-up message".into(),
+    })?;
+    let (rest_len, boot_len) = check_header(head.try_into().expect("HEADER bytes"))?;
+    match frame.get(HEADER..) {
+        Some(rest) if rest.len() == rest_len => decode_bootstrap(rest.to_vec(), boot_len, fds),
+        _ => Err(ChildError { kind: ChildErrorKind::Bootstrap, message: "malformed start-up message".into() }),
+    }
+}
+
+/// Checks a bootstrap header (the build first); returns the length of the rest and of the bootstrap proper.
+fn check_header(head: &[u8; HEADER]) -> Result<(usize, usize), ChildError> {
+    let fail = |kind, message: String| ChildError { kind, message };
     let total = u64::from_le_bytes(head[..8].try_into().expect("8 bytes")) as usize;
     let theirs = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"));
     let boot_len = u32::from_le_bytes(head[16..20].try_into().expect("4 bytes")) as usize;
@@ -126,14 +150,20 @@ pub(crate) fn read_bootstrap(sock: BorrowedFd<'_>) -> Result<(Bootstrap, Vec<u8>
             format!("parent build {theirs:016x}, child build {:016x}; refusing to run the target", fingerprint()),
         ));
     }
-    let Some(rest_len) = total.checked_sub(HEADER - 8).filter(|n| *n >= boot_len) else {
-        return Err(fail(ChildErrorKind::Bootstrap, "malformed start-up message".into()));
-    };
-    let mut rest = vec![0u8; rest_len];
-    sys::read_exact(sock, &mut rest).map_err(io_fail)?;
+    match total.checked_sub(HEADER - 8).filter(|n| *n >= boot_len) {
+        Some(rest_len) => Ok((rest_len, boot_len)),
+        None => Err(fail(ChildErrorKind::Bootstrap, "malformed start-up message".into())),
+    }
+}
+
+fn decode_bootstrap(
+    mut rest: Vec<u8>,
+    boot_len: usize,
+    fds: Vec<OwnedFd>,
+) -> Result<(Bootstrap, Vec<u8>, Vec<OwnedFd>), ChildError> {
     let payload = rest.split_off(boot_len);
-    let boot: Bootstrap =
-        postcard::from_bytes(&rest).map_err(|e| fail(ChildErrorKind::Bootstrap, format!("decoding: {e}")))?;
+    let boot: Bootstrap = postcard::from_bytes(&rest)
+        .map_err(|e| ChildError { kind: ChildErrorKind::Bootstrap, message: format!("decoding: {e}") })?;
     Ok((boot, payload, fds))
 }
 
@@ -213,8 +243,11 @@ pub(crate) struct Child {
     pub(crate) daemon: bool,
     /// `None` inside: the fork server died before reporting the pid.
     identity: OnceLock<Option<Identity>>,
-    /// Our end of the child's socket, where the outcome arrives; `None` for a child reporting through a slot.
+    /// Our end of the child's socket, where the outcome arrives; for a fork-server child reporting through a
+    /// slot, the read end of the pipe on which it says it is done; `None` for a forked child with a slot.
     sock: Option<OwnedFd>,
+    /// A fork-server child's slot, where it publishes its pid (read without the state lock).
+    served_slot: Option<arena::Writer>,
     reaper: Reaper,
     state: Mutex<State>,
     /// Values whose drop is put off until the child has been reaped (see `keep_until_reaped`).
@@ -263,12 +296,22 @@ impl Child {
         Child::with(info, OnceLock::new(), Some(sock), Reaper::Server { status })
     }
 
+    /// A fork server's child reporting through `slot`: `done` becomes readable when its outcome is there
+    /// (or at its end), `status` carries the server's report.
+    fn served_with_slot(info: &ChildInfo, done: OwnedFd, status: OwnedFd, slot: arena::Slot) -> Self {
+        let mut child = Child::with(info, OnceLock::new(), Some(done), Reaper::Server { status });
+        child.served_slot = Some(slot.writer());
+        lock(&child.state).slot = Some(slot);
+        child
+    }
+
     fn with(info: &ChildInfo, identity: OnceLock<Option<Identity>>, sock: Option<OwnedFd>, reaper: Reaper) -> Self {
         Child {
             name: info.name.clone(),
             daemon: info.daemon,
             identity,
             sock,
+            served_slot: None,
             reaper,
             state: Mutex::new(State::default()),
             deferred: Mutex::new(Deferred(None)),
@@ -280,6 +323,9 @@ impl Child {
     fn identity(&self) -> Option<&Identity> {
         self.identity
             .get_or_init(|| {
+                if let Some(view) = self.served_slot {
+                    return self.identity_from_slot(view);
+                }
                 let mut state = lock(&self.state);
                 let sock = self.sock.as_ref().expect("a served child has a socket");
                 while state.buf.len() < 4 && !state.eof {
@@ -299,6 +345,32 @@ impl Child {
                 Some(Identity { pid, pidfd })
             })
             .as_ref()
+    }
+
+    /// A fork-server child with a slot publishes its pid there as soon as it takes the request; until then,
+    /// waits for it, watching for the server's report (the child died first) or its loss.
+    fn identity_from_slot(&self, view: arena::Writer) -> Option<Identity> {
+        let Reaper::Server { status } = &self.reaper else { return None };
+        loop {
+            if let Some(pid) = view.pid(Duration::from_millis(10)) {
+                let ended = lock(&self.state).exitcode.is_some();
+                // A child that already ended has no pidfd.
+                let pidfd = if ended { None } else { sys::pidfd_open(pid).ok() };
+                return Some(Identity { pid, pidfd });
+            }
+            {
+                let state = lock(&self.state);
+                if let Some((pid, _)) = state.reported {
+                    return Some(Identity { pid, pidfd: None });
+                }
+                if state.server_lost {
+                    return None;
+                }
+            }
+            if sys::poll_readable(&[status.as_fd()], Some(Duration::ZERO)).is_ok_and(|r| r[0]) {
+                let _ = self.reap_served(status.as_fd());
+            }
+        }
     }
 
     /// The child's pid; `None` only if the fork server died before reporting it.
@@ -375,15 +447,26 @@ impl Child {
     fn collect(&self, state: &mut State, code: i32, reaped: bool) {
         // First, so that the allocations below can reuse what this frees.
         drop(lock(&self.deferred).0.take());
-        self.drain(state);
-        if let Some(slot) = state.slot.as_mut() {
-            state.buf.clear();
-            state.buf.push(INLINE);
-            if !slot.take(&mut state.buf, reaped) {
-                state.buf.clear();
+        if self.served_slot.is_none() {
+            self.drain(state);
+        }
+        self.take_slot(state, reaped);
+        state.exitcode = Some(code);
+    }
+
+    /// Moves the outcome from the child's slot (if it has one, and wrote there) to `state.buf`; frees the slot.
+    fn take_slot(&self, state: &mut State, reaped: bool) {
+        let State { slot, buf, .. } = state;
+        if let Some(slot) = slot.as_mut() {
+            if slot.is_taken() {
+                return;
+            }
+            buf.clear();
+            buf.push(INLINE);
+            if !slot.take(buf, reaped) {
+                buf.clear();
             }
         }
-        state.exitcode = Some(code);
     }
 
     /// A fork server's child: its outcome, the last thing it writes before `_exit`, settles the exit code
@@ -405,9 +488,23 @@ impl Child {
             if !ready[0] {
                 return Ok(false);
             }
-            let _ = self.identity(); // the pid comes first on the socket
             let mut state = lock(&self.state);
-            self.drain(&mut state);
+            if self.served_slot.is_some() {
+                // Its one byte says the outcome is in the slot; end of file alone, that it died without one.
+                let mut byte = [0u8; 8];
+                match sys::read_some(sock.as_fd(), &mut byte) {
+                    Ok(n) if byte[..n].contains(&arena::DONE) => {
+                        self.take_slot(&mut state, false);
+                    }
+                    Ok(0) | Err(_) => state.eof = true,
+                    Ok(_) => {}
+                }
+            } else {
+                drop(state);
+                let _ = self.identity(); // the pid comes first on the socket
+                state = lock(&self.state);
+                self.drain(&mut state);
+            }
             if let Some(code) = complete_outcome(&state).map(|o| o.exit_code()) {
                 state.exitcode = Some(code);
                 drop(lock(&self.deferred).0.take());
@@ -461,7 +558,9 @@ impl Child {
                 }
             }
         }
-        let _ = self.identity(); // takes the pid off the front of the socket
+        if self.served_slot.is_none() {
+            let _ = self.identity(); // takes the pid off the front of the socket
+        }
         let mut state = lock(&self.state);
         if state.exitcode.is_none() {
             let code = state.reported.map_or(255, |(_, code)| code);

@@ -309,12 +309,12 @@ pub(crate) fn write_all_parts(sock: BorrowedFd<'_>, head: &[u8], body: &[u8]) ->
     }
 }
 
-/// One `recv` from a socket; `nonblocking` makes an empty socket `WouldBlock`. Returns 0 at end of stream.
-pub(crate) fn read_some(sock: BorrowedFd<'_>, buf: &mut [u8], nonblocking: bool) -> io::Result<usize> {
-    let flags = if nonblocking { RecvFlags::DONTWAIT } else { RecvFlags::empty() };
+/// One `read(2)` (a pipe or a socket), waiting for data unless the descriptor is non-blocking. Returns 0 at
+/// end of stream.
+pub(crate) fn read_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     loop {
-        match rustix::net::recv(sock, &mut *buf, flags) {
-            Ok((n, _)) => return Ok(n),
+        match rustix::io::read(fd, &mut *buf) {
+            Ok(n) => return Ok(n),
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -352,7 +352,7 @@ pub(crate) fn memfd_contents(fd: OwnedFd) -> io::Result<Vec<u8>> {
 /// Reads exactly `buf.len()` bytes; end of stream first is `UnexpectedEof`.
 pub(crate) fn read_exact(sock: BorrowedFd<'_>, mut buf: &mut [u8]) -> io::Result<()> {
     while !buf.is_empty() {
-        match read_some(sock, buf, false)? {
+        match read_some(sock, buf)? {
             0 => return Err(io::ErrorKind::UnexpectedEof.into()),
             n => buf = &mut buf[n..],
         }
@@ -533,6 +533,23 @@ impl SharedPages {
     pub(crate) fn new(len: usize) -> io::Result<Self> {
         let fd = rustix::fs::memfd_create("mp-outcomes", rustix::fs::MemfdFlags::CLOEXEC)?;
         rustix::fs::ftruncate(&fd, len as u64)?;
+        Self::map(fd, len)
+    }
+
+    /// Maps the first `len` bytes of a memory file made by [`new`](Self::new) in another process.
+    pub(crate) fn from_fd(fd: OwnedFd, len: usize) -> io::Result<Self> {
+        if rustix::fs::fstat(&fd)?.st_size < len as i64 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "shared pages shorter than expected"));
+        }
+        Self::map(fd, len)
+    }
+
+    /// The memory file, to hand to another process.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    fn map(fd: OwnedFd, len: usize) -> io::Result<Self> {
         // SAFETY: a fresh shared mapping of a file we own, at an address of the kernel's choosing.
         let ptr = unsafe {
             libc::mmap(
@@ -665,4 +682,41 @@ impl Drop for SharedPages {
 pub(crate) fn closed_pipe() -> io::Result<OwnedFd> {
     let (read, _write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     Ok(read)
+}
+
+/// A close-on-exec pipe: (read end, write end).
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(io::Error::from)
+}
+
+/// Writes all of `data` with `write(2)` (pipes and sockets alike; SIGPIPE is ignored in Rust programs).
+pub(crate) fn write_fd_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        match rustix::io::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Waits while `word` (in memory shared between processes) holds `expected`, at most `timeout`.
+pub(crate) fn futex_wait_shared(word: &std::sync::atomic::AtomicU32, expected: u32, timeout: Duration) {
+    let spec = Timespec { tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64, tv_nsec: timeout.subsec_nanos().into() };
+    // Any outcome will do: the caller looks at the word again.
+    let _ = rustix::thread::futex::wait(word, rustix::thread::futex::Flags::empty(), expected, Some(&spec));
+}
+
+/// Wakes every process waiting on `word` (in shared memory).
+pub(crate) fn futex_wake_shared(word: &std::sync::atomic::AtomicU32) {
+    let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), i32::MAX as u32);
+}
+
+/// Switches this process between `SCHED_BATCH` (never preempts on wake-up) and normal scheduling.
+pub(crate) fn set_batch_scheduling(batch: bool) {
+    let policy = if batch { libc::SCHED_BATCH } else { libc::SCHED_OTHER };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param; a failure leaves the policy as it was, which is harmless.
+    unsafe { libc::sched_setscheduler(0, policy, &param) };
 }
