@@ -712,11 +712,3 @@ pub(crate) fn futex_wait_shared(word: &std::sync::atomic::AtomicU32, expected: u
 pub(crate) fn futex_wake_shared(word: &std::sync::atomic::AtomicU32) {
     let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), i32::MAX as u32);
 }
-
-/// Switches this process between `SCHED_BATCH` (never preempts on wake-up) and normal scheduling.
-pub(crate) fn set_batch_scheduling(batch: bool) {
-    let policy = if batch { libc::SCHED_BATCH } else { libc::SCHED_OTHER };
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: `param` is a valid sched_param; a failure leaves the policy as it was, which is harmless.
-    unsafe { libc::sched_setscheduler(0, policy, &param) };
-}
