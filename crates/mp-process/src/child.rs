@@ -128,11 +128,7 @@ pub(crate) fn me_for(info: &mut ChildInfo, via_server: bool) -> Box<Me> {
         name: std::mem::take(&mut info.name),
         identity: std::mem::take(&mut info.identity),
         daemon: info.daemon,
-        parent: Some(ParentLink {
-            pid: info.parent.pid,
-            name: std::mem::take(&mut info.parent.name),
-            via_server,
-        }),
+        parent: Some(ParentLink { pid: info.parent.pid, name: std::mem::take(&mut info.parent.name), via_server }),
         counter: AtomicU32::new(0),
     })
 }

@@ -24,10 +24,8 @@ pub(crate) struct ProcessState {
 
 const _: () = assert!(std::mem::size_of::<ProcessState>() <= 128);
 
-pub(crate) static STATE: ProcessState = ProcessState {
-    ptrs: [const { AtomicPtr::new(std::ptr::null_mut()) }; 12],
-    server_fd: AtomicI32::new(-1),
-};
+pub(crate) static STATE: ProcessState =
+    ProcessState { ptrs: [const { AtomicPtr::new(std::ptr::null_mut()) }; 12], server_fd: AtomicI32::new(-1) };
 
 /// Which entry of [`STATE`] each process-local value uses.
 pub(crate) mod slot {

@@ -194,8 +194,7 @@ where
     M: 'static,
 {
     fn encode(&self) -> Result<(Vec<u8>, Vec<OwnedFd>), StartError> {
-        handle::to_bytes_with_handles(&*self.args)
-            .map_err(|e| StartError::Serialize(e.to_string()))
+        handle::to_bytes_with_handles(&*self.args).map_err(|e| StartError::Serialize(e.to_string()))
     }
 
     fn entry(&self) -> Option<Entry> {

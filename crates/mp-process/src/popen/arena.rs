@@ -115,11 +115,13 @@ impl Slot {
         let pages = ARENA.get().as_ref()?;
         (0..SLOTS).find_map(|index| {
             let state = pages.u32_at(base(index));
-            (state.load(Relaxed) == FREE && state.compare_exchange(FREE, RESERVED, AcqRel, Relaxed).is_ok()).then(|| {
-                pages.u64_at(base(index) + SPILL_LEN).store(0, Relaxed);
-                pages.u32_at(base(index) + PID).store(0, Relaxed);
-                Slot { pages, index, owner, done: false }
-            })
+            (state.load(Relaxed) == FREE && state.compare_exchange(FREE, RESERVED, AcqRel, Relaxed).is_ok()).then(
+                || {
+                    pages.u64_at(base(index) + SPILL_LEN).store(0, Relaxed);
+                    pages.u32_at(base(index) + PID).store(0, Relaxed);
+                    Slot { pages, index, owner, done: false }
+                },
+            )
         })
     }
 

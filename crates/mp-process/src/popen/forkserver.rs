@@ -16,15 +16,15 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::arena::{self, Slot, Writer};
 use super::{Child, ChildInfo, bootstrap_frame, child_argv, child_env, send_bootstrap};
+use crate::error::{ChildError, ChildErrorKind};
 use crate::registry::{self, ProcessLocal, lock};
 use crate::target::Job;
-use crate::error::{ChildError, ChildErrorKind};
 use crate::{StartError, StartMethod, child, context, sys};
 
 /// Environment variable that turns a re-executed program into the fork server (value: request socket).
@@ -88,13 +88,27 @@ impl Server {
         !matches!(sys::wait_status(self.pid, false), Ok(None))
     }
 
-    /// Closes the request socket (the server exits on seeing that) and reaps the server.
+    /// Closes the request socket (the server exits on seeing that) and reaps the server. A server that has
+    /// not exited after [`STOP_GRACE`] is killed: the program's exit never waits on it unboundedly.
     fn stop(self) {
         SERVER_FD.store(-1, Ordering::SeqCst);
         drop(self.requests);
-        let _ = sys::wait_status(self.pid, true);
+        let deadline = std::time::Instant::now() + STOP_GRACE;
+        let mut pause = std::time::Duration::from_micros(20);
+        while matches!(sys::wait_status(self.pid, false), Ok(None)) {
+            if std::time::Instant::now() >= deadline {
+                let _ = sys::send_signal(self.pid, libc::SIGKILL);
+                let _ = sys::wait_status(self.pid, true);
+                return;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(10));
+        }
     }
 }
+
+/// How long [`Server::stop`] gives the server to see its program go.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 static SERVER: ProcessLocal<Mutex<Option<Server>>> = ProcessLocal::new(registry::slot::SERVER, || Mutex::new(None));
 /// The request socket's number, for a forked child to close without touching `SERVER`'s lock.
@@ -217,11 +231,10 @@ pub(crate) fn reset_after_fork() {
     SERVER.reset();
 }
 
-/// An idle child forked ahead of the next request. The spare itself waits on the request socket, so a
-/// request wakes it directly, without a hop through the server (and without the server's `fork()` on the
+/// An idle child forked ahead of the next request. The spares themselves wait on the request socket, so a
+/// request wakes one directly, without a hop through the server (and without the server's `fork()` on the
 /// start's critical path: Android's zygote keeps such children too). Once it has a request it sends the
-/// request's status socket to the server on `notify`, and the server forks the next spare while the first
-/// runs.
+/// request's status pipe to the server on `notify`, and the server forks a replacement while it runs.
 struct Spare {
     pid: u32,
     notify: OwnedFd,
@@ -237,33 +250,49 @@ pub(crate) fn serve(requests: OwnedFd, parent: u32) -> ! {
     child::prepare_server();
     let Ok(sigchld) = sys::SigChld::install() else { sys::exit_now(1) };
     let mut children: HashMap<u32, OwnedFd> = HashMap::new();
-    let mut spare = fork_spare(&requests, &sigchld, &children);
+    let mut spares: Vec<Spare> = Vec::with_capacity(SPARES);
+    top_up(&mut spares, &requests, &sigchld, &children);
+    // Set when a spare ended without taking a request (its program is probably gone, or someone killed it):
+    // no new spares until the server has read the request socket itself, which tells an ended program
+    // (end of file: the server exits) from a lost spare (a request: spares resume). Forking replacements
+    // that die at once would otherwise spin forever.
+    let mut direct = false;
     loop {
-        // With a spare waiting on the request socket, the server must leave requests to it.
-        let watched = match &spare {
-            Some(spare) => [spare.notify.as_fd(), sigchld.fd()],
-            None => [requests.as_fd(), sigchld.fd()],
-        };
+        // With spares waiting on the request socket, the server must leave requests to them.
+        let mut watched: Vec<BorrowedFd<'_>> = spares.iter().map(|s| s.notify.as_fd()).collect();
+        if spares.is_empty() {
+            watched.push(requests.as_fd());
+        }
+        watched.push(sigchld.fd());
         let Ok(ready) = sys::poll_readable(&watched, None) else { sys::exit_now(1) };
-        if ready[0] {
-            match spare.take() {
-                Some(taken) => {
-                    // The spare took a request: it sends the request's status socket.
-                    let mut byte = [0u8; 1];
-                    let mut fds = Vec::new();
-                    if let (Ok(1), Some(status)) =
-                        (sys::recv_with_fds(taken.notify.as_fd(), &mut byte, &mut fds), fds.pop())
-                    {
-                        children.insert(taken.pid, status);
-                        spare = fork_spare(&requests, &sigchld, &children);
-                    }
-                    // Otherwise the spare ended without a request (its program is gone); with no spare the
-                    // server watches the request socket itself and sees the end there.
+        let sigchld_ready = ready[ready.len() - 1];
+        if spares.is_empty() {
+            if ready[0] {
+                serve_one(&requests, &sigchld, &mut children, &spares);
+                direct = false;
+            }
+        } else {
+            // Each spare that took a request sends the request's status pipe; one that ended without a request
+            // (its program is gone) sends nothing, and is reaped below.
+            let mut index = 0;
+            for taken in ready[..spares.len()].iter().copied() {
+                if !taken {
+                    index += 1;
+                    continue;
                 }
-                None => serve_one(&requests, &sigchld, &mut children),
+                let spare = spares.remove(index);
+                let mut byte = [0u8; 1];
+                let mut fds = Vec::new();
+                if let (Ok(1), Some(status)) =
+                    (sys::recv_with_fds(spare.notify.as_fd(), &mut byte, &mut fds), fds.pop())
+                {
+                    children.insert(spare.pid, status);
+                } else {
+                    direct = true;
+                }
             }
         }
-        if ready[1] {
+        if sigchld_ready {
             sigchld.drain();
             while let Some((pid, code)) = sys::reap_any() {
                 if let Some(status) = children.remove(&pid) {
@@ -272,19 +301,34 @@ pub(crate) fn serve(requests: OwnedFd, parent: u32) -> ! {
                     report[4..].copy_from_slice(&code.to_le_bytes());
                     let _ = sys::write_fd_all(status.as_fd(), &report);
                 }
-                if spare.as_ref().is_some_and(|s| s.pid == pid) {
-                    spare = None;
+                if let Some(at) = spares.iter().position(|s| s.pid == pid) {
+                    spares.remove(at);
+                    direct = true;
                 }
             }
-            if spare.is_none() {
-                spare = fork_spare(&requests, &sigchld, &children);
-            }
+        }
+        if !direct {
+            top_up(&mut spares, &requests, &sigchld, &children);
+        }
+    }
+}
+
+/// How many idle children the server keeps waiting for requests: two, so that a start arriving while the
+/// server still forks the replacement of the last one taken finds one ready.
+const SPARES: usize = 2;
+
+/// Forks spares until there are [`SPARES`] (fewer if forking fails).
+fn top_up(spares: &mut Vec<Spare>, requests: &OwnedFd, sigchld: &sys::SigChld, children: &HashMap<u32, OwnedFd>) {
+    while spares.len() < SPARES {
+        match fork_spare(requests, sigchld, children, spares) {
+            Some(spare) => spares.push(spare),
+            None => break,
         }
     }
 }
 
 /// Reads one request from the request socket and forks a child for it (the path without a spare).
-fn serve_one(requests: &OwnedFd, sigchld: &sys::SigChld, children: &mut HashMap<u32, OwnedFd>) {
+fn serve_one(requests: &OwnedFd, sigchld: &sys::SigChld, children: &mut HashMap<u32, OwnedFd>, spares: &[Spare]) {
     let mut request = [0u8; REQUEST_MAX];
     let mut fds = Vec::new();
     let n = match sys::recv_with_fds(requests.as_fd(), &mut request, &mut fds) {
@@ -299,7 +343,7 @@ fn serve_one(requests: &OwnedFd, sigchld: &sys::SigChld, children: &mut HashMap<
     // SAFETY: the server is single-threaded, so the child inherits no lock held by another thread.
     match unsafe { sys::fork() } {
         Ok(sys::Forked::Child) => {
-            leave_server(requests, sigchld, children);
+            leave_server(requests, sigchld, children, spares);
             sys::close_raw(requests.as_raw_fd());
             drop(status);
             run_request(&request[..n], fds)
@@ -314,12 +358,17 @@ fn serve_one(requests: &OwnedFd, sigchld: &sys::SigChld, children: &mut HashMap<
 }
 
 /// Forks a spare child that takes the next request from the request socket.
-fn fork_spare(requests: &OwnedFd, sigchld: &sys::SigChld, children: &HashMap<u32, OwnedFd>) -> Option<Spare> {
+fn fork_spare(
+    requests: &OwnedFd,
+    sigchld: &sys::SigChld,
+    children: &HashMap<u32, OwnedFd>,
+    spares: &[Spare],
+) -> Option<Spare> {
     let (ours, theirs) = sys::seqpacket_pair().ok()?;
     // SAFETY: the server is single-threaded, so the child inherits no lock held by another thread.
     match unsafe { sys::fork() }.ok()? {
         sys::Forked::Child => {
-            leave_server(requests, sigchld, children);
+            leave_server(requests, sigchld, children, spares);
             drop(ours);
             let mut request = [0u8; REQUEST_MAX];
             let mut fds = Vec::new();
@@ -343,10 +392,13 @@ fn fork_spare(requests: &OwnedFd, sigchld: &sys::SigChld, children: &HashMap<u32
 /// In a child just forked by the server: drop the server's descriptors (but the request socket, which a
 /// spare reads) and signal handling. The server's objects are never dropped in the child, which exits
 /// without returning, so closing by number is sound.
-fn leave_server(requests: &OwnedFd, sigchld: &sys::SigChld, children: &HashMap<u32, OwnedFd>) {
+fn leave_server(requests: &OwnedFd, sigchld: &sys::SigChld, children: &HashMap<u32, OwnedFd>, spares: &[Spare]) {
     let _ = requests;
     for status in children.values() {
         sys::close_raw(status.as_raw_fd());
+    }
+    for spare in spares {
+        sys::close_raw(spare.notify.as_raw_fd());
     }
     sigchld.forget_in_child();
     sys::ignore_sigint(false);

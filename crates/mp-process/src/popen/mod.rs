@@ -126,11 +126,13 @@ pub(crate) fn read_bootstrap(sock: BorrowedFd<'_>) -> Result<(Bootstrap, Vec<u8>
 }
 
 /// Decodes a whole bootstrap frame that arrived in one piece (a fork-server request).
-pub(crate) fn parse_bootstrap(frame: &[u8], fds: Vec<OwnedFd>) -> Result<(Bootstrap, Vec<u8>, Vec<OwnedFd>), ChildError> {
-    let head = frame.get(..HEADER).ok_or_else(|| ChildError {
-        kind: ChildErrorKind::Bootstrap,
-        message: "truncated start-up message".into(),
-    })?;
+pub(crate) fn parse_bootstrap(
+    frame: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Result<(Bootstrap, Vec<u8>, Vec<OwnedFd>), ChildError> {
+    let head = frame
+        .get(..HEADER)
+        .ok_or_else(|| ChildError { kind: ChildErrorKind::Bootstrap, message: "truncated start-up message".into() })?;
     let (rest_len, boot_len) = check_header(head.try_into().expect("HEADER bytes"))?;
     match frame.get(HEADER..) {
         Some(rest) if rest.len() == rest_len => decode_bootstrap(rest.to_vec(), boot_len, fds),
@@ -621,7 +623,8 @@ impl Child {
 /// A descriptor that is always readable (a pipe whose write end is closed): the sentinel of a child that has
 /// been reaped, whose pid may already name another process.
 fn always_ready() -> io::Result<BorrowedFd<'static>> {
-    static READY: crate::registry::ProcessLocal<OnceLock<OwnedFd>> = crate::registry::ProcessLocal::new(crate::registry::slot::READY, OnceLock::new);
+    static READY: crate::registry::ProcessLocal<OnceLock<OwnedFd>> =
+        crate::registry::ProcessLocal::new(crate::registry::slot::READY, OnceLock::new);
     let cell = READY.get();
     if let Some(fd) = cell.get() {
         return Ok(fd.as_fd());

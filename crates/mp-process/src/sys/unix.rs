@@ -569,7 +569,10 @@ impl SharedPages {
     }
 
     fn check(&self, off: usize, len: usize, align: usize) {
-        assert!(off.is_multiple_of(align) && off.checked_add(len).is_some_and(|end| end <= self.len), "bad offset {off}");
+        assert!(
+            off.is_multiple_of(align) && off.checked_add(len).is_some_and(|end| end <= self.len),
+            "bad offset {off}"
+        );
     }
 
     /// The `u32` at byte `off` (4-aligned), shared with our forked children.
@@ -703,7 +706,8 @@ pub(crate) fn write_fd_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()
 
 /// Waits while `word` (in memory shared between processes) holds `expected`, at most `timeout`.
 pub(crate) fn futex_wait_shared(word: &std::sync::atomic::AtomicU32, expected: u32, timeout: Duration) {
-    let spec = Timespec { tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64, tv_nsec: timeout.subsec_nanos().into() };
+    let spec =
+        Timespec { tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64, tv_nsec: timeout.subsec_nanos().into() };
     // Any outcome will do: the caller looks at the word again.
     let _ = rustix::thread::futex::wait(word, rustix::thread::futex::Flags::empty(), expected, Some(&spec));
 }
