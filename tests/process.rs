@@ -44,6 +44,7 @@ fn main() {
         outcomes_are_never_mixed_up,
         start_method_configuration,
         killed_fork_server_is_reported_and_replaced,
+        killed_spares_are_replaced,
         inherited_settings_reach_grandchildren,
         detached_processes_are_not_children,
     ]);
@@ -643,6 +644,46 @@ fn killed_fork_server_is_reported_and_replaced() {
     again.start().unwrap();
     assert_eq!(again.join().unwrap(), 36);
     assert_ne!(ppid_of(std::process::id()), Some(server));
+}
+
+/// The live children of `pid`, from `/proc`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| ppid_of(p) == Some(pid) && process_alive(p))
+        .collect()
+}
+
+/// The fork server keeps idle children ready for the next start; killing them must cost no start, and the
+/// server must end with its program all the same.
+fn killed_spares_are_replaced() {
+    if method() != StartMethod::ForkServer {
+        return;
+    }
+    let mut p = Process::new(nap, 100);
+    p.start().unwrap();
+    let server = ppid_of(p.pid().unwrap()).unwrap();
+    p.join().unwrap();
+    for round in 0..3u64 {
+        let spares = children_of(server);
+        assert!(eventually(Duration::from_secs(5), || !children_of(server).is_empty()), "no spare in round {round}");
+        for &spare in &spares {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(spare as i32, libc::SIGKILL) };
+        }
+        // Gone before the next start: a spare killed just as it takes a request loses that start
+        // (`ForkServerLost`), which is not what this case is about.
+        assert!(eventually(Duration::from_secs(5), || spares.iter().all(|&s| !process_alive(s))));
+        for x in 0..4 {
+            let mut q = Process::new(square, x + round);
+            q.start().unwrap();
+            assert_eq!(q.join_timeout(Duration::from_secs(10)).unwrap(), Some((x + round) * (x + round)));
+        }
+    }
+    // The same server served every start, and has spares again.
+    assert!(process_alive(server));
+    assert!(eventually(Duration::from_secs(5), || !children_of(server).is_empty()));
 }
 
 fn read_setting(_: ()) -> Option<String> {

@@ -69,6 +69,11 @@ fn mark_initialized() {
 pub(crate) fn prepare_server() {
     mark_initialized();
     install_panic_hook();
+    // First uses that every child would otherwise make after the fork (each touching pages and code).
+    crate::handle::touch_tables();
+    TEST_NAME.with(|_| ());
+    crate::target::touch_tables();
+    let _ = std::io::stdout().flush();
 }
 
 pub(crate) fn is_initialized() -> bool {

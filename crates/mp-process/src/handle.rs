@@ -24,6 +24,14 @@ thread_local! {
     static HANDLE_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
+/// Registers this thread's codec tables now (each registers a destructor on first use), so that the fork
+/// server's children inherit them registered instead of each doing it on the start's critical path.
+pub(crate) fn touch_tables() {
+    OUTGOING.with(|_| ());
+    INCOMING.with(|_| ());
+    HANDLE_ERROR.with(|_| ());
+}
+
 /// Records `message` for the enclosing codec call and returns it as a serde error.
 fn handle_error<E: serde::ser::Error>(message: String) -> E {
     HANDLE_ERROR.with(|slot| *slot.borrow_mut() = Some(message.clone()));

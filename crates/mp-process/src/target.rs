@@ -268,6 +268,11 @@ where
     run_target(move || target.call(args))
 }
 
+/// Registers this thread's panic-location slot now (see [`crate::handle::touch_tables`]).
+pub(crate) fn touch_tables() {
+    PANIC_LOCATION.with(|_| ());
+}
+
 thread_local! {
     /// Where the last panic on this thread happened (set by the hook, read after `catch_unwind`).
     static PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -231,14 +231,30 @@ pub(crate) fn reset_after_fork() {
     SERVER.reset();
 }
 
-/// An idle child forked ahead of the next request. The spares themselves wait on the request socket, so a
-/// request wakes one directly, without a hop through the server (and without the server's `fork()` on the
-/// start's critical path: Android's zygote keeps such children too). Once it has a request it sends the
-/// request's status pipe to the server on `notify`, and the server forks a replacement while it runs.
-struct Spare {
-    pid: u32,
-    notify: OwnedFd,
+/// The server's state. Spares (idle children forked ahead of the next request) wait on the request socket
+/// themselves, so a request wakes one directly, without a hop through the server and without the server's
+/// `fork()` on the start's critical path (Android's zygote keeps such children too). A spare that takes a
+/// request sends its pid and the request's status pipe on the notify socket, and the server forks a
+/// replacement while it runs.
+struct ServerLoop {
+    requests: OwnedFd,
+    sigchld: sys::SigChld,
+    /// The notify socket: the server reads the first end; every spare holds the second.
+    notify: (OwnedFd, OwnedFd),
+    /// Running children, by pid, with the pipe on which their exit is reported.
+    children: HashMap<u32, OwnedFd>,
+    /// The spares' pids.
+    spares: Vec<u32>,
+    /// Set when a spare ended without taking a request (its program is probably gone, or someone killed
+    /// it): no new spares until the server has read the request socket itself, which tells an ended program
+    /// (end of file: the server exits) from a lost spare (a request: spares resume). Forking replacements
+    /// that die at once would otherwise spin forever.
+    direct: bool,
 }
+
+/// How many spares the server keeps: two, so that a start arriving while the server still forks the
+/// replacement of the last one taken finds one ready.
+const SPARES: usize = 2;
 
 /// The server loop: never returns.
 pub(crate) fn serve(requests: OwnedFd, parent: u32) -> ! {
@@ -248,163 +264,157 @@ pub(crate) fn serve(requests: OwnedFd, parent: u32) -> ! {
     }
     sys::ignore_sigint(true);
     child::prepare_server();
+    // Computed once here rather than by every child, which inherits it (it is the same image).
+    super::fingerprint();
     let Ok(sigchld) = sys::SigChld::install() else { sys::exit_now(1) };
-    let mut children: HashMap<u32, OwnedFd> = HashMap::new();
-    let mut spares: Vec<Spare> = Vec::with_capacity(SPARES);
-    top_up(&mut spares, &requests, &sigchld, &children);
-    // Set when a spare ended without taking a request (its program is probably gone, or someone killed it):
-    // no new spares until the server has read the request socket itself, which tells an ended program
-    // (end of file: the server exits) from a lost spare (a request: spares resume). Forking replacements
-    // that die at once would otherwise spin forever.
-    let mut direct = false;
+    let Ok(notify) = sys::seqpacket_pair() else { sys::exit_now(1) };
+    let mut server = ServerLoop {
+        requests,
+        sigchld,
+        notify,
+        children: HashMap::new(),
+        spares: Vec::with_capacity(SPARES),
+        direct: false,
+    };
+    server.top_up();
     loop {
         // With spares waiting on the request socket, the server must leave requests to them.
-        let mut watched: Vec<BorrowedFd<'_>> = spares.iter().map(|s| s.notify.as_fd()).collect();
-        if spares.is_empty() {
-            watched.push(requests.as_fd());
+        let serving = server.spares.is_empty();
+        let first = if serving { server.requests.as_fd() } else { server.notify.0.as_fd() };
+        let Ok(ready) = sys::poll_readable(&[first, server.sigchld.fd()], None) else { sys::exit_now(1) };
+        if serving && ready[0] {
+            server.serve_one();
+            server.direct = false;
         }
-        watched.push(sigchld.fd());
-        let Ok(ready) = sys::poll_readable(&watched, None) else { sys::exit_now(1) };
-        let sigchld_ready = ready[ready.len() - 1];
-        if spares.is_empty() {
-            if ready[0] {
-                serve_one(&requests, &sigchld, &mut children, &spares);
-                direct = false;
-            }
-        } else {
-            // Each spare that took a request sends the request's status pipe; one that ended without a request
-            // (its program is gone) sends nothing, and is reaped below.
-            let mut index = 0;
-            for taken in ready[..spares.len()].iter().copied() {
-                if !taken {
-                    index += 1;
-                    continue;
-                }
-                let spare = spares.remove(index);
-                let mut byte = [0u8; 1];
-                let mut fds = Vec::new();
-                if let (Ok(1), Some(status)) =
-                    (sys::recv_with_fds(spare.notify.as_fd(), &mut byte, &mut fds), fds.pop())
-                {
-                    children.insert(spare.pid, status);
-                } else {
-                    direct = true;
-                }
-            }
+        // Always, before reaping: a spare's notice is queued before it can end.
+        server.take_notices();
+        if ready[1] {
+            server.sigchld.drain();
+            server.reap();
         }
-        if sigchld_ready {
-            sigchld.drain();
-            while let Some((pid, code)) = sys::reap_any() {
-                if let Some(status) = children.remove(&pid) {
-                    let mut report = [0u8; 8];
-                    report[..4].copy_from_slice(&pid.to_le_bytes());
-                    report[4..].copy_from_slice(&code.to_le_bytes());
-                    let _ = sys::write_fd_all(status.as_fd(), &report);
-                }
-                if let Some(at) = spares.iter().position(|s| s.pid == pid) {
-                    spares.remove(at);
-                    direct = true;
-                }
-            }
-        }
-        if !direct {
-            top_up(&mut spares, &requests, &sigchld, &children);
+        if !server.direct {
+            server.top_up();
         }
     }
 }
 
-/// How many idle children the server keeps waiting for requests: two, so that a start arriving while the
-/// server still forks the replacement of the last one taken finds one ready.
-const SPARES: usize = 2;
-
-/// Forks spares until there are [`SPARES`] (fewer if forking fails).
-fn top_up(spares: &mut Vec<Spare>, requests: &OwnedFd, sigchld: &sys::SigChld, children: &HashMap<u32, OwnedFd>) {
-    while spares.len() < SPARES {
-        match fork_spare(requests, sigchld, children, spares) {
-            Some(spare) => spares.push(spare),
-            None => break,
-        }
-    }
-}
-
-/// Reads one request from the request socket and forks a child for it (the path without a spare).
-fn serve_one(requests: &OwnedFd, sigchld: &sys::SigChld, children: &mut HashMap<u32, OwnedFd>, spares: &[Spare]) {
-    let mut request = [0u8; REQUEST_MAX];
-    let mut fds = Vec::new();
-    let n = match sys::recv_with_fds(requests.as_fd(), &mut request, &mut fds) {
-        Ok(0) | Err(_) => sys::exit_now(0), // the program is gone
-        Ok(n) => n,
-    };
-    // Every request carries the status pipe second.
-    if fds.len() < 2 {
-        return;
-    }
-    let status = fds.remove(1);
-    // SAFETY: the server is single-threaded, so the child inherits no lock held by another thread.
-    match unsafe { sys::fork() } {
-        Ok(sys::Forked::Child) => {
-            leave_server(requests, sigchld, children, spares);
-            sys::close_raw(requests.as_raw_fd());
-            drop(status);
-            run_request(&request[..n], fds)
-        }
-        Ok(sys::Forked::Parent(pid)) => {
-            drop(fds);
-            children.insert(pid, status);
-        }
-        // Dropping the descriptors tells the client the start failed.
-        Err(_) => {}
-    }
-}
-
-/// Forks a spare child that takes the next request from the request socket.
-fn fork_spare(
-    requests: &OwnedFd,
-    sigchld: &sys::SigChld,
-    children: &HashMap<u32, OwnedFd>,
-    spares: &[Spare],
-) -> Option<Spare> {
-    let (ours, theirs) = sys::seqpacket_pair().ok()?;
-    // SAFETY: the server is single-threaded, so the child inherits no lock held by another thread.
-    match unsafe { sys::fork() }.ok()? {
-        sys::Forked::Child => {
-            leave_server(requests, sigchld, children, spares);
-            drop(ours);
-            let mut request = [0u8; REQUEST_MAX];
+impl ServerLoop {
+    /// Records the spares that took a request, each with its request's status pipe.
+    fn take_notices(&mut self) {
+        loop {
+            let mut pid = [0u8; 4];
             let mut fds = Vec::new();
-            let n = match sys::recv_with_fds(requests.as_fd(), &mut request, &mut fds) {
-                Ok(n) if n > 0 && fds.len() >= 2 => n,
-                _ => sys::exit_now(0), // the program is gone (or sent garbage)
-            };
-            sys::close_raw(requests.as_raw_fd());
-            // The server reports our exit on the status pipe; it gets it now, we keep nothing of it.
-            let status = fds.remove(1);
-            if sys::send_with_fds(theirs.as_fd(), &[1], &[status.as_fd()]).is_err() {
-                sys::exit_now(1);
+            match sys::try_recv_with_fds(self.notify.0.as_fd(), &mut pid, &mut fds) {
+                Ok(4) => {}
+                Ok(_) => continue, // not from a spare of ours
+                Err(_) => return,  // nothing more (`WouldBlock`)
             }
-            drop((theirs, status));
-            run_request(&request[..n], fds)
+            let pid = u32::from_le_bytes(pid);
+            if let (Some(at), Some(status)) = (self.spares.iter().position(|&p| p == pid), fds.pop()) {
+                self.spares.swap_remove(at);
+                self.children.insert(pid, status);
+            }
         }
-        sys::Forked::Parent(pid) => Some(Spare { pid, notify: ours }),
     }
-}
 
-/// In a child just forked by the server: drop the server's descriptors (but the request socket, which a
-/// spare reads) and signal handling. The server's objects are never dropped in the child, which exits
-/// without returning, so closing by number is sound.
-fn leave_server(requests: &OwnedFd, sigchld: &sys::SigChld, children: &HashMap<u32, OwnedFd>, spares: &[Spare]) {
-    let _ = requests;
-    for status in children.values() {
-        sys::close_raw(status.as_raw_fd());
+    /// Reaps every ended child, reporting its exit code on its status pipe.
+    fn reap(&mut self) {
+        while let Some((pid, code)) = sys::reap_any() {
+            if let Some(status) = self.children.remove(&pid) {
+                let mut report = [0u8; 8];
+                report[..4].copy_from_slice(&pid.to_le_bytes());
+                report[4..].copy_from_slice(&code.to_le_bytes());
+                let _ = sys::write_fd_all(status.as_fd(), &report);
+            }
+            if let Some(at) = self.spares.iter().position(|&p| p == pid) {
+                self.spares.swap_remove(at);
+                self.direct = true;
+            }
+        }
     }
-    for spare in spares {
-        sys::close_raw(spare.notify.as_raw_fd());
+
+    /// Forks spares until there are [`SPARES`] (fewer if forking fails).
+    fn top_up(&mut self) {
+        while self.spares.len() < SPARES {
+            match self.fork_spare() {
+                Some(pid) => self.spares.push(pid),
+                None => break,
+            }
+        }
     }
-    sigchld.forget_in_child();
-    sys::ignore_sigint(false);
-    // Until told otherwise, a server's child dies with the server.
-    if sys::set_parent_death_signal().is_err() {
-        sys::exit_now(1);
+
+    /// Reads one request from the request socket and forks a child for it (the path without a spare).
+    fn serve_one(&mut self) {
+        let mut request = [0u8; REQUEST_MAX];
+        let mut fds = Vec::new();
+        let n = match sys::recv_with_fds(self.requests.as_fd(), &mut request, &mut fds) {
+            Ok(0) | Err(_) => sys::exit_now(0), // the program is gone
+            Ok(n) => n,
+        };
+        // Every request carries the status pipe second.
+        if fds.len() < 2 {
+            return;
+        }
+        let status = fds.remove(1);
+        // SAFETY: the server is single-threaded, so the child inherits no lock held by another thread.
+        match unsafe { sys::fork() } {
+            Ok(sys::Forked::Child) => {
+                self.leave();
+                sys::close_raw(self.requests.as_raw_fd());
+                sys::close_raw(self.notify.1.as_raw_fd());
+                drop(status);
+                run_request(&request[..n], fds)
+            }
+            Ok(sys::Forked::Parent(pid)) => {
+                drop(fds);
+                self.children.insert(pid, status);
+            }
+            // Dropping the descriptors tells the client the start failed.
+            Err(_) => {}
+        }
+    }
+
+    /// Forks a spare child that takes the next request from the request socket.
+    fn fork_spare(&self) -> Option<u32> {
+        // SAFETY: the server is single-threaded, so the child inherits no lock held by another thread.
+        match unsafe { sys::fork() }.ok()? {
+            sys::Forked::Child => {
+                self.leave();
+                let mut request = [0u8; REQUEST_MAX];
+                let mut fds = Vec::new();
+                let n = match sys::recv_with_fds(self.requests.as_fd(), &mut request, &mut fds) {
+                    Ok(n) if n > 0 && fds.len() >= 2 => n,
+                    _ => sys::exit_now(0), // the program is gone (or sent garbage)
+                };
+                sys::close_raw(self.requests.as_raw_fd());
+                // The server reports our exit on the status pipe; it gets it now, we keep nothing of it.
+                let status = fds.remove(1);
+                let notify = self.notify.1.as_fd();
+                if sys::send_with_fds(notify, &sys::pid().to_le_bytes(), &[status.as_fd()]).is_err() {
+                    sys::exit_now(1);
+                }
+                sys::close_raw(notify.as_raw_fd());
+                drop(status);
+                run_request(&request[..n], fds)
+            }
+            sys::Forked::Parent(pid) => Some(pid),
+        }
+    }
+
+    /// In a child just forked by the server: drop the server's descriptors (but the request socket and the
+    /// spares' end of the notify socket, which the caller deals with) and signal handling. The server's
+    /// objects are never dropped in the child, which exits without returning, so closing by number is sound.
+    fn leave(&self) {
+        for status in self.children.values() {
+            sys::close_raw(status.as_raw_fd());
+        }
+        sys::close_raw(self.notify.0.as_raw_fd());
+        self.sigchld.forget_in_child();
+        sys::ignore_sigint(false);
+        // Until told otherwise, a server's child dies with the server.
+        if sys::set_parent_death_signal().is_err() {
+            sys::exit_now(1);
+        }
     }
 }
 

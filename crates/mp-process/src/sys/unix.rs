@@ -263,7 +263,10 @@ fn recv_with_fds_flags(
     fds: &mut Vec<OwnedFd>,
     flags: RecvFlags,
 ) -> io::Result<usize> {
-    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
+    // On the stack (no allocation on the fork server's paths), with room for the buffer's alignment to a
+    // `cmsghdr`, which the stack does not give a byte array.
+    let mut space =
+        [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE)) + std::mem::align_of::<u64>()];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let n = loop {
         match rustix::net::recvmsg(sock, &mut [IoSliceMut::new(buf)], &mut control, flags) {
@@ -467,11 +470,12 @@ impl SigChld {
 
     /// In a child forked by the server: back to the default SIGCHLD disposition, pipe closed.
     pub(crate) fn forget_in_child(&self) {
-        SIGCHLD_FD.store(-1, Ordering::Relaxed);
-        close_raw(self.read.as_raw_fd());
-        close_raw(self._write.as_raw_fd());
+        // The handler goes first, so none runs once the pipe is closed (`SIGCHLD_FD` is left as it is: a
+        // write would copy its page).
         // SAFETY: restoring SIG_DFL is always sound.
         unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+        close_raw(self.read.as_raw_fd());
+        close_raw(self._write.as_raw_fd());
     }
 }
 
