@@ -45,6 +45,7 @@ fn main() {
         start_method_configuration,
         killed_fork_server_is_reported_and_replaced,
         killed_spares_are_replaced,
+        children_get_the_parents_signal_state,
         inherited_settings_reach_grandchildren,
         detached_processes_are_not_children,
     ]);
@@ -684,6 +685,28 @@ fn killed_spares_are_replaced() {
     // The same server served every start, and has spares again.
     assert!(process_alive(server));
     assert!(eventually(Duration::from_secs(5), || !children_of(server).is_empty()));
+}
+
+/// `SigBlk` and `SigIgn` of this thread, from `/proc`.
+fn signal_state(_: ()) -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    let field = |name: &str| {
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+        u64::from_str_radix(line[name.len()..].trim(), 16).unwrap()
+    };
+    (field("SigBlk:"), field("SigIgn:"))
+}
+
+/// The fork server blocks SIGCHLD and ignores SIGINT for itself; its children must not inherit either.
+fn children_get_the_parents_signal_state() {
+    let bit = |sig: i32| 1u64 << (sig - 1);
+    let (blocked, ignored) = signal_state(());
+    let mut p = Process::new(signal_state, ());
+    p.start().unwrap();
+    let (child_blocked, child_ignored) = p.join().unwrap();
+    assert_eq!(child_blocked & bit(libc::SIGCHLD), blocked & bit(libc::SIGCHLD), "SIGCHLD blocked");
+    assert_eq!(child_ignored & bit(libc::SIGINT), ignored & bit(libc::SIGINT), "SIGINT ignored");
+    assert_eq!(child_ignored & bit(libc::SIGCHLD), 0, "SIGCHLD ignored");
 }
 
 fn read_setting(_: ()) -> Option<String> {

@@ -4,8 +4,7 @@
 use std::ffi::{CStr, CString};
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
@@ -422,60 +421,56 @@ pub(crate) fn ignore_sigint(ignore: bool) {
     unsafe { libc::signal(libc::SIGINT, action) };
 }
 
-/// The write end of the SIGCHLD self-pipe, read by the signal handler.
-static SIGCHLD_FD: AtomicI32 = AtomicI32::new(-1);
+/// A signalfd that becomes readable whenever a child ends (used by the fork server, which keeps SIGCHLD
+/// blocked: no handler runs, so no signal frame is written on the server's stack after each fork).
+pub(crate) struct SigChld {
+    fd: OwnedFd,
+}
 
-extern "C" fn on_sigchld(_: libc::c_int) {
-    let fd = SIGCHLD_FD.load(Ordering::Relaxed);
-    if fd >= 0 {
-        let byte = 1u8;
-        // SAFETY: write(2) is async-signal-safe; the buffer is a live local. A full pipe just drops the byte.
-        unsafe { libc::write(fd, (&raw const byte).cast(), 1) };
+/// `{SIGCHLD}`.
+fn sigchld_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the set it is given; a zeroed set is a valid place to start.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        set
     }
 }
 
-/// The read end of a self-pipe that becomes readable whenever a child ends (used by the fork server).
-pub(crate) struct SigChld {
-    read: OwnedFd,
-    _write: OwnedFd,
-}
-
 impl SigChld {
-    /// Installs the SIGCHLD handler.
+    /// Blocks SIGCHLD (default disposition, so that ended children are not reaped automatically) and opens
+    /// the signalfd. The process must be single-threaded.
     pub(crate) fn install() -> io::Result<Self> {
-        let (read, write) =
-            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK)?;
-        SIGCHLD_FD.store(write.as_raw_fd(), Ordering::Relaxed);
-        // SAFETY: a zeroed sigaction is a valid starting value; the handler only calls write(2).
+        let set = sigchld_set();
+        // SAFETY: SIG_DFL is always a sound disposition; the set is initialised; the process has one thread,
+        // so the process mask is its mask; signalfd returns a new descriptor that we own.
         unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_sigchld as *const () as usize;
-            action.sa_flags = libc::SA_RESTART | libc::SA_NOCLDSTOP;
-            libc::sigemptyset(&mut action.sa_mask);
-            syscall!(libc::sigaction(libc::SIGCHLD, &action, std::ptr::null_mut()))?;
+            libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+            syscall!(libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()))?;
+            let fd = syscall!(libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK))?;
+            Ok(Self { fd: OwnedFd::from_raw_fd(fd) })
         }
-        Ok(Self { read, _write: write })
     }
 
     /// The descriptor to poll.
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.read.as_fd()
+        self.fd.as_fd()
     }
 
-    /// Empties the pipe.
+    /// Consumes the pending notices.
     pub(crate) fn drain(&self) {
-        let mut buf = [0u8; 64];
-        while matches!(rustix::io::read(&self.read, &mut buf), Ok(n) if n > 0) {}
+        // Room for a few `signalfd_siginfo` records (128 bytes each).
+        let mut buf = [0u8; 512];
+        while matches!(rustix::io::read(&self.fd, &mut buf), Ok(n) if n > 0) {}
     }
 
-    /// In a child forked by the server: back to the default SIGCHLD disposition, pipe closed.
+    /// In a child forked by the server: SIGCHLD unblocked again, descriptor closed.
     pub(crate) fn forget_in_child(&self) {
-        // The handler goes first, so none runs once the pipe is closed (`SIGCHLD_FD` is left as it is: a
-        // write would copy its page).
-        // SAFETY: restoring SIG_DFL is always sound.
-        unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
-        close_raw(self.read.as_raw_fd());
-        close_raw(self._write.as_raw_fd());
+        let set = sigchld_set();
+        // SAFETY: unblocking a signal is always sound; the set is initialised.
+        unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+        close_raw(self.fd.as_raw_fd());
     }
 }
 
