@@ -281,7 +281,7 @@ pub(crate) fn serve(requests: OwnedFd, parent: u32) -> ! {
         // With spares waiting on the request socket, the server must leave requests to them.
         let serving = server.spares.is_empty();
         let first = if serving { server.requests.as_fd() } else { server.notify.0.as_fd() };
-        let Ok(ready) = sys::poll_readable(&[first, server.sigchld.fd()], None) else { sys::exit_now(1) };
+        let Ok(ready) = sys::poll_two(first, server.sigchld.fd()) else { sys::exit_now(1) };
         if serving && ready[0] {
             server.serve_one();
             server.direct = false;
@@ -303,14 +303,13 @@ impl ServerLoop {
     fn take_notices(&mut self) {
         loop {
             let mut pid = [0u8; 4];
-            let mut fds = Vec::new();
-            match sys::try_recv_with_fds(self.notify.0.as_fd(), &mut pid, &mut fds) {
-                Ok(4) => {}
+            let status = match sys::try_recv_one_fd(self.notify.0.as_fd(), &mut pid) {
+                Ok((4, status)) => status,
                 Ok(_) => continue, // not from a spare of ours
                 Err(_) => return,  // nothing more (`WouldBlock`)
-            }
+            };
             let pid = u32::from_le_bytes(pid);
-            if let (Some(at), Some(status)) = (self.spares.iter().position(|&p| p == pid), fds.pop()) {
+            if let (Some(at), Some(status)) = (self.spares.iter().position(|&p| p == pid), status) {
                 self.spares.swap_remove(at);
                 self.children.insert(pid, status);
             }
@@ -378,27 +377,33 @@ impl ServerLoop {
     fn fork_spare(&self) -> Option<u32> {
         // SAFETY: the server is single-threaded, so the child inherits no lock held by another thread.
         match unsafe { sys::fork() }.ok()? {
-            sys::Forked::Child => {
-                self.leave();
-                let mut request = [0u8; REQUEST_MAX];
-                let mut fds = Vec::new();
-                let n = match sys::recv_with_fds(self.requests.as_fd(), &mut request, &mut fds) {
-                    Ok(n) if n > 0 && fds.len() >= 2 => n,
-                    _ => sys::exit_now(0), // the program is gone (or sent garbage)
-                };
-                sys::close_raw(self.requests.as_raw_fd());
-                // The server reports our exit on the status pipe; it gets it now, we keep nothing of it.
-                let status = fds.remove(1);
-                let notify = self.notify.1.as_fd();
-                if sys::send_with_fds(notify, &sys::pid().to_le_bytes(), &[status.as_fd()]).is_err() {
-                    sys::exit_now(1);
-                }
-                sys::close_raw(notify.as_raw_fd());
-                drop(status);
-                run_request(&request[..n], fds)
-            }
+            sys::Forked::Child => self.run_spare(),
             sys::Forked::Parent(pid) => Some(pid),
         }
+    }
+
+    /// A spare's life: wait for a request, tell the server, run it. Kept out of [`Self::fork_spare`] so that
+    /// the server's own stack frame stays small: every stack page the server writes after a fork is a
+    /// copy-on-write fault.
+    #[inline(never)]
+    fn run_spare(&self) -> ! {
+        self.leave();
+        let mut request = [0u8; REQUEST_MAX];
+        let mut fds = Vec::new();
+        let n = match sys::recv_with_fds(self.requests.as_fd(), &mut request, &mut fds) {
+            Ok(n) if n > 0 && fds.len() >= 2 => n,
+            _ => sys::exit_now(0), // the program is gone (or sent garbage)
+        };
+        sys::close_raw(self.requests.as_raw_fd());
+        // The server reports our exit on the status pipe; it gets it now, we keep nothing of it.
+        let status = fds.remove(1);
+        let notify = self.notify.1.as_fd();
+        if sys::send_with_fds(notify, &sys::pid().to_le_bytes(), &[status.as_fd()]).is_err() {
+            sys::exit_now(1);
+        }
+        sys::close_raw(notify.as_raw_fd());
+        drop(status);
+        run_request(&request[..n], fds)
     }
 
     /// In a child just forked by the server: drop the server's descriptors (but the request socket and the

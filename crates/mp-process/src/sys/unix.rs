@@ -256,6 +256,30 @@ pub(crate) fn try_recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut 
     recv_with_fds_flags(sock, buf, fds, RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT)
 }
 
+/// Receives one message carrying at most one descriptor, without waiting (`WouldBlock` when there is none):
+/// no allocation, and a small stack frame, for the fork server's loop.
+pub(crate) fn try_recv_one_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1)) + std::mem::align_of::<u64>()];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let flags = RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT;
+    let n = loop {
+        match rustix::net::recvmsg(sock, &mut [IoSliceMut::new(buf)], &mut control, flags) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => break r.map_err(io::Error::from)?.bytes,
+        }
+    };
+    let mut fd = None;
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            // Any beyond the first are closed as they are dropped.
+            for received in received {
+                fd.get_or_insert(received);
+            }
+        }
+    }
+    Ok((n, fd))
+}
+
 fn recv_with_fds_flags(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
@@ -360,6 +384,19 @@ pub(crate) fn read_exact(sock: BorrowedFd<'_>, mut buf: &mut [u8]) -> io::Result
         }
     }
     Ok(())
+}
+
+/// Waits without a time limit until `a` or `b` is readable (or hung up): which ones are. Allocates nothing
+/// (the fork server's loop: each heap page it writes after a fork is a copy-on-write fault).
+pub(crate) fn poll_two(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> io::Result<[bool; 2]> {
+    let mut polls = [PollFd::from_borrowed_fd(a, PollFlags::IN), PollFd::from_borrowed_fd(b, PollFlags::IN)];
+    loop {
+        match rustix::event::poll(&mut polls, None) {
+            Ok(_) => return Ok([!polls[0].revents().is_empty(), !polls[1].revents().is_empty()]),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Waits until at least one of `fds` is readable (or hung up), or `timeout` passes (`None`: no limit).
