@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 
 use crate::{Builder, ContextError, Process, StartMethod, Target};
 
-/// 0 while unset, else `StartMethod::to_u8`.
-static METHOD: AtomicU8 = AtomicU8::new(0);
+/// 0 while unset, else `StartMethod::to_u8` (in the block a forked child writes anyway).
+static METHOD: &AtomicU8 = &crate::registry::STATE.method;
 
 /// The executable that `Spawn` and the fork server re-execute; `None` means this very program.
 static EXECUTABLE: Mutex<Option<CString>> = Mutex::new(None);

@@ -5,7 +5,7 @@
 //! touching the parent's copy, whose locks may be held by threads that do not exist in the child).
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::Duration;
 
@@ -20,12 +20,17 @@ pub(crate) struct ProcessState {
     ptrs: [AtomicPtr<()>; 12],
     /// The fork server's request socket (see `forkserver`), -1 when there is none.
     pub(crate) server_fd: AtomicI32,
+    /// The process-wide start method (see `context`): a child inherits it on its way to the target.
+    pub(crate) method: AtomicU8,
 }
 
 const _: () = assert!(std::mem::size_of::<ProcessState>() <= 128);
 
-pub(crate) static STATE: ProcessState =
-    ProcessState { ptrs: [const { AtomicPtr::new(std::ptr::null_mut()) }; 12], server_fd: AtomicI32::new(-1) };
+pub(crate) static STATE: ProcessState = ProcessState {
+    ptrs: [const { AtomicPtr::new(std::ptr::null_mut()) }; 12],
+    server_fd: AtomicI32::new(-1),
+    method: AtomicU8::new(0),
+};
 
 /// Which entry of [`STATE`] each process-local value uses.
 pub(crate) mod slot {

@@ -142,9 +142,10 @@ pub(crate) fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// This process's pid.
+/// This process's pid. A raw system call, inlined (see [`parent_pid`]).
+#[inline(always)]
 pub(crate) fn pid() -> u32 {
-    std::process::id()
+    rustix::process::getpid().as_raw_nonzero().get() as u32
 }
 
 /// The parent's pid (`getppid`; 0 when there is none). A raw system call, inlined: a forked child calls this on
@@ -462,6 +463,8 @@ pub(crate) fn ignore_sigint(ignore: bool) {
 /// blocked: no handler runs, so no signal frame is written on the server's stack after each fork).
 pub(crate) struct SigChld {
     fd: OwnedFd,
+    /// `{SIGCHLD}`, built once (each child unblocks it).
+    set: libc::sigset_t,
 }
 
 /// `{SIGCHLD}`.
@@ -486,7 +489,7 @@ impl SigChld {
             libc::signal(libc::SIGCHLD, libc::SIG_DFL);
             syscall!(libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()))?;
             let fd = syscall!(libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK))?;
-            Ok(Self { fd: OwnedFd::from_raw_fd(fd) })
+            Ok(Self { fd: OwnedFd::from_raw_fd(fd), set })
         }
     }
 
@@ -504,9 +507,8 @@ impl SigChld {
 
     /// In a child forked by the server: SIGCHLD unblocked again, descriptor closed.
     pub(crate) fn forget_in_child(&self) {
-        let set = sigchld_set();
         // SAFETY: unblocking a signal is always sound; the set is initialised.
-        unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+        unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &self.set, std::ptr::null_mut()) };
         close_raw(self.fd.as_raw_fd());
     }
 }
