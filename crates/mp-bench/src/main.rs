@@ -44,10 +44,10 @@ pub(crate) fn report(workload: &str, implementation: &str, value: f64, unit: &st
 /// A workload for [`interleaved`]: name, implementation, operations per round, the operation.
 pub(crate) type Workload<'a> = (&'static str, &'static str, u32, Box<dyn FnMut() + 'a>);
 
-/// Runs the workloads in alternating rounds (five each, after one warm-up round), so that a noisy machine
+/// Runs the workloads in alternating rounds (nine each, after one warm-up round), so that a noisy machine
 /// slows all of them alike, and reports each one's median round as µs per operation.
 pub(crate) fn interleaved(mut workloads: Vec<Workload<'_>>) {
-    const ROUNDS: usize = 5;
+    const ROUNDS: usize = 9;
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); workloads.len()];
     for round in 0..=ROUNDS {
         for (i, (_, _, n, op)) in workloads.iter_mut().enumerate() {
