@@ -9,7 +9,7 @@
 //! - sockets: [`stream_pair`], [`seqpacket_pair`], [`send_with_fds`], [`recv_with_fds`], [`write_all`],
 //!   [`read_some`], [`poll_readable`], [`set_nonblocking`];
 //! - the executable's build fingerprint ([`exe_fingerprint`]) and `atexit` registration ([`at_exit`]);
-//! - the SIGCHLD self-pipe the fork server waits on ([`SigChld`]).
+//! - the SIGCHLD signalfd the fork server waits on ([`SigChld`]).
 //!
 //! Only Linux is implemented today; other targets fail at compile time with a readable message.
 
