@@ -3,7 +3,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::{cargo, root, run_cmd};
+use crate::{cargo, root, run_cmd, target_dir};
 
 /// For each mp workload, the floor workload it is held against.
 const FLOOR_OF: &[(&str, &str)] = &[
@@ -60,7 +60,7 @@ fn collect(cmd: &mut Command) -> Result<Vec<Line>, String> {
 
 pub(crate) fn run(groups: &[String]) -> Result<(), String> {
     run_cmd(cargo().args(["build", "--release", "--quiet", "-p", "mp-bench"]))?;
-    let mut lines = collect(Command::new(root().join("target/release/mp-bench")).args(groups))?;
+    let mut lines = collect(Command::new(target_dir().join("release/mp-bench")).args(groups))?;
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     if Command::new(&python).arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success()) {
         lines.extend(collect(Command::new(&python).arg("crates/mp-bench/cpython_bench.py").args(groups))?);

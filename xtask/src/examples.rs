@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{cargo, root, run_cmd};
+use crate::{cargo, root, run_cmd, target_dir};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -100,7 +100,7 @@ fn check(example: &Example) -> bool {
         println!("  {} has no `Expected output` ```text block in its //! docs", example.source.display());
         return false;
     };
-    let binary = root().join("target/debug/examples").join(&example.name);
+    let binary = target_dir().join("debug/examples").join(&example.name);
     let out_path = std::env::temp_dir().join(format!("xtask-example-{}.out", std::process::id()));
     let Ok(out) = std::fs::File::create(&out_path) else {
         return false;
