@@ -280,10 +280,16 @@ thread_local! {
 
 /// Installs (once per process image: forked children inherit it) a panic hook that records the location,
 /// then calls the previous hook (which prints the message, as CPython prints a child's traceback).
+// Inlined: a forked child, which inherits the hook, only reads the flag (a code page it would touch first is a
+// page fault).
+#[inline(always)]
 pub(crate) fn install_panic_hook() {
-    static INSTALLED: std::sync::Once = std::sync::Once::new();
-    INSTALLED.call_once(install_panic_hook_now);
+    if !PANIC_HOOK.is_completed() {
+        PANIC_HOOK.call_once(install_panic_hook_now);
+    }
 }
+
+static PANIC_HOOK: std::sync::Once = std::sync::Once::new();
 
 fn install_panic_hook_now() {
     let previous = panic::take_hook();
