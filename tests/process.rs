@@ -21,6 +21,7 @@ fn main() {
         targets_take_python_style_args,
         default_names_follow_cpython,
         exit_codes_follow_cpython,
+        exit_codes_of_many_short_lived_children,
         panic_comes_back_as_data,
         join_timeout_returns_while_running,
         lifecycle_misuse_is_an_error,
@@ -124,6 +125,21 @@ fn panics(msg: String) {
 
 fn exits(code: i32) {
     std::process::exit(code);
+}
+
+/// Children that end at once, one after another, each without an outcome: every exit code must come back
+/// (under the fork server, the server's report races the next start's spare bookkeeping).
+fn exit_codes_of_many_short_lived_children() {
+    for round in 0..150 {
+        let code = round % 5 + 2;
+        let mut p = Process::new(exits, code);
+        p.start().unwrap();
+        match p.join_timeout(Duration::from_secs(10)) {
+            Err(JoinError::Exited { code: got, .. }) => assert_eq!(got, code, "round {round}"),
+            other => panic!("round {round}: expected Exited({code}), got {other:?}"),
+        }
+        assert_eq!(p.exitcode(), Some(code));
+    }
 }
 
 fn exit_codes_follow_cpython() {

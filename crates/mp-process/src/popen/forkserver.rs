@@ -319,6 +319,11 @@ impl ServerLoop {
     /// Reaps every ended child, reporting its exit code on its status pipe.
     fn reap(&mut self) {
         while let Some((pid, code)) = sys::reap_any() {
+            if self.spares.contains(&pid) {
+                // A spare that took a request queued its notice before it could end, possibly after this
+                // iteration's `take_notices`: read it now, or its child would pass for a lost spare.
+                self.take_notices();
+            }
             if let Some(status) = self.children.remove(&pid) {
                 let mut report = [0u8; 8];
                 report[..4].copy_from_slice(&pid.to_le_bytes());
