@@ -640,14 +640,20 @@ fn start_method_configuration() {
     assert_eq!(p.join().unwrap(), 16);
 }
 
+/// A started process napping `ms`, and the pid of the fork server that started it.
+fn served_nap(ms: u64) -> (Process<()>, u32) {
+    let mut p = Process::new(nap, ms);
+    p.start().unwrap();
+    let server = ppid_of(p.pid().unwrap()).unwrap();
+    assert_ne!(server, std::process::id());
+    (p, server)
+}
+
 fn killed_fork_server_is_reported_and_replaced() {
     if method() != StartMethod::ForkServer {
         return;
     }
-    let mut p = Process::new(nap, 60_000);
-    p.start().unwrap();
-    let server = ppid_of(p.pid().unwrap()).unwrap();
-    assert_ne!(server, std::process::id());
+    let (mut p, server) = served_nap(60_000);
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(server as i32, libc::SIGKILL) };
     match p.join_timeout(Duration::from_secs(10)) {
@@ -672,19 +678,21 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// The fork server keeps idle children ready for the next start; killing them must cost no start, and the
-/// server must end with its program all the same.
+/// The fork server keeps idle children ready for the next start; killing them must cost no start (the harness
+/// checks that the server still ends with its program).
 fn killed_spares_are_replaced() {
     if method() != StartMethod::ForkServer {
         return;
     }
-    let mut p = Process::new(nap, 100);
-    p.start().unwrap();
-    let server = ppid_of(p.pid().unwrap()).unwrap();
+    let (mut p, server) = served_nap(100);
     p.join().unwrap();
     for round in 0..3u64 {
-        let spares = children_of(server);
-        assert!(eventually(Duration::from_secs(5), || !children_of(server).is_empty()), "no spare in round {round}");
+        let mut spares = Vec::new();
+        let found = eventually(Duration::from_secs(5), || {
+            spares = children_of(server);
+            !spares.is_empty()
+        });
+        assert!(found, "no spare in round {round}");
         for &spare in &spares {
             // SAFETY: kill has no memory-safety preconditions.
             unsafe { libc::kill(spare as i32, libc::SIGKILL) };

@@ -93,17 +93,15 @@ impl Server {
     fn stop(self) {
         SERVER_FD.store(-1, Ordering::SeqCst);
         drop(self.requests);
-        let deadline = std::time::Instant::now() + STOP_GRACE;
-        let mut pause = std::time::Duration::from_micros(20);
-        while matches!(sys::wait_status(self.pid, false), Ok(None)) {
-            if std::time::Instant::now() >= deadline {
-                let _ = sys::send_signal(self.pid, libc::SIGKILL);
-                let _ = sys::wait_status(self.pid, true);
-                return;
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(std::time::Duration::from_millis(10));
+        // Our own child, not yet reaped: its pid still names it, so its pidfd is the server's.
+        let ended = match sys::pidfd_open(self.pid) {
+            Ok(pidfd) => sys::poll_readable(&[pidfd.as_fd()], Some(STOP_GRACE)).is_ok_and(|ready| ready[0]),
+            Err(_) => true, // already gone (or no pidfds): the reap below does not wait long
+        };
+        if !ended {
+            let _ = sys::send_signal(self.pid, libc::SIGKILL);
         }
+        let _ = sys::wait_status(self.pid, true);
     }
 }
 

@@ -262,13 +262,7 @@ pub(crate) fn try_recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut 
 pub(crate) fn try_recv_one_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1)) + std::mem::align_of::<u64>()];
     let mut control = RecvAncillaryBuffer::new(&mut space);
-    let flags = RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT;
-    let n = loop {
-        match rustix::net::recvmsg(sock, &mut [IoSliceMut::new(buf)], &mut control, flags) {
-            Err(rustix::io::Errno::INTR) => continue,
-            r => break r.map_err(io::Error::from)?.bytes,
-        }
-    };
+    let n = recvmsg_retrying(sock, buf, &mut control, RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT)?;
     let mut fd = None;
     for message in control.drain() {
         if let RecvAncillaryMessage::ScmRights(received) = message {
@@ -279,6 +273,21 @@ pub(crate) fn try_recv_one_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Resul
         }
     }
     Ok((n, fd))
+}
+
+/// `recvmsg` into `buf` and `control`, retried on `EINTR`: the number of bytes received.
+fn recvmsg_retrying(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    control: &mut RecvAncillaryBuffer<'_>,
+    flags: RecvFlags,
+) -> io::Result<usize> {
+    loop {
+        match rustix::net::recvmsg(sock, &mut [IoSliceMut::new(buf)], control, flags) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => return Ok(r.map_err(io::Error::from)?.bytes),
+        }
+    }
 }
 
 fn recv_with_fds_flags(
@@ -292,12 +301,7 @@ fn recv_with_fds_flags(
     let mut space =
         [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE)) + std::mem::align_of::<u64>()];
     let mut control = RecvAncillaryBuffer::new(&mut space);
-    let n = loop {
-        match rustix::net::recvmsg(sock, &mut [IoSliceMut::new(buf)], &mut control, flags) {
-            Err(rustix::io::Errno::INTR) => continue,
-            r => break r.map_err(io::Error::from)?.bytes,
-        }
-    };
+    let n = recvmsg_retrying(sock, buf, &mut control, flags)?;
     for message in control.drain() {
         if let RecvAncillaryMessage::ScmRights(received) = message {
             fds.extend(received);
