@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use crate::current::{Me, ParentLink, set_me};
 use crate::error::{ChildError, ChildErrorKind};
 use crate::popen::arena::{Report, Writer};
-use crate::popen::{Bootstrap, ChildInfo, forkserver, parse_bootstrap, read_bootstrap};
+use crate::popen::{ChildInfo, Decoded, forkserver, parse_bootstrap, read_bootstrap};
 use crate::target::{Job, Outcome, entry_at, install_panic_hook};
-use crate::{context, registry, sys};
+use crate::{StartMethod, context, registry, sys};
 
 /// Environment variable that turns a re-executed program into a child (value: its socket's number).
 pub(crate) const CHILD_ENV: &str = "MP_PROCESS_CHILD";
@@ -100,20 +100,29 @@ fn take_env_fd(key: &str) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Becomes the process described by `info`. `via_server`: created by the fork server, which has already
-/// arranged to die-with-parent.
+/// What a child needs to know of its start before its target runs.
+struct Start<'a> {
+    start_method: StartMethod,
+    kill_with_parent: bool,
+    parent_pid: u32,
+    affinity: Option<&'a [usize]>,
+    /// Created by the fork server, which has already arranged to die-with-parent.
+    via_server: bool,
+}
+
+/// Sets up the process for its target: start method, death with the parent, CPU affinity, panic hook (its
+/// identity is set before).
 #[inline(always)] // the forked child's path in as few code pages as possible (see `fork_and_run`)
-fn become_child(info: &ChildInfo, me: Box<Me>, via_server: bool) -> Result<(), ChildError> {
-    set_me(me);
-    context::inherit_start_method(info.start_method);
+fn become_child(start: &Start<'_>) -> Result<(), ChildError> {
+    context::inherit_start_method(start.start_method);
     mark_initialized();
-    if info.kill_with_parent && !via_server {
+    if start.kill_with_parent && !start.via_server {
         // Set first, then check: a parent that died before the prctl is caught by the pid check.
-        if sys::set_parent_death_signal().is_err() || sys::parent_pid() != info.parent.pid {
+        if sys::set_parent_death_signal().is_err() || sys::parent_pid() != start.parent_pid {
             sys::exit_now(1);
         }
     }
-    if let Some(cpus) = &info.affinity {
+    if let Some(cpus) = start.affinity {
         sys::set_affinity(cpus).map_err(|e| ChildError {
             kind: ChildErrorKind::Bootstrap,
             message: format!("failed to set CPU affinity {cpus:?}: {e}"),
@@ -123,17 +132,20 @@ fn become_child(info: &ChildInfo, me: Box<Me>, via_server: bool) -> Result<(), C
     Ok(())
 }
 
-/// Who the child of `info` will be, moving the name, identity and parent's name out of `info` (what
-/// [`become_child`] needs of it stays). A `fork` start builds this before forking, so that the child allocates
+/// Who the forked child of `info` will be, moving the name, identity and parent's name out of `info`. A `fork` start builds this before forking, so that the child allocates
 /// nothing (every page it writes is a copy-on-write fault), and moves rather than clones: a start that keeps
 /// few small allocations alive stays in the allocator's thread cache, whose shared state would otherwise be
 /// written (and copied) after every fork.
-pub(crate) fn me_for(info: &mut ChildInfo, via_server: bool) -> Box<Me> {
+pub(crate) fn me_for(info: &mut ChildInfo) -> Box<Me> {
     Box::new(Me {
         name: std::mem::take(&mut info.name),
         identity: std::mem::take(&mut info.identity),
         daemon: info.daemon,
-        parent: Some(ParentLink { pid: info.parent.pid, name: std::mem::take(&mut info.parent.name), via_server }),
+        parent: Some(ParentLink {
+            pid: info.parent.pid,
+            name: std::mem::take(&mut info.parent.name),
+            via_server: false,
+        }),
         counter: AtomicU32::new(0),
     })
 }
@@ -165,19 +177,20 @@ pub(crate) fn fork_and_run(
 #[inline(always)] // the forked child's path in as few code pages as possible (see `fork_and_run`)
 fn run_forked(info: &ChildInfo, me: Box<Me>, report: &Report, mut job: Box<dyn Job>) -> ! {
     registry::reset_after_fork();
-    let outcome = match become_child(info, me, false) {
+    set_me(me);
+    let start = Start {
+        start_method: info.start_method,
+        kill_with_parent: info.kill_with_parent,
+        parent_pid: info.parent.pid,
+        affinity: info.affinity.as_deref(),
+        via_server: false,
+    };
+    let outcome = match become_child(&start) {
         // SAFETY: the job runs once, and is never dropped: `finish` ends the process.
         Ok(()) => unsafe { job.run_once() },
         Err(e) => Outcome::Failed(e),
     };
     finish(report, outcome)
-}
-
-/// A re-executed child takes over its parent's inherited settings, then becomes the process `info` says.
-fn adopt_and_become(info: &mut ChildInfo, via_server: bool) -> Result<(), ChildError> {
-    crate::inherit::adopt(std::mem::take(&mut info.inherited));
-    let me = me_for(info, via_server);
-    become_child(info, me, via_server)
 }
 
 /// A re-executed or fork-server child: reads its bootstrap from `sock`, runs the target.
@@ -193,28 +206,44 @@ pub(crate) fn run_from_socket(sock: OwnedFd, via_server: bool) -> ! {
 
 /// A fork-server child whose request came whole (`frame`: its bootstrap) with a slot for its outcome and a
 /// pipe to say when the outcome is there.
-pub(crate) fn run_served(frame: Result<Vec<u8>, ChildError>, fds: Vec<OwnedFd>, writer: Writer, done: OwnedFd) -> ! {
+pub(crate) fn run_served(
+    frame: Result<&'static [u8], ChildError>,
+    fds: Vec<OwnedFd>,
+    writer: Writer,
+    done: OwnedFd,
+) -> ! {
     registry::reset_after_fork();
     // The parent learns the pid from the slot, without a wake-up unless it asks before this.
     writer.set_pid(sys::pid());
-    let outcome = run_bootstrap(frame.and_then(|frame| parse_bootstrap(&frame, fds)), true);
+    let outcome = run_bootstrap(frame.and_then(|frame| parse_bootstrap(frame, fds)), true);
     finish(&Report::Served { writer, done }, outcome)
 }
 
-/// Becomes the process a bootstrap describes and runs its target.
-fn run_bootstrap(boot: Result<(Bootstrap, Vec<u8>, Vec<OwnedFd>), ChildError>, via_server: bool) -> Outcome {
-    match boot {
-        Err(e) => Outcome::Failed(e),
-        Ok((mut boot, payload, fds)) => match adopt_and_become(&mut boot.info, via_server) {
-            Err(e) => Outcome::Failed(e),
-            Ok(()) => {
-                // SAFETY: the fingerprint check in the header established that the parent runs this same
-                // build, so the offset names an `Entry` trampoline in this image.
-                let entry = unsafe { entry_at(boot.entry) };
-                entry(&payload, fds)
-            }
-        },
+/// Becomes the process a bootstrap describes and runs its target. Nothing here allocates before the target
+/// runs (see [`Bootstrap`](crate::popen::Bootstrap)).
+fn run_bootstrap(boot: Result<Decoded, ChildError>, via_server: bool) -> Outcome {
+    let (boot, payload, fds) = match boot {
+        Ok(decoded) => decoded,
+        Err(e) => return Outcome::Failed(e),
+    };
+    // Who we are, and what we inherit, are decoded from here on first use.
+    registry::set_who(boot.who);
+    crate::current::forget_me();
+    crate::inherit::forget();
+    let start = Start {
+        start_method: boot.start_method,
+        kill_with_parent: boot.kill_with_parent,
+        parent_pid: boot.parent_pid,
+        affinity: boot.affinity.as_deref(),
+        via_server,
+    };
+    if let Err(e) = become_child(&start) {
+        return Outcome::Failed(e);
     }
+    // SAFETY: the fingerprint check in the header established that the parent runs this same build, so the
+    // offset names an `Entry` trampoline in this image.
+    let entry = unsafe { entry_at(boot.entry) };
+    entry(payload, fds)
 }
 
 /// Waits for our own children as CPython does at a child's exit, reports the outcome, and exits. The outcome

@@ -30,12 +30,22 @@ pub(crate) struct ParentLink {
     pub(crate) via_server: bool,
 }
 
-static ME: ProcessLocal<Me> = ProcessLocal::new(crate::registry::slot::ME, || Me {
-    name: "MainProcess".to_owned(),
-    identity: Vec::new(),
-    daemon: false,
-    parent: None,
-    counter: AtomicU32::new(0),
+/// In a re-executed child, made from what its parent sent (on first use: see [`crate::popen::Bootstrap`]).
+static ME: ProcessLocal<Me> = ProcessLocal::new(crate::registry::slot::ME, || match crate::popen::who() {
+    Some(who) => Me {
+        name: who.name,
+        identity: who.identity,
+        daemon: who.daemon,
+        parent: Some(who.parent),
+        counter: AtomicU32::new(0),
+    },
+    None => Me {
+        name: "MainProcess".to_owned(),
+        identity: Vec::new(),
+        daemon: false,
+        parent: None,
+        counter: AtomicU32::new(0),
+    },
 });
 
 pub(crate) fn me() -> &'static Me {
@@ -44,6 +54,12 @@ pub(crate) fn me() -> &'static Me {
 
 pub(crate) fn set_me(me: Box<Me>) {
     ME.set(me);
+}
+
+/// In a re-executed child: forget any identity inherited from the fork server, so that the child's is made
+/// from its bootstrap on first use.
+pub(crate) fn forget_me() {
+    ME.reset();
 }
 
 /// The identity and name of the next child this process creates: `Process-N`, and `Process-1:N` in the

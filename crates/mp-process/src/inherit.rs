@@ -7,8 +7,10 @@ use std::sync::Mutex;
 
 use crate::registry::{ProcessLocal, lock, slot};
 
-/// The current table: an immutable snapshot, replaced whole on every change (a forked child keeps it as is).
-static VALUES: ProcessLocal<BTreeMap<String, String>> = ProcessLocal::new(slot::INHERITED_VALUES, BTreeMap::new);
+/// The current table: an immutable snapshot, replaced whole on every change (a forked child keeps it as is). A
+/// re-executed child starts from its parent's table, taken from its bootstrap on first use.
+static VALUES: ProcessLocal<BTreeMap<String, String>> =
+    ProcessLocal::new(slot::INHERITED_VALUES, || crate::popen::who().map(|who| who.inherited).unwrap_or_default());
 /// Serializes writers.
 static WRITING: ProcessLocal<Mutex<()>> = ProcessLocal::new(slot::INHERITED_WRITING, || Mutex::new(()));
 
@@ -39,9 +41,10 @@ pub(crate) fn snapshot() -> BTreeMap<String, String> {
     VALUES.get().clone()
 }
 
-/// In a re-executed child: take over the parent's table.
-pub(crate) fn adopt(values: BTreeMap<String, String>) {
-    VALUES.set(Box::new(values));
+/// In a re-executed child: forget any table inherited from the fork server, so that the child's comes from
+/// its bootstrap.
+pub(crate) fn forget() {
+    VALUES.reset();
 }
 
 /// In a forked child: the table stays, its writers' lock is renewed.

@@ -5,7 +5,7 @@
 //! touching the parent's copy, whose locks may be held by threads that do not exist in the child).
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::Duration;
 
@@ -17,7 +17,10 @@ use crate::{forkserver, sys};
 /// child pays one copy-on-write fault for it, not one per variable.
 #[repr(C, align(128))]
 pub(crate) struct ProcessState {
-    ptrs: [AtomicPtr<()>; 12],
+    ptrs: [AtomicPtr<()>; 10],
+    /// A re-executed child's [`Who`](crate::popen::Who), still encoded (see [`set_who`]); null elsewhere.
+    who: AtomicPtr<u8>,
+    who_len: AtomicUsize,
     /// The fork server's request socket (see `forkserver`), -1 when there is none.
     pub(crate) server_fd: AtomicI32,
     /// The process-wide start method (see `context`): a child inherits it on its way to the target.
@@ -27,7 +30,9 @@ pub(crate) struct ProcessState {
 const _: () = assert!(std::mem::size_of::<ProcessState>() <= 128);
 
 pub(crate) static STATE: ProcessState = ProcessState {
-    ptrs: [const { AtomicPtr::new(std::ptr::null_mut()) }; 12],
+    ptrs: [const { AtomicPtr::new(std::ptr::null_mut()) }; 10],
+    who: AtomicPtr::new(std::ptr::null_mut()),
+    who_len: AtomicUsize::new(0),
     server_fd: AtomicI32::new(-1),
     method: AtomicU8::new(0),
 };
@@ -43,6 +48,23 @@ pub(crate) mod slot {
     pub(crate) const ME: usize = 6;
     pub(crate) const ARENA: usize = 7;
     pub(crate) const READY: usize = 8;
+}
+
+/// Records who this re-executed child is, still encoded: [`ProcessLocal`]s whose value comes from it decode
+/// it when first used. Set once, before the target runs. A forked child of this process keeps it, which is
+/// right: what it inherits is what this process inherited.
+pub(crate) fn set_who(bytes: &'static [u8]) {
+    STATE.who_len.store(bytes.len(), Ordering::Relaxed);
+    STATE.who.store(bytes.as_ptr().cast_mut(), Ordering::Release);
+}
+
+/// What [`set_who`] recorded.
+pub(crate) fn who() -> Option<&'static [u8]> {
+    let ptr = STATE.who.load(Ordering::Acquire);
+    let len = STATE.who_len.load(Ordering::Relaxed);
+    // SAFETY: a non-null pointer and its length were stored together by `set_who`, from a `&'static [u8]`
+    // (the length first, the pointer with release ordering after it), and nothing ever writes through it.
+    (!ptr.is_null()).then(|| unsafe { std::slice::from_raw_parts(ptr.cast_const(), len) })
 }
 
 /// A lazily created value that a forked child can swap for a fresh one. Its pointer lives in [`STATE`], at

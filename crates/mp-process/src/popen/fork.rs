@@ -25,7 +25,7 @@ pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>) -> Result<Arc<Child>, S
     // Built before the fork: after it, every heap page the parent writes is copied while the child lives.
     let child = Arc::new(Child::direct(&info, ours, slot));
     let mut info = info;
-    let me = child::me_for(&mut info, false);
+    let me = child::me_for(&mut info);
     let guard = registry::start_lock();
     let (pid, me) = child::fork_and_run(&info, me, &report, job)?;
     drop(guard);

@@ -14,9 +14,10 @@
 //!
 //! The server exits when the program that started it closes the request socket (on exit, or when killed).
 
+use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -347,17 +348,14 @@ impl ServerLoop {
 
     /// Reads one request from the request socket and forks a child for it (the path without a spare).
     fn serve_one(&mut self) {
-        let mut request = [0u8; REQUEST_MAX];
-        let mut fds = Vec::new();
-        let n = match sys::recv_with_fds(self.requests.as_fd(), &mut request, &mut fds) {
+        let mut fds = Received::new();
+        // SAFETY: the server itself never keeps a request (its children do, after the fork).
+        let n = match unsafe { REQUEST.receive(self.requests.as_fd(), &mut fds) } {
             Ok(0) | Err(_) => sys::exit_now(0), // the program is gone
             Ok(n) => n,
         };
         // Every request carries the status pipe second.
-        if fds.len() < 2 {
-            return;
-        }
-        let status = fds.remove(1);
+        let Some(status) = fds.take(1) else { return };
         // SAFETY: the server is single-threaded, so the child inherits no lock held by another thread.
         match unsafe { sys::fork() } {
             Ok(sys::Forked::Child) => {
@@ -365,7 +363,8 @@ impl ServerLoop {
                 sys::close_raw(self.requests.as_raw_fd());
                 sys::close_raw(self.notify.1.as_raw_fd());
                 drop(status);
-                run_request(&request[..n], fds)
+                // SAFETY: this child never returns to the server's loop, so it never receives again.
+                run_request(unsafe { REQUEST.keep(n) }, fds)
             }
             Ok(sys::Forked::Parent(pid)) => {
                 drop(fds);
@@ -391,22 +390,25 @@ impl ServerLoop {
     #[inline(never)]
     fn run_spare(&self) -> ! {
         self.leave();
-        let mut request = [0u8; REQUEST_MAX];
-        let mut fds = Vec::new();
-        let n = match sys::recv_with_fds(self.requests.as_fd(), &mut request, &mut fds) {
-            Ok(n) if n > 0 && fds.len() >= 2 => n,
-            _ => sys::exit_now(0), // the program is gone (or sent garbage)
+        let mut fds = Received::new();
+        // SAFETY: a spare receives one request, which it keeps from then on: it has kept none yet.
+        unsafe { REQUEST.touch() };
+        // SAFETY: as above.
+        let n = match unsafe { REQUEST.receive(self.requests.as_fd(), &mut fds) } {
+            Ok(n) if n > 0 => n,
+            _ => sys::exit_now(0), // the program is gone
         };
         sys::close_raw(self.requests.as_raw_fd());
         // The server reports our exit on the status pipe; it gets it now, we keep nothing of it.
-        let status = fds.remove(1);
+        let Some(status) = fds.take(1) else { sys::exit_now(1) };
         let notify = self.notify.1.as_fd();
         if sys::send_with_fds(notify, &sys::pid().to_le_bytes(), &[status.as_fd()]).is_err() {
             sys::exit_now(1);
         }
         sys::close_raw(notify.as_raw_fd());
         drop(status);
-        run_request(&request[..n], fds)
+        // SAFETY: received above, and never again.
+        run_request(unsafe { REQUEST.keep(n) }, fds)
     }
 
     /// In a child just forked by the server: drop the server's descriptors (but the request socket and the
@@ -426,34 +428,120 @@ impl ServerLoop {
     }
 }
 
-/// Runs the child a request asks for (`fds`: the request's descriptors but the status pipe), dying with the
-/// server unless the program opted out.
-fn run_request(request: &[u8], mut fds: Vec<OwnedFd>) -> ! {
+/// Runs the child a request asks for (`fds`: the request's descriptors, the status pipe taken), dying with
+/// the server unless the program opted out.
+fn run_request(request: &'static [u8], mut fds: Received) -> ! {
     let (Some(&kind), Some(&kill)) = (request.first(), request.get(1)) else { sys::exit_now(1) };
     if kill == 0 {
         let _ = sys::clear_parent_death_signal();
     }
-    match kind {
-        REQ_SOCKET if fds.len() == 1 => child::run_from_socket(fds.remove(0), true),
-        REQ_SLOT if !fds.is_empty() => {
-            let done = fds.remove(0);
+    match (kind, fds.take(0)) {
+        (REQ_SOCKET, Some(sock)) if fds.len() == 2 => child::run_from_socket(sock, true),
+        (REQ_SLOT, Some(done)) => {
             let slot = request.get(2..6).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
             // Without a slot to write to, the child can only end: its parent learns the exit code.
             let Some(writer) = slot.and_then(Writer::for_index) else { sys::exit_now(1) };
             let frame = match (request.get(6), request.get(7..)) {
-                (Some(0), Some(frame)) => Ok(frame.to_vec()),
+                (Some(0), Some(frame)) => Ok(frame),
                 (Some(1), Some(at)) if at.len() == 16 => {
                     let offset = u64::from_le_bytes(at[..8].try_into().expect("8 bytes"));
                     let len = u64::from_le_bytes(at[8..].try_into().expect("8 bytes"));
-                    arena::take_spilled(offset, len).map_err(|e| ChildError {
+                    // Kept for the rest of the child's life, as the inline frame is.
+                    arena::take_spilled(offset, len).map(|frame| &*frame.leak()).map_err(|e| ChildError {
                         kind: ChildErrorKind::Bootstrap,
                         message: format!("reading the start-up message: {e}"),
                     })
                 }
                 _ => Err(ChildError { kind: ChildErrorKind::Bootstrap, message: "malformed request".into() }),
             };
-            child::run_served(frame, fds, writer, done)
+            child::run_served(frame, fds.rest(2), writer, done)
         }
         _ => sys::exit_now(1),
+    }
+}
+
+/// The descriptors that came with a request, held without allocating (a served child allocates nothing on
+/// its way to the target: see [`Bootstrap`](super::Bootstrap)).
+struct Received {
+    fds: [Option<OwnedFd>; sys::MAX_FDS_PER_MESSAGE],
+    len: usize,
+}
+
+impl Received {
+    fn new() -> Self {
+        Received { fds: [const { None }; sys::MAX_FDS_PER_MESSAGE], len: 0 }
+    }
+
+    /// How many arrived.
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Takes the `i`th.
+    fn take(&mut self, i: usize) -> Option<OwnedFd> {
+        self.fds.get_mut(i)?.take()
+    }
+
+    /// The ones from the `from`th on (without allocating when there are none).
+    fn rest(&mut self, from: usize) -> Vec<OwnedFd> {
+        self.fds[from.min(self.len)..self.len].iter_mut().filter_map(Option::take).collect()
+    }
+}
+
+impl Extend<OwnedFd> for Received {
+    fn extend<I: IntoIterator<Item = OwnedFd>>(&mut self, received: I) {
+        for fd in received {
+            // One message carries no more than there is room for; any beyond would be closed here.
+            if let Some(slot) = self.fds.get_mut(self.len) {
+                *slot = Some(fd);
+                self.len += 1;
+            }
+        }
+    }
+}
+
+/// Where requests are received: static memory, so that a served child decodes its bootstrap in place and
+/// borrows from it for the rest of its life. One page.
+#[repr(C, align(4096))]
+struct RequestBuffer(UnsafeCell<[u8; REQUEST_MAX]>);
+
+// SAFETY: only the fork server's single thread and its children (single-threaded until they keep their
+// request, and never writing it afterwards) use it: see `receive` and `keep`.
+unsafe impl Sync for RequestBuffer {}
+
+static REQUEST: RequestBuffer = RequestBuffer(UnsafeCell::new([0; REQUEST_MAX]));
+
+impl RequestBuffer {
+    /// Receives a request into the buffer; returns its length.
+    ///
+    /// # Safety
+    ///
+    /// No borrow from [`keep`](Self::keep) exists in this process: it is the server (which never keeps a
+    /// request), or a spare that has not kept one yet.
+    unsafe fn receive(&'static self, sock: BorrowedFd<'_>, fds: &mut Received) -> io::Result<usize> {
+        // SAFETY: by the caller's guarantee, nothing else borrows the buffer.
+        let buf = unsafe { &mut *self.0.get() };
+        sys::recv_with_fds(sock, buf, fds)
+    }
+
+    /// Brings the buffer's page in ahead of a request, so that a spare's receive does not fault on it.
+    ///
+    /// # Safety
+    ///
+    /// As for [`receive`](Self::receive).
+    unsafe fn touch(&'static self) {
+        // SAFETY: by the caller's guarantee, nothing else borrows the buffer; the pointer is to its first byte.
+        unsafe { self.0.get().cast::<u8>().write_volatile(0) }
+    }
+
+    /// The first `n` bytes received, for the rest of the process's life.
+    ///
+    /// # Safety
+    ///
+    /// The caller, a child of the server, never receives into the buffer again.
+    unsafe fn keep(&'static self, n: usize) -> &'static [u8] {
+        // SAFETY: by the caller's guarantee, the buffer is never written again in this process.
+        let buf: &'static [u8; REQUEST_MAX] = unsafe { &*self.0.get() };
+        &buf[..n.min(REQUEST_MAX)]
     }
 }

@@ -26,12 +26,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::current::ParentLink;
 use crate::error::{ChildError, ChildErrorKind};
-use crate::registry::lock;
+use crate::registry::{self, lock};
 use crate::target::{Job, Outcome, entry_offset};
 use crate::{StartError, StartMethod, sys};
 
 /// What a child is told about itself.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub(crate) struct ChildInfo {
     pub(crate) name: String,
     pub(crate) identity: Vec<u32>,
@@ -44,12 +44,49 @@ pub(crate) struct ChildInfo {
     pub(crate) inherited: BTreeMap<String, String>,
 }
 
-/// The start-up message of a re-executed child (after the fixed header).
+/// The start-up message of a re-executed child (after the fixed header). It holds what the child needs before
+/// its target runs, decoded without allocating. Who the child is comes as the bytes of a [`Who`], decoded
+/// only when something asks (see [`who`]), so that a served child touches no allocator on its way to the
+/// target: in a child forked by the server, the first allocation alone costs about nine page faults.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Bootstrap {
+pub(crate) struct Bootstrap<'a> {
     /// Offset of the target's trampoline from the anchor.
     pub(crate) entry: i64,
-    pub(crate) info: ChildInfo,
+    pub(crate) parent_pid: u32,
+    pub(crate) kill_with_parent: bool,
+    pub(crate) affinity: Option<Vec<usize>>,
+    pub(crate) start_method: StartMethod,
+    /// A postcard-encoded [`Who`].
+    #[serde(borrow)]
+    pub(crate) who: &'a [u8],
+}
+
+/// Who a re-executed child is, as its parent sends it ([`WhoRef`] encodes the same fields, borrowed).
+#[derive(Debug, Deserialize)]
+pub(crate) struct Who {
+    pub(crate) name: String,
+    pub(crate) identity: Vec<u32>,
+    pub(crate) daemon: bool,
+    pub(crate) parent: ParentLink,
+    pub(crate) inherited: BTreeMap<String, String>,
+}
+
+/// [`Who`] as the parent encodes it, without copying its [`ChildInfo`].
+#[derive(Serialize)]
+struct WhoRef<'a> {
+    name: &'a str,
+    identity: &'a [u32],
+    daemon: bool,
+    parent: &'a ParentLink,
+    inherited: &'a BTreeMap<String, String>,
+}
+
+/// Who this re-executed child is: the [`Who`] its bootstrap carried, decoded now. `None` in a process that
+/// was not re-executed as a child (the main program and the fork server).
+pub(crate) fn who() -> Option<Who> {
+    // Encoded by this same build (the fingerprint was checked), so decoding fails only on a bug; the
+    // process then carries on as if it had been told nothing.
+    registry::who().and_then(|bytes| postcard::from_bytes(bytes).ok())
 }
 
 /// Bytes before the bootstrap proper: total length (u64), build fingerprint (u64), bootstrap length (u32).
@@ -86,8 +123,25 @@ pub(crate) fn bootstrap_frame(
     if fds.len() > sys::MAX_FDS_PER_MESSAGE {
         return Err(StartError::TooManyHandles(fds.len()));
     }
-    let boot = postcard::to_stdvec(&Bootstrap { entry: entry_offset(entry), info: info.clone() })
-        .map_err(|e| StartError::Serialize(e.to_string()))?;
+    let encode = |e: postcard::Error| StartError::Serialize(e.to_string());
+    let parent = ParentLink { via_server: method == StartMethod::ForkServer, ..info.parent.clone() };
+    let who = WhoRef {
+        name: &info.name,
+        identity: &info.identity,
+        daemon: info.daemon,
+        parent: &parent,
+        inherited: &info.inherited,
+    };
+    let who = postcard::to_stdvec(&who).map_err(encode)?;
+    let boot = Bootstrap {
+        entry: entry_offset(entry),
+        parent_pid: info.parent.pid,
+        kill_with_parent: info.kill_with_parent,
+        affinity: info.affinity.clone(),
+        start_method: info.start_method,
+        who: &who,
+    };
+    let boot = postcard::to_stdvec(&boot).map_err(encode)?;
     let mut frame = Vec::with_capacity(HEADER + boot.len() + payload.len());
     frame.extend_from_slice(&((HEADER - 8 + boot.len() + payload.len()) as u64).to_le_bytes());
     frame.extend_from_slice(&fingerprint().to_le_bytes());
@@ -104,8 +158,12 @@ pub(crate) fn send_bootstrap(sock: BorrowedFd<'_>, frame: &[u8], fds: &[OwnedFd]
     sys::write_all(sock, &frame[sent..])
 }
 
-/// Reads a bootstrap frame in the child; a different build is refused before anything is decoded.
-pub(crate) fn read_bootstrap(sock: BorrowedFd<'_>) -> Result<(Bootstrap, Vec<u8>, Vec<OwnedFd>), ChildError> {
+/// A decoded bootstrap: the message, the target's encoded arguments, and the handles that came with them.
+pub(crate) type Decoded = (Bootstrap<'static>, &'static [u8], Vec<OwnedFd>);
+
+/// Reads a bootstrap frame in the child; a different build is refused before anything is decoded. The frame
+/// is kept for the rest of the process's life (the bootstrap borrows from it).
+pub(crate) fn read_bootstrap(sock: BorrowedFd<'_>) -> Result<Decoded, ChildError> {
     let io_fail = |e: io::Error| ChildError {
         kind: ChildErrorKind::Bootstrap,
         message: format!("reading the start-up message: {e}"),
@@ -120,22 +178,19 @@ pub(crate) fn read_bootstrap(sock: BorrowedFd<'_>) -> Result<(Bootstrap, Vec<u8>
         }
     }
     let (rest_len, boot_len) = check_header(&head)?;
-    let mut rest = vec![0u8; rest_len];
-    sys::read_exact(sock, &mut rest).map_err(io_fail)?;
+    let rest = vec![0u8; rest_len].leak();
+    sys::read_exact(sock, rest).map_err(io_fail)?;
     decode_bootstrap(rest, boot_len, fds)
 }
 
-/// Decodes a whole bootstrap frame that arrived in one piece (a fork-server request).
-pub(crate) fn parse_bootstrap(
-    frame: &[u8],
-    fds: Vec<OwnedFd>,
-) -> Result<(Bootstrap, Vec<u8>, Vec<OwnedFd>), ChildError> {
+/// Decodes a whole bootstrap frame that arrived in one piece (a fork-server request), in place.
+pub(crate) fn parse_bootstrap(frame: &'static [u8], fds: Vec<OwnedFd>) -> Result<Decoded, ChildError> {
     let head = frame
         .get(..HEADER)
         .ok_or_else(|| ChildError { kind: ChildErrorKind::Bootstrap, message: "truncated start-up message".into() })?;
     let (rest_len, boot_len) = check_header(head.try_into().expect("HEADER bytes"))?;
     match frame.get(HEADER..) {
-        Some(rest) if rest.len() == rest_len => decode_bootstrap(rest.to_vec(), boot_len, fds),
+        Some(rest) if rest.len() == rest_len => decode_bootstrap(rest, boot_len, fds),
         _ => Err(ChildError { kind: ChildErrorKind::Bootstrap, message: "malformed start-up message".into() }),
     }
 }
@@ -158,13 +213,9 @@ fn check_header(head: &[u8; HEADER]) -> Result<(usize, usize), ChildError> {
     }
 }
 
-fn decode_bootstrap(
-    mut rest: Vec<u8>,
-    boot_len: usize,
-    fds: Vec<OwnedFd>,
-) -> Result<(Bootstrap, Vec<u8>, Vec<OwnedFd>), ChildError> {
-    let payload = rest.split_off(boot_len);
-    let boot: Bootstrap = postcard::from_bytes(&rest)
+fn decode_bootstrap(rest: &'static [u8], boot_len: usize, fds: Vec<OwnedFd>) -> Result<Decoded, ChildError> {
+    let (boot, payload) = rest.split_at(boot_len);
+    let boot: Bootstrap<'static> = postcard::from_bytes(boot)
         .map_err(|e| ChildError { kind: ChildErrorKind::Bootstrap, message: format!("decoding: {e}") })?;
     Ok((boot, payload, fds))
 }
@@ -669,4 +720,22 @@ pub(crate) fn send_outcome(sock: BorrowedFd<'_>, outcome: &Outcome) -> io::Resul
         let memfd = sys::memfd_with(&frame)?;
         sys::send_with_fds(sock, &[IN_MEMFD], &[memfd.as_fd()]).map(drop)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_reads_back_what_the_parent_encodes() {
+        let parent = ParentLink { pid: 42, name: "MainProcess".into(), via_server: true };
+        let inherited = BTreeMap::from([("a.key".to_owned(), "value".to_owned())]);
+        let sent =
+            WhoRef { name: "Process-3:1", identity: &[3, 1], daemon: true, parent: &parent, inherited: &inherited };
+        let bytes = postcard::to_stdvec(&sent).unwrap();
+        let who: Who = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!((who.name.as_str(), who.identity.as_slice(), who.daemon), ("Process-3:1", &[3, 1][..], true));
+        assert_eq!((who.parent.pid, who.parent.name.as_str(), who.parent.via_server), (42, "MainProcess", true));
+        assert_eq!(who.inherited, inherited);
+    }
 }

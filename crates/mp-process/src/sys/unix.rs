@@ -233,7 +233,9 @@ pub(crate) fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd
     if fds.len() > MAX_FDS_PER_MESSAGE {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors in one message"));
     }
-    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+    // On the stack, as in `recv_with_fds_flags`: no allocation on the fork server's paths.
+    let mut space =
+        [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE)) + std::mem::align_of::<u64>()];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(io::Error::other("control buffer too small"));
@@ -248,7 +250,7 @@ pub(crate) fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd
 
 /// Receives into `buf`, appending any descriptors that came with the bytes to `fds` (close-on-exec).
 /// Returns 0 at end of stream.
-pub(crate) fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+pub(crate) fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut impl Extend<OwnedFd>) -> io::Result<usize> {
     recv_with_fds_flags(sock, buf, fds, RecvFlags::CMSG_CLOEXEC)
 }
 
@@ -293,7 +295,7 @@ fn recvmsg_retrying(
 fn recv_with_fds_flags(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
-    fds: &mut Vec<OwnedFd>,
+    fds: &mut impl Extend<OwnedFd>,
     flags: RecvFlags,
 ) -> io::Result<usize> {
     // On the stack (no allocation on the fork server's paths), with room for the buffer's alignment to a
