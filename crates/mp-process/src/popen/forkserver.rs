@@ -17,7 +17,7 @@
 use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -261,7 +261,7 @@ pub(crate) fn serve(requests: OwnedFd, parent: u32) -> ! {
     if sys::set_parent_death_signal().is_err() || sys::parent_pid() != parent {
         sys::exit_now(0);
     }
-    sys::ignore_sigint(true);
+    sys::ignore_sigint();
     child::prepare_server();
     // Computed once here rather than by every child, which inherits it (it is the same image).
     super::fingerprint();
@@ -362,7 +362,7 @@ impl ServerLoop {
                 self.leave();
                 sys::close_raw(self.requests.as_raw_fd());
                 sys::close_raw(self.notify.1.as_raw_fd());
-                drop(status);
+                sys::close_raw(status.into_raw_fd());
                 // SAFETY: this child never returns to the server's loop, so it never receives again.
                 run_request(unsafe { REQUEST.keep(n) }, fds)
             }
@@ -406,7 +406,8 @@ impl ServerLoop {
             sys::exit_now(1);
         }
         sys::close_raw(notify.as_raw_fd());
-        drop(status);
+        // Closed with the raw call (dropping it would call libc's `close`, a code page of its own).
+        sys::close_raw(status.into_raw_fd());
         // SAFETY: received above, and never again.
         run_request(unsafe { REQUEST.keep(n) }, fds)
     }
@@ -420,7 +421,7 @@ impl ServerLoop {
         }
         sys::close_raw(self.notify.0.as_raw_fd());
         self.sigchld.forget_in_child();
-        sys::ignore_sigint(false);
+        sys::default_sigint();
         // Until told otherwise, a server's child dies with the server.
         if sys::set_parent_death_signal().is_err() {
             sys::exit_now(1);

@@ -174,8 +174,7 @@ pub(crate) fn set_parent_death_signal() -> io::Result<()> {
 
 /// Undoes [`set_parent_death_signal`].
 pub(crate) fn clear_parent_death_signal() -> io::Result<()> {
-    // SAFETY: prctl(PR_SET_PDEATHSIG, 0) has no memory-safety preconditions.
-    syscall!(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0 as libc::c_ulong, 0, 0, 0) }).map(drop)
+    rustix::process::set_parent_process_death_signal(None).map_err(io::Error::from)
 }
 
 /// Calls, harmlessly, the libc functions a forked child calls, so that their dynamic symbols are bound
@@ -448,8 +447,9 @@ pub(crate) fn at_exit(f: extern "C" fn()) {
 
 /// Closes a raw descriptor that no owner tracks (an inherited copy after `fork`).
 pub(crate) fn close_raw(fd: RawFd) {
+    // A raw system call, inlined: a fork server's child calls this on its way to the target (see `parent_pid`).
     // SAFETY: the caller hands over a descriptor nothing else in this process will use again.
-    unsafe { libc::close(fd) };
+    unsafe { rustix::io::close(fd) };
 }
 
 /// Removes an environment variable of ours before any user code (or thread) runs.
@@ -458,19 +458,40 @@ pub(crate) fn remove_env(key: &str) {
     unsafe { std::env::remove_var(key) };
 }
 
-/// Ignores SIGINT (the fork server must survive the terminal's Ctrl-C; its children restore the default).
-pub(crate) fn ignore_sigint(ignore: bool) {
-    let action = if ignore { libc::SIG_IGN } else { libc::SIG_DFL };
-    // SAFETY: installing SIG_IGN or SIG_DFL is always sound.
-    unsafe { libc::signal(libc::SIGINT, action) };
+/// Ignores SIGINT (the fork server must survive the terminal's Ctrl-C; its children restore the default with
+/// [`default_sigint`]).
+pub(crate) fn ignore_sigint() {
+    // SAFETY: installing SIG_IGN is always sound.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+}
+
+/// The size of the kernel's signal set (`_NSIG / 8`), which `rt_sig*` system calls take.
+const KERNEL_SIGSET_SIZE: usize = 8;
+
+/// Restores SIGINT's default disposition, in a fork server's child. A raw `rt_sigaction`: the child's signal
+/// set-up goes through `libc::syscall` alone, one small function, where libc's wrappers would each be a code
+/// page first touched (a page fault) in every child.
+pub(crate) fn default_sigint() {
+    // The kernel's `struct sigaction` with `SIG_DFL` (0), no flags, no restorer and an empty mask: all zero,
+    // whatever the architecture's field order.
+    let action = [0u64; 4];
+    // SAFETY: rt_sigaction reads one kernel sigaction from the valid pointer and writes nothing (null old
+    // action); restoring the default disposition is always sound.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            libc::SIGINT,
+            action.as_ptr(),
+            std::ptr::null_mut::<u64>(),
+            KERNEL_SIGSET_SIZE,
+        )
+    };
 }
 
 /// A signalfd that becomes readable whenever a child ends (used by the fork server, which keeps SIGCHLD
 /// blocked: no handler runs, so no signal frame is written on the server's stack after each fork).
 pub(crate) struct SigChld {
     fd: OwnedFd,
-    /// `{SIGCHLD}`, built once (each child unblocks it).
-    set: libc::sigset_t,
 }
 
 /// `{SIGCHLD}`.
@@ -495,7 +516,7 @@ impl SigChld {
             libc::signal(libc::SIGCHLD, libc::SIG_DFL);
             syscall!(libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()))?;
             let fd = syscall!(libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK))?;
-            Ok(Self { fd: OwnedFd::from_raw_fd(fd), set })
+            Ok(Self { fd: OwnedFd::from_raw_fd(fd) })
         }
     }
 
@@ -513,8 +534,19 @@ impl SigChld {
 
     /// In a child forked by the server: SIGCHLD unblocked again, descriptor closed.
     pub(crate) fn forget_in_child(&self) {
-        // SAFETY: unblocking a signal is always sound; the set is initialised.
-        unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &self.set, std::ptr::null_mut()) };
+        // A raw `rt_sigprocmask`, as in `default_sigint`.
+        let set: u64 = 1 << (libc::SIGCHLD - 1);
+        // SAFETY: rt_sigprocmask reads one kernel signal set from the valid pointer and writes nothing (null
+        // old set); unblocking a signal is always sound.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_UNBLOCK,
+                &set as *const u64,
+                std::ptr::null_mut::<u64>(),
+                KERNEL_SIGSET_SIZE,
+            )
+        };
         close_raw(self.fd.as_raw_fd());
     }
 }
