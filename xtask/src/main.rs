@@ -39,9 +39,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// The workspace root (xtask lives one level below it).
+/// The workspace root (xtask lives one level below it). Taken from the `CARGO_MANIFEST_DIR` that `cargo run` sets,
+/// and only failing that from the path compiled in: two checkouts sharing one target directory build xtask
+/// under the same hash, so one checkout can run the xtask binary built in the other, which would then test
+/// and bench the other checkout.
 fn root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from);
+    manifest_dir.parent().expect("workspace root").to_path_buf()
 }
 
 /// Cargo's target directory: `CARGO_TARGET_DIR` when set (relative to the workspace root), else `target/`.
