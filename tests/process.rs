@@ -2,9 +2,11 @@
 
 mod support;
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mp_process::{
@@ -49,7 +51,80 @@ fn main() {
         children_get_the_parents_signal_state,
         inherited_settings_reach_grandchildren,
         detached_processes_are_not_children,
+        forked_children_allocate_nothing_before_the_target,
     ]);
+}
+
+/// Counts heap allocations per process (see [`allocations_here`]).
+struct CountingAllocator;
+
+/// Allocations made by the process whose pid is in `ALLOCATING_PID` (a forked child inherits both values and
+/// starts its own count at its first allocation).
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static ALLOCATING_PID: AtomicU32 = AtomicU32::new(0);
+
+impl CountingAllocator {
+    fn count() {
+        let pid = std::process::id();
+        if ALLOCATING_PID.load(Ordering::Relaxed) != pid {
+            ALLOCATING_PID.store(pid, Ordering::Relaxed);
+            ALLOCATIONS.store(0, Ordering::Relaxed);
+        }
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call is forwarded to the system allocator unchanged; counting touches only atomics.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        Self::count();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        Self::count();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        Self::count();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// How many allocations this process has made since it was forked (allocating nothing itself).
+fn allocations_here() -> u64 {
+    if ALLOCATING_PID.load(Ordering::Relaxed) == std::process::id() { ALLOCATIONS.load(Ordering::Relaxed) } else { 0 }
+}
+
+fn allocations_before_me(_: ()) -> u64 {
+    allocations_here()
+}
+
+/// A forked child (`fork`, and the fork server's children) reaches its target without touching the allocator:
+/// in a child every heap page written is a copy-on-write fault, and the allocator's first use alone costs about
+/// nine page faults. A spawned child is a fresh program and allocates as it starts.
+fn forked_children_allocate_nothing_before_the_target() {
+    for _ in 0..3 {
+        let mut p = Process::new(allocations_before_me, ());
+        p.start().unwrap();
+        let allocations = p.join().unwrap();
+        match method() {
+            StartMethod::Spawn => assert!(allocations > 0, "a spawned child starts a program, which allocates"),
+            _ => assert_eq!(allocations, 0, "allocations in a {} child before its target", method()),
+        }
+    }
 }
 
 fn square(x: u64) -> u64 {
