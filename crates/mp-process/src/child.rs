@@ -132,10 +132,10 @@ fn become_child(start: &Start<'_>) -> Result<(), ChildError> {
     Ok(())
 }
 
-/// Who the forked child of `info` will be, moving the name, identity and parent's name out of `info`. A `fork` start builds this before forking, so that the child allocates
-/// nothing (every page it writes is a copy-on-write fault), and moves rather than clones: a start that keeps
-/// few small allocations alive stays in the allocator's thread cache, whose shared state would otherwise be
-/// written (and copied) after every fork.
+/// Who the forked child of `info` will be, moving the name, identity and parent's name out of `info`. A `fork`
+/// start builds this before forking, so that the child allocates nothing (every page it writes is a
+/// copy-on-write fault), and moves rather than clones: a start that keeps few small allocations alive stays in
+/// the allocator's thread cache, whose shared state would otherwise be written (and copied) after every fork.
 pub(crate) fn me_for(info: &mut ChildInfo) -> Box<Me> {
     Box::new(Me {
         name: std::mem::take(&mut info.name),
