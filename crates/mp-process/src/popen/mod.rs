@@ -31,7 +31,7 @@ use crate::target::{Job, Outcome, entry_offset};
 use crate::{StartError, StartMethod, sys};
 
 /// What a child is told about itself.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct ChildInfo {
     pub(crate) name: String,
     pub(crate) identity: Vec<u32>,

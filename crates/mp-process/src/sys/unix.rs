@@ -227,14 +227,16 @@ pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
         .map_err(io::Error::from)
 }
 
+/// Room for the control message of the most descriptors one message carries, plus the slack for aligning it to
+/// a `cmsghdr` (a byte array on the stack is not). Kept on the stack: no allocation on the fork server's paths.
+const CONTROL_SPACE: usize = rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE)) + std::mem::align_of::<u64>();
+
 /// Sends `data` with `fds` attached (`SCM_RIGHTS`); returns how many bytes went. Never raises SIGPIPE.
 pub(crate) fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
     if fds.len() > MAX_FDS_PER_MESSAGE {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors in one message"));
     }
-    // On the stack, as in `recv_with_fds_flags`: no allocation on the fork server's paths.
-    let mut space =
-        [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE)) + std::mem::align_of::<u64>()];
+    let mut space = [MaybeUninit::uninit(); CONTROL_SPACE];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(io::Error::other("control buffer too small"));
@@ -297,10 +299,7 @@ fn recv_with_fds_flags(
     fds: &mut impl Extend<OwnedFd>,
     flags: RecvFlags,
 ) -> io::Result<usize> {
-    // On the stack (no allocation on the fork server's paths), with room for the buffer's alignment to a
-    // `cmsghdr`, which the stack does not give a byte array.
-    let mut space =
-        [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE)) + std::mem::align_of::<u64>()];
+    let mut space = [MaybeUninit::uninit(); CONTROL_SPACE];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let n = recvmsg_retrying(sock, buf, &mut control, flags)?;
     for message in control.drain() {
