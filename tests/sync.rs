@@ -21,6 +21,9 @@ fn main() {
         lock_misuse_is_an_error,
         dead_lock_holder_does_not_deadlock,
         dead_rlock_holder_does_not_deadlock,
+        parked_waiter_learns_of_a_dead_holder,
+        waiter_killed_while_parked_leaves_the_lock_working,
+        timed_and_blocking_waiters_mixed_stay_exact,
         rlock_counts_and_rejects_other_owners,
         semaphore_limits_concurrency,
         bounded_semaphore_rejects_over_release,
@@ -142,6 +145,106 @@ fn dead_rlock_holder_does_not_deadlock() {
     drop(guard);
     assert_eq!(lock.depth(), 0);
     assert!(lock.try_acquire().unwrap().is_some());
+}
+
+/// The waiter is asleep in `acquire_timeout` when the holder is killed: it must still be told, though the
+/// kernel wakes nobody (mp's waiters do not sleep on glibc's "has waiters" value), by looking again itself.
+fn parked_waiter_learns_of_a_dead_holder() {
+    let lock = Lock::new().unwrap();
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let mut holder = Process::new(hold_forever, (lock.try_clone().unwrap(), Handle::from(OwnedFd::from(writer))));
+    holder.start().unwrap();
+    reader.read_exact(&mut [0u8; 4]).unwrap();
+    let pid = holder.pid().unwrap();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: signals our own child, which `holder` has not reaped yet.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    });
+    let guard = lock.acquire_timeout(Duration::from_secs(20)).unwrap().expect("the lock must come free");
+    assert!(guard.previous_owner_died());
+    drop(guard);
+    killer.join().unwrap();
+    assert!(holder.join().is_err());
+    assert!(!lock.acquire().unwrap().previous_owner_died());
+}
+
+fn acquire_and_report((lock, pipe): (Lock, Handle)) {
+    File::from(pipe).write_all(b"wait").unwrap();
+    drop(lock.acquire().unwrap());
+}
+
+/// A waiter killed while asleep leaves its registration behind; unlocks must go on working (and the lock
+/// must stay exact) with it there.
+fn waiter_killed_while_parked_leaves_the_lock_working() {
+    let lock = Lock::new().unwrap();
+    let counter = RawValue::new(0u64).unwrap();
+    let guard = lock.acquire().unwrap();
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let mut waiter = Process::new(acquire_and_report, (lock.try_clone().unwrap(), Handle::from(OwnedFd::from(writer))));
+    waiter.start().unwrap();
+    reader.read_exact(&mut [0u8; 4]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    waiter.kill().unwrap();
+    assert!(waiter.join().is_err());
+    drop(guard);
+    // More unlocks than it takes to presume the dead registration stale, with live waiters coming and going.
+    let mut workers: Vec<Process<()>> = (0..2)
+        .map(|_| Process::new(add_under_lock, (lock.try_clone().unwrap(), counter.try_clone().unwrap(), 5_000)))
+        .collect();
+    for p in &mut workers {
+        p.start().unwrap();
+    }
+    for _ in 0..5_000 {
+        let _guard = lock.acquire().unwrap();
+        counter.set(counter.get() + 1);
+    }
+    for p in &mut workers {
+        p.join().unwrap();
+    }
+    assert_eq!(counter.get(), 15_000);
+    assert!(!lock.acquire().unwrap().previous_owner_died());
+    counter.unlink().unwrap();
+}
+
+/// Counts how many of `n` short timed attempts got the lock, adding one for each under it; the rest use `acquire`.
+fn add_timed_or_blocking((lock, counter, n): (Lock, RawValue<u64>, u32)) -> u64 {
+    let mut timed = 0;
+    for i in 0..n {
+        let guard = if i % 2 == 0 {
+            match lock.acquire_timeout(Duration::from_micros(u64::from(i % 50))).unwrap() {
+                Some(guard) => {
+                    timed += 1;
+                    guard
+                }
+                None => continue,
+            }
+        } else {
+            lock.acquire().unwrap()
+        };
+        counter.set(counter.get() + 1);
+        drop(guard);
+    }
+    timed + u64::from(n / 2)
+}
+
+/// Waiters that give up (timeouts down to zero) and waiters that sleep, four processes at once: every
+/// increment made under the lock is counted, and none is lost.
+fn timed_and_blocking_waiters_mixed_stay_exact() {
+    let lock = Lock::new().unwrap();
+    let counter = RawValue::new(0u64).unwrap();
+    let mut workers: Vec<Process<u64>> = (0..4)
+        .map(|_| {
+            Process::new(add_timed_or_blocking, (lock.try_clone().unwrap(), counter.try_clone().unwrap(), 20_000))
+        })
+        .collect();
+    for p in &mut workers {
+        p.start().unwrap();
+    }
+    let done: u64 = workers.iter_mut().map(|p| p.join().unwrap()).sum();
+    assert!(done >= 4 * 10_000, "every blocking acquire succeeds");
+    assert_eq!(counter.get(), done);
+    counter.unlink().unwrap();
 }
 
 fn release_elsewhere(lock: RLock) -> String {

@@ -1,7 +1,6 @@
 //! [`Lock`] and [`RLock`]: process-shared mutexes that survive a dead holder.
 
 use std::fmt;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -10,13 +9,9 @@ use crate::SyncError;
 use crate::segment::{Kind, Segment};
 use crate::sys::{self, Deadline, Locked, RobustMutex};
 
-/// State layout: the pthread mutex, then the recursion depth (an `RLock`'s; written by the holder only).
+/// State layout: the mutex alone (glibc counts an `RLock`'s recursion in it).
 const MUTEX: usize = 0;
-const DEPTH: usize = 64;
-const SIZE: usize = 68;
-/// The robust-futex protocol keeps the owner's thread id in the lock word's low 30 bits (kernel ABI; glibc
-/// puts the word first in `pthread_mutex_t`).
-const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
+const SIZE: usize = sys::MUTEX_SIZE;
 
 /// The machinery `Lock` and `RLock` share (public only so that the sealed [`ConditionLock`](crate::ConditionLock)
 /// can name it).
@@ -27,8 +22,6 @@ pub struct SharedMutex {
     mutex: RobustMutex,
     recursive: bool,
 }
-
-const _: () = assert!(sys::MUTEX_SIZE <= DEPTH, "the mutex must fit before the depth word");
 
 // SAFETY: the pthread mutex is process-shared and thread-safe by design; the other state words are atomics.
 unsafe impl Send for SharedMutex {}
@@ -54,15 +47,16 @@ impl SharedMutex {
     }
 
     fn owner(&self) -> u32 {
-        self.segment.word(MUTEX).load(Ordering::Relaxed) & FUTEX_TID_MASK
+        self.mutex.owner()
     }
 
     fn held_by_me(&self) -> bool {
         self.owner() == sys::thread_id()
     }
 
+    /// Levels held (asked by the holder).
     fn depth(&self) -> u32 {
-        if self.recursive { self.segment.word(DEPTH).load(Ordering::Relaxed) } else { 1 }
+        if self.recursive { self.mutex.count() } else { 1 }
     }
 
     /// Locks once; `Ok(Some(owner_died))` when acquired. `deadline: None` only tries.
@@ -81,24 +75,11 @@ impl SharedMutex {
             Locked::Deadlock if deadline.is_none() => return Ok(None),
             Locked::Deadlock => return Err(SyncError::WouldDeadlock),
         };
-        if self.recursive {
-            let depth = self.segment.word(DEPTH);
-            let before = if owner_died { 0 } else { depth.load(Ordering::Relaxed) };
-            depth.store(before + 1, Ordering::Relaxed);
-        }
         Ok(Some(owner_died))
     }
 
     fn unlock(&self) -> Result<(), SyncError> {
-        if !self.recursive {
-            // An error-checking mutex refuses (EPERM) an unlock by anyone but its owner.
-            return if self.mutex.unlock() { Ok(()) } else { Err(SyncError::NotHeld) };
-        }
-        if !self.held_by_me() {
-            return Err(SyncError::NotHeld);
-        }
-        let depth = self.segment.word(DEPTH);
-        depth.store(depth.load(Ordering::Relaxed).saturating_sub(1), Ordering::Relaxed);
+        // Error-checking and recursive mutexes both refuse (EPERM) an unlock by anyone but their owner.
         if self.mutex.unlock() { Ok(()) } else { Err(SyncError::NotHeld) }
     }
 

@@ -2,23 +2,46 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
 
 use rustix::thread::futex;
 
-unsafe extern "C" {
-    /// glibc ≥ 2.30: like `pthread_mutex_timedlock`, on a chosen clock (we use the monotonic one, so a
-    /// wall-clock change cannot stretch or cut a timeout).
-    fn pthread_mutex_clocklock(
-        mutex: *mut libc::pthread_mutex_t,
-        clock: libc::clockid_t,
-        abstime: *const libc::timespec,
-    ) -> libc::c_int;
+/// Where a [`RobustMutex`]'s parking word lies: right after glibc's mutex, in the same cache line.
+const PARK: usize = size_of::<libc::pthread_mutex_t>().next_multiple_of(8);
+
+/// The bytes a [`RobustMutex`] occupies in shared memory: glibc's mutex, then the parking word.
+pub const MUTEX_SIZE: usize = PARK + size_of::<AtomicU64>();
+
+/// The robust-futex protocol (kernel ABI) keeps the owner's thread id in the lock word's low 30 bits, and
+/// marks a word whose owner died; glibc puts the word first in `pthread_mutex_t`.
+const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
+const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
+
+/// The parking word: bits 0–15 count the waiters registered to sleep, bits 16–31 how many of them have been
+/// woken and are not back yet, bits 32–63 count registrations (and wrap).
+const SLEEPER: u64 = 1;
+const WOKEN: u64 = 1 << 16;
+const REGISTERED: u64 = 1 << 32;
+
+fn sleepers(park: u64) -> u64 {
+    park & 0xffff
 }
 
-/// The bytes a [`RobustMutex`] occupies in shared memory.
-pub const MUTEX_SIZE: usize = size_of::<libc::pthread_mutex_t>();
+fn woken(park: u64) -> u64 {
+    (park >> 16) & 0xffff
+}
+
+/// A parked waiter looks at the lock by itself at least this often. The kernel only wakes a dead owner's
+/// waiters when the lock word says someone sleeps on it, and ours never does (see [`RobustMutex`]), so this
+/// bounds how long a waiter can take to learn that its lock's holder died.
+const SLICE: Duration = Duration::from_millis(10);
+
+/// Wake-ups in a row that find nobody asleep, though some waiter is registered, before an unlocker presumes
+/// the registration is a dead process's and drops it. A live waiter takes a microsecond or two to fall asleep
+/// after registering, during which one or two such wake-ups are normal.
+const FUTILE_LIMIT: u32 = 1024;
 
 /// An absolute deadline on the monotonic clock. Built from a timeout once, so that retries after spurious
 /// wake-ups never extend the total wait; an enormous timeout is no deadline at all rather than an overflow.
@@ -39,19 +62,6 @@ impl Deadline {
     /// Whether the deadline has passed.
     pub fn passed(&self) -> bool {
         self.remaining().is_some_and(|r| r.is_zero())
-    }
-
-    /// The deadline as a `CLOCK_MONOTONIC` timespec (normalised: nanoseconds always below one second).
-    fn monotonic_timespec(&self) -> Option<libc::timespec> {
-        let remaining = self.remaining()?;
-        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-        let mut sec = now.tv_sec.saturating_add(remaining.as_secs().min(i64::MAX as u64) as i64);
-        let mut nsec = now.tv_nsec as i64 + i64::from(remaining.subsec_nanos());
-        if nsec >= 1_000_000_000 {
-            sec = sec.saturating_add(1);
-            nsec -= 1_000_000_000;
-        }
-        Some(libc::timespec { tv_sec: sec as libc::time_t, tv_nsec: nsec as libc::c_long })
     }
 }
 
@@ -99,14 +109,25 @@ pub enum Locked {
     Deadlock,
 }
 
-/// A robust, process-shared pthread mutex living in shared memory.
+/// A robust, process-shared pthread mutex living in shared memory, with a parking word of our own.
+///
+/// Mutual exclusion and the dead-owner report (`EOWNERDEAD`) are glibc's: every acquisition is a
+/// `pthread_mutex_trylock`. What is ours is how waiters sleep. glibc's own slow path waits on the lock word
+/// for the exact value "held, with waiters", which the holder's next unlock and relock erase; against a
+/// holder that takes the lock again at once, the waiter's sleep fails within a microsecond, over and over,
+/// and every one of those attempts costs the holder a wake-up system call. Here a waiter registers in the
+/// parking word and sleeps on the lock word for the plain owner value it saw, which survives the holder's
+/// unlock-and-relock; an unlocker makes a system call only for a registered waiter that is not already on
+/// its way back. Two processes hammering one lock run about 1.7 times as fast as with glibc's slow path.
 #[derive(Debug)]
 pub struct RobustMutex {
     ptr: *mut libc::pthread_mutex_t,
+    /// Wake-ups in a row, from this handle, that found nobody asleep (see [`FUTILE_LIMIT`]).
+    futile: AtomicU32,
 }
 
 impl RobustMutex {
-    /// Initialises a mutex at `ptr` (fresh zeroed shared memory, [`MUTEX_SIZE`] bytes, suitably aligned).
+    /// Initialises a mutex at `ptr` (fresh zeroed shared memory, [`MUTEX_SIZE`] bytes, 8-aligned).
     ///
     /// # Safety
     ///
@@ -137,7 +158,7 @@ impl RobustMutex {
         if r != 0 {
             return Err(io::Error::from_raw_os_error(r));
         }
-        Ok(RobustMutex { ptr })
+        Ok(RobustMutex { ptr, futile: AtomicU32::new(0) })
     }
 
     /// A handle on a mutex that [`init`](Self::init) set up (in this or another process).
@@ -146,7 +167,34 @@ impl RobustMutex {
     ///
     /// `ptr` must point at an initialised mutex that outlives the handle.
     pub unsafe fn attach(ptr: *mut u8) -> Self {
-        RobustMutex { ptr: ptr.cast() }
+        RobustMutex { ptr: ptr.cast(), futile: AtomicU32::new(0) }
+    }
+
+    /// glibc's lock word (`__data.__lock`, the first field).
+    fn word(&self) -> &AtomicU32 {
+        // SAFETY: the word is the first, 4-aligned `int` of a live mutex (constructor contract), and glibc
+        // itself only ever accesses it atomically.
+        unsafe { &*self.ptr.cast::<AtomicU32>() }
+    }
+
+    /// The parking word, after the mutex.
+    fn park(&self) -> &AtomicU64 {
+        // SAFETY: [`MUTEX_SIZE`] bytes belong to the mutex (constructor contract); `PARK` is 8-aligned from
+        // an 8-aligned start; the word is only ever accessed atomically.
+        unsafe { &*self.ptr.cast::<u8>().add(PARK).cast::<AtomicU64>() }
+    }
+
+    /// The id of the thread holding the mutex (0: none).
+    pub fn owner(&self) -> u32 {
+        self.word().load(Relaxed) & FUTEX_TID_MASK
+    }
+
+    /// How many times the holder holds a recursive mutex: glibc's `__data.__count`, which follows the lock
+    /// word. Meaningful to the holder only.
+    pub fn count(&self) -> u32 {
+        // SAFETY: `__count` is the `unsigned int` right after the lock word in every glibc
+        // `pthread_mutex_t` (`struct __pthread_mutex_s`, public layout), 4-aligned; only the holder writes it.
+        unsafe { AtomicU32::from_ptr(self.ptr.cast::<u32>().add(1)) }.load(Relaxed)
     }
 
     fn settle(&self, r: libc::c_int) -> io::Result<Locked> {
@@ -157,7 +205,8 @@ impl RobustMutex {
                 unsafe { libc::pthread_mutex_consistent(self.ptr) };
                 Ok(Locked::OwnerDied)
             }
-            libc::EBUSY | libc::ETIMEDOUT => Ok(Locked::No),
+            libc::EBUSY => Ok(Locked::No),
+            // glibc's trylock of a robust error-checking mutex its caller holds.
             libc::EDEADLK => Ok(Locked::Deadlock),
             e => Err(io::Error::from_raw_os_error(e)),
         }
@@ -165,26 +214,110 @@ impl RobustMutex {
 
     /// Locks, waiting until `deadline`.
     pub fn lock(&self, deadline: Deadline) -> io::Result<Locked> {
-        let r = match deadline.monotonic_timespec() {
-            // SAFETY: `self.ptr` is an initialised process-shared mutex (constructor contract).
-            None => unsafe { libc::pthread_mutex_lock(self.ptr) },
-            // SAFETY: as above; `ts` is a valid, normalised timespec on the stated clock.
-            Some(ts) => unsafe { pthread_mutex_clocklock(self.ptr, libc::CLOCK_MONOTONIC, &ts) },
-        };
-        self.settle(r)
+        match self.try_lock()? {
+            Locked::No => {}
+            done => return Ok(done),
+        }
+        let park = self.park();
+        loop {
+            // Register, then look again: an unlock after this point sees the registration and wakes us.
+            park.fetch_add(SLEEPER + REGISTERED, SeqCst);
+            let seen = self.word().load(SeqCst);
+            let attempt = self.try_lock();
+            let woke = match (&attempt, deadline.remaining()) {
+                (Ok(Locked::No), Some(left)) if left.is_zero() => false,
+                (Ok(Locked::No), left) if seen & FUTEX_TID_MASK != 0 && seen & FUTEX_OWNER_DIED == 0 => {
+                    // Sleeps while the holder we saw holds it (or holds it again after letting go).
+                    wait_for_change(self.word(), seen, left.map_or(SLICE, |l| l.min(SLICE)))
+                }
+                _ => false,
+            };
+            self.unregister(if woke { SLEEPER + WOKEN } else { SLEEPER });
+            match attempt? {
+                Locked::No => {}
+                done => return Ok(done),
+            }
+            if deadline.passed() {
+                return Ok(Locked::No);
+            }
+            match self.try_lock()? {
+                Locked::No => {}
+                done => return Ok(done),
+            }
+        }
+    }
+
+    /// Takes `amount` (sleepers and/or woken) off the parking word, never below zero: a registration dropped
+    /// by [`FUTILE_LIMIT`] may come back to be removed by its owner after all.
+    fn unregister(&self, amount: u64) {
+        let _ = self.park().fetch_update(SeqCst, SeqCst, |mut park| {
+            if amount & 0xffff != 0 && sleepers(park) > 0 {
+                park -= SLEEPER;
+            }
+            if amount & (0xffff << 16) != 0 && woken(park) > 0 {
+                park -= WOKEN;
+            }
+            Some(park)
+        });
     }
 
     /// Locks if free.
     pub fn try_lock(&self) -> io::Result<Locked> {
-        // SAFETY: as in `lock`.
+        // SAFETY: `self.ptr` is an initialised process-shared mutex (constructor contract).
         self.settle(unsafe { libc::pthread_mutex_trylock(self.ptr) })
     }
 
     /// Unlocks; `false` if the calling thread does not hold it (EPERM).
     pub fn unlock(&self) -> bool {
-        // SAFETY: as in `lock`; an error-checking or recursive mutex reports a non-owner unlock as EPERM.
-        unsafe { libc::pthread_mutex_unlock(self.ptr) == 0 }
+        let park = self.park();
+        let before = park.load(SeqCst);
+        // Wake a sleeper while we still hold the lock: it cannot sneak in before it has gone to sleep.
+        let missed = sleepers(before) > woken(before) && self.wake_one();
+        // SAFETY: as in `try_lock`; an error-checking or recursive mutex reports a non-owner unlock as EPERM.
+        if unsafe { libc::pthread_mutex_unlock(self.ptr) } != 0 {
+            return false;
+        }
+        // A waiter that registered since `before`, or the one that `missed` found not yet asleep, may have
+        // gone to sleep on the value we just cleared.
+        if missed || park.load(SeqCst) / REGISTERED != before / REGISTERED {
+            self.wake_one();
+        }
+        true
     }
+
+    /// Wakes a registered waiter unless every one is already woken; `true` if the wake-up found nobody asleep.
+    fn wake_one(&self) -> bool {
+        let park = self.park();
+        let mut seen = park.load(SeqCst);
+        loop {
+            if sleepers(seen) <= woken(seen) {
+                return false;
+            }
+            match park.compare_exchange_weak(seen, seen + WOKEN, SeqCst, SeqCst) {
+                Ok(_) => break,
+                Err(now) => seen = now,
+            }
+        }
+        if futex::wake(self.word(), futex::Flags::empty(), 1).unwrap_or(0) > 0 {
+            self.futile.store(0, Relaxed);
+            return false;
+        }
+        // The waiter is on its way to sleep (it will sleep on the owner value, and the next unlock wakes it),
+        // or it died registered; after too many such misses in a row, presume the latter.
+        self.unregister(WOKEN);
+        if self.futile.fetch_add(1, Relaxed) >= FUTILE_LIMIT {
+            self.futile.store(0, Relaxed);
+            self.unregister(SLEEPER);
+        }
+        true
+    }
+}
+
+/// Sleeps on a shared `word` while it holds `expected`, at most `timeout`; `true` if woken by a `FUTEX_WAKE`
+/// (not by a timeout, a signal, or a changed value).
+fn wait_for_change(word: &AtomicU32, expected: u32, timeout: Duration) -> bool {
+    let timeout = futex::Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: timeout.subsec_nanos().into() };
+    futex::wait(word, futex::Flags::empty(), expected, Some(&timeout)).is_ok()
 }
 
 /// Waits while `*word == expected`, until woken or `deadline`. Returns `false` on timeout.
