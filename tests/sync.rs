@@ -234,9 +234,7 @@ fn timed_and_blocking_waiters_mixed_stay_exact() {
     let lock = Lock::new().unwrap();
     let counter = RawValue::new(0u64).unwrap();
     let mut workers: Vec<Process<u64>> = (0..4)
-        .map(|_| {
-            Process::new(add_timed_or_blocking, (lock.try_clone().unwrap(), counter.try_clone().unwrap(), 20_000))
-        })
+        .map(|_| Process::new(add_timed_or_blocking, (lock.try_clone().unwrap(), counter.try_clone().unwrap(), 20_000)))
         .collect();
     for p in &mut workers {
         p.start().unwrap();

@@ -11,6 +11,10 @@ use crate::{floor, report};
 const UNCONTENDED: u32 = 5_000_000;
 const CONTENDED: u32 = 1_000_000;
 const SHM_BYTES: usize = 256 << 20;
+/// Rounds per workload; contended figures swing by half between runs (unfair locks run long streaks), so
+/// they take the median of more.
+const ROUNDS: usize = 3;
+const CONTENDED_ROUNDS: usize = 5;
 
 fn median(mut rounds: Vec<f64>) -> f64 {
     rounds.sort_by(f64::total_cmp);
@@ -58,7 +62,7 @@ pub(crate) fn run() {
     // Uncontended: one process, acquire + release.
     let lock = Lock::new().expect("lock");
     let mp = median(
-        (0..3)
+        (0..ROUNDS)
             .map(|_| {
                 let start = Instant::now();
                 for _ in 0..UNCONTENDED {
@@ -72,26 +76,29 @@ pub(crate) fn run() {
     report(
         "pshared_mutex_uncontended",
         "floor",
-        median((0..3).map(|_| floor::mutex_uncontended(UNCONTENDED)).collect()),
+        median((0..ROUNDS).map(|_| floor::mutex_uncontended(UNCONTENDED)).collect()),
         "ns",
     );
 
     // Contended: two processes hammering one lock; total operations per second.
     let ops = f64::from(2 * CONTENDED);
-    let mp =
-        median((0..3).map(|_| ops / two_children(hammer, || (lock.try_clone().expect("clone"), CONTENDED))).collect());
+    let mp = median(
+        (0..CONTENDED_ROUNDS)
+            .map(|_| ops / two_children(hammer, || (lock.try_clone().expect("clone"), CONTENDED)))
+            .collect(),
+    );
     report("lock_contended", "mp", mp, "ops/s");
     report(
         "lock_contended",
         "floor",
-        median((0..3).map(|_| ops / floor::mutex_contended(CONTENDED, false)).collect()),
+        median((0..CONTENDED_ROUNDS).map(|_| ops / floor::mutex_contended(CONTENDED, false)).collect()),
         "ops/s",
     );
 
     // A locked counter incremented by two processes; the count must be exact.
     let value = Value::new(0u64).expect("value");
     let mp = median(
-        (0..3)
+        (0..CONTENDED_ROUNDS)
             .map(|_| {
                 value.set_value(0).expect("reset");
                 let secs = two_children(increment, || (value.try_clone().expect("clone"), CONTENDED));
@@ -104,13 +111,13 @@ pub(crate) fn run() {
     report(
         "counter_incr_locked",
         "floor",
-        median((0..3).map(|_| ops / floor::mutex_contended(CONTENDED, true)).collect()),
+        median((0..CONTENDED_ROUNDS).map(|_| ops / floor::mutex_contended(CONTENDED, true)).collect()),
         "ops/s",
     );
 
     // A child writes 256 MiB into a fresh segment, the parent reads it back.
     let mp = median(
-        (0..3)
+        (0..ROUNDS)
             .map(|_| {
                 let start = Instant::now();
                 let shm = SharedMemory::create(SHM_BYTES).expect("segment");
@@ -131,5 +138,5 @@ pub(crate) fn run() {
             .collect(),
     );
     report("shm_bw", "mp", mp, "GB/s");
-    report("shm_bw", "floor", median((0..3).map(|_| floor::shm_bw(SHM_BYTES)).collect()), "GB/s");
+    report("shm_bw", "floor", median((0..ROUNDS).map(|_| floor::shm_bw(SHM_BYTES)).collect()), "GB/s");
 }

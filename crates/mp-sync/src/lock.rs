@@ -60,6 +60,7 @@ impl SharedMutex {
     }
 
     /// Locks once; `Ok(Some(owner_died))` when acquired. `deadline: None` only tries.
+    #[inline]
     fn lock(&self, deadline: Option<Deadline>) -> Result<Option<bool>, SyncError> {
         let outcome = match deadline {
             None => self.mutex.try_lock()?,
@@ -78,6 +79,7 @@ impl SharedMutex {
         Ok(Some(owner_died))
     }
 
+    #[inline]
     fn unlock(&self) -> Result<(), SyncError> {
         // Error-checking and recursive mutexes both refuse (EPERM) an unlock by anyone but their owner.
         if self.mutex.unlock() { Ok(()) } else { Err(SyncError::NotHeld) }
@@ -154,11 +156,13 @@ macro_rules! lock_type {
             }
 
             /// Blocks until the lock is acquired.
+            #[inline]
             pub fn acquire(&self) -> Result<$guard<'_>, SyncError> {
                 Ok(self.acquire_until(Deadline::after(None))?.expect("no deadline"))
             }
 
             /// Acquires the lock if it is free; `None` if another holds it.
+            #[inline]
             pub fn try_acquire(&self) -> Result<Option<$guard<'_>>, SyncError> {
                 Ok(self.inner.lock(None)?.map(|owner_died| $guard { lock: self, owner_died }))
             }
@@ -168,6 +172,7 @@ macro_rules! lock_type {
                 self.acquire_until(Deadline::after(Some(timeout)))
             }
 
+            #[inline]
             fn acquire_until(&self, deadline: Deadline) -> Result<Option<$guard<'_>>, SyncError> {
                 Ok(self.inner.lock(Some(deadline))?.map(|owner_died| $guard { lock: self, owner_died }))
             }
@@ -231,6 +236,7 @@ macro_rules! lock_type {
         }
 
         impl Drop for $guard<'_> {
+            #[inline]
             fn drop(&mut self) {
                 let _ = self.lock.inner.unlock();
             }

@@ -38,6 +38,7 @@ impl<T: Pod> Value<T> {
 
     /// Locks the value and gives access to it; the change is written back when the guard drops (before the
     /// lock is released).
+    #[inline]
     pub fn get_lock(&self) -> Result<ValueGuard<'_, T>, SyncError> {
         let guard = self.lock.acquire()?;
         Ok(ValueGuard { value: self.raw.get(), raw: &self.raw, guard })
@@ -83,18 +84,21 @@ impl<T: Pod> ValueGuard<'_, T> {
 
 impl<T: Pod> Deref for ValueGuard<'_, T> {
     type Target = T;
+    #[inline]
     fn deref(&self) -> &T {
         &self.value
     }
 }
 
 impl<T: Pod> DerefMut for ValueGuard<'_, T> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut T {
         &mut self.value
     }
 }
 
 impl<T: Pod> Drop for ValueGuard<'_, T> {
+    #[inline]
     fn drop(&mut self) {
         self.raw.set(self.value);
     }
@@ -157,6 +161,7 @@ impl<T: Pod> Array<T> {
     }
 
     /// Locks the array for a sequence of operations.
+    #[inline]
     pub fn get_lock(&self) -> Result<ArrayGuard<'_, T>, SyncError> {
         Ok(ArrayGuard { raw: &self.raw, guard: self.lock.acquire()? })
     }

@@ -197,6 +197,7 @@ impl RobustMutex {
         unsafe { AtomicU32::from_ptr(self.ptr.cast::<u32>().add(1)) }.load(Relaxed)
     }
 
+    #[inline]
     fn settle(&self, r: libc::c_int) -> io::Result<Locked> {
         match r {
             0 => Ok(Locked::Yes),
@@ -213,33 +214,33 @@ impl RobustMutex {
     }
 
     /// Locks, waiting until `deadline`.
+    #[inline]
     pub fn lock(&self, deadline: Deadline) -> io::Result<Locked> {
         match self.try_lock()? {
-            Locked::No => {}
-            done => return Ok(done),
+            Locked::No => self.lock_slow(deadline),
+            done => Ok(done),
         }
-        let park = self.park();
+    }
+
+    /// Parks until the lock comes free or `deadline` passes.
+    #[cold]
+    fn lock_slow(&self, deadline: Deadline) -> io::Result<Locked> {
         loop {
-            // Register, then look again: an unlock after this point sees the registration and wakes us.
-            park.fetch_add(SLEEPER + REGISTERED, SeqCst);
-            let seen = self.word().load(SeqCst);
-            let attempt = self.try_lock();
-            let woke = match (&attempt, deadline.remaining()) {
-                (Ok(Locked::No), Some(left)) if left.is_zero() => false,
-                (Ok(Locked::No), left) if seen & FUTEX_TID_MASK != 0 && seen & FUTEX_OWNER_DIED == 0 => {
-                    // Sleeps while the holder we saw holds it (or holds it again after letting go).
-                    wait_for_change(self.word(), seen, left.map_or(SLICE, |l| l.min(SLICE)))
-                }
-                _ => false,
+            let timeout = match deadline.remaining() {
+                None => SLICE,
+                Some(left) if left.is_zero() => return Ok(Locked::No),
+                Some(left) => left.min(SLICE),
             };
+            // Register, then read the owner: an unlock after the registration sees it and wakes us, and an
+            // unlock before the read leaves a value the sleep below refuses to wait on.
+            self.park().fetch_add(SLEEPER + REGISTERED, SeqCst);
+            let seen = self.word().load(SeqCst);
+            // Sleeps while the holder we saw holds it (or holds it again after letting go: then its next
+            // unlock sees our registration).
+            let woke = seen & FUTEX_TID_MASK != 0
+                && seen & FUTEX_OWNER_DIED == 0
+                && wait_for_change(self.word(), seen, timeout);
             self.unregister(if woke { SLEEPER + WOKEN } else { SLEEPER });
-            match attempt? {
-                Locked::No => {}
-                done => return Ok(done),
-            }
-            if deadline.passed() {
-                return Ok(Locked::No);
-            }
             match self.try_lock()? {
                 Locked::No => {}
                 done => return Ok(done),
@@ -262,12 +263,14 @@ impl RobustMutex {
     }
 
     /// Locks if free.
+    #[inline]
     pub fn try_lock(&self) -> io::Result<Locked> {
         // SAFETY: `self.ptr` is an initialised process-shared mutex (constructor contract).
         self.settle(unsafe { libc::pthread_mutex_trylock(self.ptr) })
     }
 
     /// Unlocks; `false` if the calling thread does not hold it (EPERM).
+    #[inline]
     pub fn unlock(&self) -> bool {
         let park = self.park();
         let before = park.load(SeqCst);
@@ -286,6 +289,7 @@ impl RobustMutex {
     }
 
     /// Wakes a registered waiter unless every one is already woken; `true` if the wake-up found nobody asleep.
+    #[cold]
     fn wake_one(&self) -> bool {
         let park = self.park();
         let mut seen = park.load(SeqCst);
