@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use mp_process::{Handle, JoinError, Process};
-use mp_shm::{RawArray, RawValue, SharedMemory, ShmError};
+use mp_shm::{Item, RawArray, RawValue, ShareableList, SharedMemory, ShmError};
 use support::eventually;
 
 fn main() {
@@ -27,6 +27,8 @@ fn main() {
         wrong_type_or_size_is_an_error,
         atomic_increments_are_exact,
         raw_values_cross_into_children,
+        shareable_lists_cross_into_children,
+        shareable_list_errors_are_typed,
     ]);
 }
 
@@ -229,4 +231,81 @@ fn raw_values_cross_into_children() {
     assert!(flag.get());
     flag.unlink().unwrap();
     point.unlink().unwrap();
+}
+
+/// In a child: reads every item, then rewrites some, each within its room.
+fn rewrite_list(list: ShareableList) -> Vec<Item> {
+    let seen = list.to_vec().unwrap();
+    list.set(0, "hi").unwrap();
+    list.set(1, &b"\0a\0\0"[..]).unwrap();
+    list.set(2, "12345678").unwrap();
+    list.set(3, 2.5).unwrap();
+    list.set(4, 7).unwrap();
+    seen
+}
+
+fn shareable_lists_cross_into_children() {
+    let items = [
+        Item::from("howdy"),
+        Item::from(&b"HoWdY\0\0"[..]),
+        Item::from(-273.154),
+        Item::from(100),
+        Item::None,
+        Item::from(true),
+        Item::from("x\0"),
+    ];
+    let list = ShareableList::new(items.clone()).unwrap();
+    assert_eq!(list.len(), 7);
+    let mut p = Process::new(rewrite_list, list.try_clone().unwrap());
+    p.start().unwrap();
+    assert_eq!(p.join().unwrap(), items, "the child sees the items, trailing NULs included");
+    assert_eq!(
+        list.to_vec().unwrap(),
+        [
+            Item::from("hi"),
+            Item::from(&b"\0a\0\0"[..]),
+            Item::from("12345678"),
+            Item::from(2.5),
+            Item::from(7),
+            Item::Bool(true),
+            Item::Str("x\0".to_owned()),
+        ]
+    );
+    assert_eq!(list.count(&Item::Bool(true)).unwrap(), 1);
+    assert_eq!(list.index(&Item::from(7)).unwrap(), Some(4));
+    assert_eq!(list.index(&Item::from(8)).unwrap(), None);
+    let name = list.name().to_owned();
+    list.unlink().unwrap();
+    assert!(!in_dev_shm(&name));
+}
+
+fn shareable_list_errors_are_typed() {
+    let list = ShareableList::new([Item::from("abc"), Item::from(1), Item::from(&[0u8; 20][..])]).unwrap();
+    assert_eq!(list.capacity(0).unwrap(), 8, "strings get at least 8 bytes");
+    assert_eq!(list.capacity(2).unwrap(), 24, "rounded up to 8");
+    assert!(matches!(list.set(0, "123456789"), Err(ShmError::ItemTooLarge { index: 0, size: 9, capacity: 8 })));
+    assert_eq!(list.get(0).unwrap(), Item::from("abc"), "a refused item leaves the old one");
+    assert!(matches!(list.get(3), Err(ShmError::IndexOutOfRange { index: 3, len: 3 })));
+    assert!(matches!(list.set(3, 1), Err(ShmError::IndexOutOfRange { index: 3, len: 3 })));
+    list.set(2, &[7u8; 24][..]).unwrap();
+    list.set(1, "ab").unwrap();
+    assert_eq!(list.get(1).unwrap(), Item::from("ab"), "any kind that fits");
+
+    let array = RawArray::<u64>::create(16).unwrap();
+    assert!(matches!(ShareableList::open(array.name()), Err(ShmError::TypeMismatch { .. })));
+    array.unlink().unwrap();
+    assert!(matches!(ShareableList::open("mp-no-such-list"), Err(ShmError::NotFound(_))));
+    assert!(matches!(ShareableList::create_named(list.name(), [1]), Err(ShmError::AlreadyExists(_))));
+
+    let empty = ShareableList::new(Vec::<Item>::new()).unwrap();
+    assert!(empty.is_empty());
+    assert_eq!(empty.to_vec().unwrap(), []);
+    let named = format!("mp-test-list-{}", std::process::id());
+    let again = ShareableList::create_named(&named, [Item::None]).unwrap();
+    assert_eq!(ShareableList::open(&named).unwrap().get(0).unwrap(), Item::None);
+    for l in [list, empty, again] {
+        let name = l.name().to_owned();
+        l.unlink().unwrap();
+        assert!(!in_dev_shm(&name));
+    }
 }

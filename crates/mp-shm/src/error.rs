@@ -41,7 +41,7 @@ pub enum ShmError {
         /// The alignment required.
         align: usize,
     },
-    /// The segment was not made by `RawValue` / `RawArray`, or for another type or length.
+    /// The segment was not made by `RawValue` / `RawArray` (or `ShareableList`), or for another type or length.
     #[error("shared memory {name:?} holds {found}, not {expected}")]
     TypeMismatch {
         /// The segment's name.
@@ -50,6 +50,34 @@ pub enum ShmError {
         expected: String,
         /// What the segment's header says.
         found: String,
+    },
+    /// A [`ShareableList`](crate::ShareableList) index past the end (CPython: `IndexError`).
+    #[error("index {index} is out of range for a list of {len} items")]
+    IndexOutOfRange {
+        /// The index given.
+        index: usize,
+        /// The list's length.
+        len: usize,
+    },
+    /// A [`ShareableList`](crate::ShareableList) item larger than the room of the item it would replace
+    /// (CPython: `ValueError: exceeds available storage`); the old item stays.
+    #[error("item {index} has room for {capacity} bytes, not {size}")]
+    ItemTooLarge {
+        /// The item's index.
+        index: usize,
+        /// The bytes the new item needs.
+        size: usize,
+        /// The bytes the item has room for.
+        capacity: usize,
+    },
+    /// A [`ShareableList`](crate::ShareableList) item whose stored bytes do not decode: a read that raced a
+    /// write of the same item, or memory written by something else.
+    #[error("item {index} does not decode: {reason}")]
+    InvalidItem {
+        /// The item's index.
+        index: usize,
+        /// What is wrong with it.
+        reason: &'static str,
     },
     /// The operating system refused (permissions, out of memory, ...).
     #[error("shared memory operation failed: {0}")]

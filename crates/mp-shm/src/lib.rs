@@ -1,6 +1,6 @@
-//! Python's `multiprocessing.shared_memory` and `sharedctypes.RawValue` / `RawArray` for Rust: named
-//! shared-memory segments that several processes map, typed values in them, and a resource tracker that
-//! removes what a crashed process tree left behind.
+//! Python's `multiprocessing.shared_memory` (`SharedMemory`, `ShareableList`) and `sharedctypes.RawValue` /
+//! `RawArray` for Rust: named shared-memory segments that several processes map, typed values in them, and a
+//! resource tracker that removes what a crashed process tree left behind.
 //!
 //! ```
 //! use mp_process::Process;
@@ -37,6 +37,11 @@
 //! attaching with the wrong type is an error, not undefined behaviour. [`Integer`] types add atomic
 //! `fetch_add`, `compare_exchange` and `swap`.
 //!
+//! # Lists
+//!
+//! [`ShareableList`] is CPython's fixed-length list of scalars, strings and bytes ([`Item`]s) in one
+//! segment, with each item's length stored, so trailing NUL bytes survive.
+//!
 //! # Cleanup
 //!
 //! A resource tracker process unlinks the segments a process tree created and did not unlink once every
@@ -49,6 +54,7 @@ mod error;
 mod pod;
 mod raw;
 mod segment;
+mod shareable;
 mod sys;
 mod tracker;
 
@@ -57,4 +63,5 @@ pub use crate::{
     pod::{Integer, Pod},
     raw::{RawArray, RawValue},
     segment::SharedMemory,
+    shareable::{Item, ShareableList},
 };
