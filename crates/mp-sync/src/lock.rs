@@ -23,7 +23,7 @@ pub struct SharedMutex {
     recursive: bool,
 }
 
-// SAFETY: the pthread mutex is process-shared and thread-safe by design; the other state words are atomics.
+// SAFETY: the pthread mutex is process-shared and thread-safe by design; its parking word is an atomic.
 unsafe impl Send for SharedMutex {}
 // SAFETY: as above.
 unsafe impl Sync for SharedMutex {}
