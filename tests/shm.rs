@@ -290,6 +290,12 @@ fn shareable_list_errors_are_typed() {
     list.set(2, &[7u8; 24][..]).unwrap();
     list.set(1, "ab").unwrap();
     assert_eq!(list.get(1).unwrap(), Item::from("ab"), "any kind that fits");
+    // Item 0's kind word (the first slot, after the 64-byte header) overwritten by something else.
+    list.shared_memory().write_at(64, &99u32.to_le_bytes()).unwrap();
+    assert!(matches!(list.get(0), Err(ShmError::InvalidItem { index: 0, .. })));
+    assert!(matches!(list.to_vec(), Err(ShmError::InvalidItem { index: 0, .. })));
+    list.set(0, "abc").unwrap();
+    assert_eq!(list.get(0).unwrap(), Item::from("abc"), "a set repairs the item");
 
     let array = RawArray::<u64>::create(16).unwrap();
     assert!(matches!(ShareableList::open(array.name()), Err(ShmError::TypeMismatch { .. })));

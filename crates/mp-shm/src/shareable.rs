@@ -41,14 +41,14 @@ pub enum Item {
 
 impl Item {
     /// The item's kind and its stored bytes.
-    fn encode(&self) -> (u32, Vec<u8>) {
+    fn encode(self) -> (u32, Vec<u8>) {
         match self {
             Item::None => (NONE, Vec::new()),
             Item::Int(v) => (INT, v.to_le_bytes().to_vec()),
             Item::Float(v) => (FLOAT, v.to_le_bytes().to_vec()),
-            Item::Bool(v) => (BOOL, vec![u8::from(*v)]),
-            Item::Str(s) => (STR, s.as_bytes().to_vec()),
-            Item::Bytes(b) => (BYTES, b.clone()),
+            Item::Bool(v) => (BOOL, vec![u8::from(v)]),
+            Item::Str(s) => (STR, s.into_bytes()),
+            Item::Bytes(b) => (BYTES, b),
         }
     }
 
