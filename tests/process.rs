@@ -30,6 +30,7 @@ fn main() {
         close_rules,
         argument_that_fails_to_serialize,
         argument_that_fails_to_decode,
+        child_from_a_copy_of_the_build_runs,
         child_from_a_different_build_refuses,
         closures_need_fork,
         daemon_rules,
@@ -52,6 +53,13 @@ fn main() {
         inherited_settings_reach_grandchildren,
         detached_processes_are_not_children,
         forked_children_allocate_nothing_before_the_target,
+        a_contexts_start_method_reaches_the_child,
+        authkeys_are_inherited,
+        parent_process_join_and_is_alive,
+        a_childs_panic_names_the_process_on_stderr,
+        setup_hooks_run_before_the_target,
+        a_failing_setup_hook_fails_the_start,
+        fork_of_a_threaded_parent_warns_once,
     ]);
 }
 
@@ -365,22 +373,56 @@ fn argument_that_fails_to_decode() {
     }
 }
 
+/// The offset of this executable's build-id descriptor in its file, and its length.
+fn build_id_in_file(file: &[u8]) -> (usize, usize) {
+    let id = mp_process::offset::build_id();
+    assert!(id.is_gnu_build_id(), "the test binary has no build-id note: {id:?}");
+    let bytes = id.as_bytes();
+    let at = file.windows(bytes.len()).position(|w| w == bytes).expect("the build id is in the file");
+    (at, bytes.len())
+}
+
+/// Writes `bytes` as an executable file in the case's temporary directory.
+fn write_program(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(name);
+    std::fs::write(&path, bytes).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Runs `square(5)` in a child re-executed from the program at `path` (the fork server, if any, is started
+/// from it too: nothing in this case started one before), then removes the program.
+fn square_from(path: &std::path::Path) -> Result<u64, JoinError> {
+    mp_process::set_executable(path);
+    let mut p = Process::new(square, 5);
+    p.start().unwrap();
+    let result = p.join();
+    drop(p);
+    // A running fork server keeps its program's inode: the file can go now.
+    std::fs::remove_file(path).unwrap();
+    result
+}
+
+/// A copy of the same build, under another name and modification time and even with a byte more (as on
+/// another machine): the build id is what counts, so it runs.
+fn child_from_a_copy_of_the_build_runs() {
+    if method() == StartMethod::Fork {
+        return; // a forked child is this very build
+    }
+    let mut bytes = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+    bytes.push(0);
+    assert_eq!(square_from(&write_program("same-build", &bytes)).unwrap(), 25);
+}
+
+/// Another build: the same bytes with one bit of the build-id note changed.
 fn child_from_a_different_build_refuses() {
     if method() == StartMethod::Fork {
         return; // a forked child is this very build
     }
-    // A copy of this executable with one byte more is, for the fingerprint, another build.
-    let copy = std::env::temp_dir().join("other-build");
-    std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
-    std::fs::OpenOptions::new().append(true).open(&copy).unwrap().write_all(b"\0").unwrap();
-    mp_process::set_executable(&copy);
-    let mut p = Process::new(square, 5);
-    p.start().unwrap();
-    let result = p.join();
-    // Stop the fork server running the copy before the file goes.
-    drop(p);
-    std::fs::remove_file(&copy).unwrap();
-    match result {
+    let mut bytes = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+    let (at, _) = build_id_in_file(&bytes);
+    bytes[at] ^= 0x01;
+    match square_from(&write_program("other-build", &bytes)) {
         Err(JoinError::Child(e)) => {
             assert_eq!(e.kind, ChildErrorKind::BuildMismatch);
             assert!(e.to_string().contains("different build"), "{e}");
@@ -851,4 +893,189 @@ fn detached_processes_are_not_children() {
     let service = d.join().unwrap();
     assert!(process_alive(service), "the service outlived the process that started it");
     assert!(eventually(Duration::from_secs(10), || !process_alive(service)), "the service ends by itself");
+}
+
+/// The start method this child runs under, and the one its own child (started with the default) runs under.
+fn start_methods_below(_: ()) -> (StartMethod, StartMethod) {
+    let mut p = Process::new(|(): ()| mp_process::get_start_method(), ());
+    p.start().unwrap();
+    (mp_process::get_start_method(), p.join().unwrap())
+}
+
+/// A child started through a context runs with the context's method as its own default, and so do its own
+/// children: a user who chose spawn to avoid fork does not get fork one level down.
+fn a_contexts_start_method_reaches_the_child() {
+    for other in all_start_methods() {
+        let mut p = get_context(other).unwrap().process(start_methods_below, ());
+        p.start().unwrap();
+        assert_eq!(p.join().unwrap(), (other, other), "started with {other}, default {}", method());
+    }
+    assert_eq!(mp_process::get_start_method(), method(), "the parent's default is unchanged");
+}
+
+/// This child's key, and its own child's.
+fn authkeys_below(_: ()) -> (Vec<u8>, Vec<u8>) {
+    let mut p = Process::new(|(): ()| current_process().authkey().to_vec(), ());
+    p.start().unwrap();
+    (current_process().authkey().to_vec(), p.join().unwrap())
+}
+
+fn authkeys_are_inherited() {
+    let key = current_process().authkey().to_vec();
+    assert_eq!(key.len(), 32, "CPython's os.urandom(32)");
+    assert!(key.iter().any(|&b| b != 0), "a random key");
+    assert_eq!(current_process().authkey(), key, "the key stays the process's");
+    // Inherited by children and grandchildren.
+    let mut p = Process::new(authkeys_below, ());
+    p.start().unwrap();
+    assert_eq!(p.join().unwrap(), (key.clone(), key.clone()));
+    // A child given its own key passes it on.
+    let mut p = Builder::new().authkey(b"secret-key".to_vec()).target(authkeys_below, ());
+    p.start().unwrap();
+    assert_eq!(p.join().unwrap(), (b"secret-key".to_vec(), b"secret-key".to_vec()));
+    // A new key for this process reaches children started afterwards.
+    mp_process::set_authkey(b"another".to_vec());
+    let mut p = Process::new(authkeys_below, ());
+    p.start().unwrap();
+    assert_eq!(p.join().unwrap(), (b"another".to_vec(), b"another".to_vec()));
+}
+
+/// In the child: the parent seen while it runs (a short join times out, it is alive).
+fn watch_parent(_: ()) -> (bool, bool) {
+    let parent = parent_process().unwrap();
+    (parent.join_timeout(Duration::from_millis(50)).unwrap(), parent.is_alive())
+}
+
+/// A grandchild that outlives its parent: joins it, then writes what it saw.
+fn outlive_parent(path: String) {
+    let parent = parent_process().unwrap();
+    let ended = parent.join_timeout(Duration::from_secs(20)).unwrap();
+    std::fs::write(format!("{path}.tmp"), format!("{ended} {}", parent.is_alive())).unwrap();
+    std::fs::rename(format!("{path}.tmp"), path).unwrap();
+}
+
+/// Starts the grandchild detached (not joined at exit, not dying with us) and returns at once.
+fn start_orphan(path: String) {
+    let mut p = Builder::new().detached(true).target(outlive_parent, path);
+    p.start().unwrap();
+}
+
+fn parent_process_join_and_is_alive() {
+    let mut p = Process::new(watch_parent, ());
+    p.start().unwrap();
+    assert_eq!(p.join().unwrap(), (false, true), "the parent runs: the join times out");
+    // A grandchild whose parent exits sees it end (join returns, is_alive is false), under the fork server
+    // too, where the parent's pid is checked with its start time.
+    let path = std::env::temp_dir().join("orphan-saw").to_string_lossy().into_owned();
+    let mut p = Process::new(start_orphan, path.clone());
+    p.start().unwrap();
+    let _ = p.join();
+    assert!(eventually(Duration::from_secs(20), || std::path::Path::new(&path).exists()), "no report");
+    let saw = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(saw, "true false", "joined the ended parent, which is not alive");
+}
+
+/// Sends this process's stderr to `file`, then panics.
+fn panic_into(file: Handle) {
+    let fd = std::os::fd::OwnedFd::from(file);
+    // SAFETY: dup2 onto descriptor 2 of two valid descriptors.
+    unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&fd), 2) };
+    panic!("the child's own failure");
+}
+
+fn a_childs_panic_names_the_process_on_stderr() {
+    let path = std::env::temp_dir().join("stderr");
+    let file = File::create(&path).unwrap();
+    let mut p = Builder::new().name("worker-7").target(panic_into, Handle::from(file));
+    p.start().unwrap();
+    let pid = p.pid().unwrap();
+    assert!(matches!(p.join(), Err(JoinError::Panicked(_))));
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let first = text.lines().next().unwrap_or_default();
+    assert_eq!(first, format!("Process worker-7 (pid {pid}):"), "{text}");
+    assert!(text.contains("the child's own failure"), "{text}");
+}
+
+static HOOK_RUNS: AtomicU32 = AtomicU32::new(0);
+
+fn count_setup() {
+    HOOK_RUNS.fetch_add(1, Ordering::SeqCst);
+    mp_process::set_inherited("test.setup", Some(&format!("ran in {}", current_process().name())));
+}
+
+/// What the setup hook left in this child, and in its own child.
+fn setup_below(_: ()) -> (u32, Option<String>, Option<String>) {
+    let mut p = Process::new(|(): ()| mp_process::inherited("test.setup"), ());
+    p.start().unwrap();
+    (HOOK_RUNS.load(Ordering::SeqCst), mp_process::inherited("test.setup"), p.join().unwrap())
+}
+
+fn setup_hooks_run_before_the_target() {
+    mp_process::register_child_setup(count_setup);
+    mp_process::register_child_setup(count_setup); // once is enough
+    let mut p = Builder::new().name("hooked").target(setup_below, ());
+    p.start().unwrap();
+    let (runs, mine, grandchild) = p.join().unwrap();
+    assert_eq!(runs, 1, "the hook ran once in the child (a forked child inherits the parent's count of 0)");
+    assert_eq!(mine.as_deref(), Some("ran in hooked"), "it ran knowing who the child is");
+    assert_eq!(grandchild.as_deref(), Some("ran in Process-1:1"), "grandchildren run it too");
+    assert_eq!(HOOK_RUNS.load(Ordering::SeqCst), 0, "never in the parent");
+}
+
+fn failing_setup() {
+    panic!("setup refused");
+}
+
+fn a_failing_setup_hook_fails_the_start() {
+    mp_process::register_child_setup(failing_setup);
+    let path = std::env::temp_dir().join("target-ran");
+    let mut p = Process::new(|path: String| std::fs::write(path, "ran").unwrap(), path.to_string_lossy().into_owned());
+    p.start().unwrap();
+    match p.join() {
+        Err(JoinError::Panicked(info)) => assert_eq!(info.message, "setup refused"),
+        other => panic!("expected the hook's panic, got {other:?}"),
+    }
+    assert_eq!(p.exitcode(), Some(1));
+    assert!(!path.exists(), "the target did not run");
+}
+
+/// Collects warnings logged through `log`.
+struct Warnings;
+
+static WARNINGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+impl log::Log for Warnings {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            WARNINGS.lock().unwrap().push(record.args().to_string());
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn fork_of_a_threaded_parent_warns_once() {
+    log::set_logger(&Warnings).unwrap();
+    log::set_max_level(log::LevelFilter::Warn);
+    let fork = get_context(StartMethod::Fork).unwrap();
+    let mut p = fork.process(square, 2);
+    p.start().unwrap();
+    p.join().unwrap();
+    assert!(WARNINGS.lock().unwrap().is_empty(), "one thread: no warning");
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || stopped.recv());
+    for _ in 0..3 {
+        let mut p = fork.process(square, 3);
+        p.start().unwrap();
+        assert_eq!(p.join().unwrap(), 9);
+    }
+    drop(stop);
+    thread.join().unwrap().unwrap_err();
+    let warnings = WARNINGS.lock().unwrap().clone();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("multi-threaded") && warnings[0].contains("fork"), "{warnings:?}");
 }

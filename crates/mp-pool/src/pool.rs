@@ -13,7 +13,9 @@ use serde::de::DeserializeOwned;
 
 use crate::cell::Cell;
 use crate::core::{Completion, Config, Core};
+use crate::task::Entry;
 use crate::{PoolError, TaskError, task};
+use mp_process::offset::FnOffset;
 
 /// Serializes a task input.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, PoolError> {
@@ -29,7 +31,7 @@ pub(crate) fn default_chunksize(len: usize, workers: usize) -> usize {
 #[derive(Debug, Clone, Default)]
 pub struct PoolBuilder {
     processes: Option<usize>,
-    initializer: Option<(i64, Result<Vec<u8>, String>)>,
+    initializer: Option<(FnOffset<Entry>, Result<Vec<u8>, String>)>,
     max_tasks: Option<usize>,
     start_method: Option<StartMethod>,
 }
@@ -58,7 +60,7 @@ impl PoolBuilder {
         M: 'static,
     {
         let _ = f;
-        let entry = task::offset(task::call_entry::<F, M, A>);
+        let entry = FnOffset::of(task::call_entry::<F, M, A> as Entry);
         self.initializer = Some((entry, postcard::to_stdvec(&args).map_err(|e| e.to_string())));
         self
     }
@@ -231,7 +233,7 @@ impl Pool {
             cell.set(Ok(Vec::new()));
             return Ok(AsyncResult { cell });
         }
-        let entry = task::offset(task::map_entry::<F, M, A>);
+        let entry = FnOffset::of(task::map_entry::<F, M, A> as Entry);
         let chunks: Vec<&[A]> = items.chunks(chunksize).collect();
         let gather = Arc::new(Mutex::new(Gather { parts: vec![None; chunks.len()], left: chunks.len(), error: None }));
         let mut jobs = Vec::with_capacity(chunks.len());
@@ -370,14 +372,14 @@ pub(crate) fn call_job<F, M, A>(
     f: F,
     args: &A,
     cell: Arc<Cell<F::Result>>,
-) -> Result<(i64, Vec<u8>, Completion), PoolError>
+) -> Result<(FnOffset<Entry>, Vec<u8>, Completion), PoolError>
 where
     F: Task<M, A>,
     A: Serialize + DeserializeOwned,
     M: 'static,
 {
     let _ = f;
-    let entry = task::offset(task::call_entry::<F, M, A>);
+    let entry = FnOffset::of(task::call_entry::<F, M, A> as Entry);
     let completion: Completion = Box::new(move |result| {
         cell.set(
             result.and_then(|bytes| postcard::from_bytes(&bytes).map_err(|e| TaskError::ResultDecode(e.to_string()))),
@@ -460,7 +462,7 @@ struct Arrivals {
 pub struct Imap<'p, R, I: Iterator> {
     pool: &'p Pool,
     source: Fuse<I>,
-    entry: i64,
+    entry: FnOffset<Entry>,
     encode: Encoder<I::Item>,
     chunksize: usize,
     window: usize,
@@ -497,7 +499,7 @@ where
         Ok(Imap {
             pool,
             source: source.fuse(),
-            entry: task::offset(task::map_entry::<F, M, I::Item>),
+            entry: FnOffset::of(task::map_entry::<F, M, I::Item> as Entry),
             encode: |chunk| encode(chunk),
             chunksize,
             window: 4 * pool.processes(),

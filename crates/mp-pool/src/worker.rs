@@ -6,7 +6,7 @@ use mp_shm::SharedMemory;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::task::{self, Failure, Input, Job};
+use crate::task::{Failure, Input, Job};
 
 /// What a worker is started with.
 #[derive(Debug, Serialize, Deserialize)]
@@ -33,7 +33,6 @@ pub(crate) enum Inbox {
 
 /// The worker's main loop (the target of every worker process).
 pub(crate) fn worker_main(args: WorkerArgs) {
-    task::install_panic_hook();
     let slot = args.slot;
     if let Some(init) = &args.initializer {
         if let Err(failure) = run(init) {
@@ -68,7 +67,7 @@ pub(crate) fn worker_main(args: WorkerArgs) {
 fn run(job: &Job) -> Result<Vec<u8>, Failure> {
     // SAFETY: jobs come only from the pool that started this worker, in a process running the same build
     // (mp-process checked it before running us).
-    let entry = unsafe { task::entry_at(job.entry) };
+    let entry = unsafe { job.entry.resolve() };
     match &job.input {
         Input::Inline(bytes) => entry(bytes),
         Input::Segment(name) => {

@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::current::{Me, ParentLink, set_me};
 use crate::error::{ChildError, ChildErrorKind};
+use crate::offset::{FnOffset, install_panic_hook};
 use crate::popen::arena::{Report, Writer};
 use crate::popen::{ChildInfo, Decoded, forkserver, parse_bootstrap, read_bootstrap};
-use crate::target::{Job, Outcome, entry_at, install_panic_hook};
+use crate::target::{Job, Outcome};
 use crate::{StartMethod, context, registry, sys};
 
 /// Environment variable that turns a re-executed program into a child (value: its socket's number).
@@ -72,7 +73,7 @@ pub(crate) fn prepare_server() {
     // First uses that every child would otherwise make after the fork (each touching pages and code).
     crate::handle::touch_tables();
     TEST_NAME.with(|_| ());
-    crate::target::touch_tables();
+    crate::offset::touch_tables();
     let _ = std::io::stdout().flush();
 }
 
@@ -145,8 +146,10 @@ pub(crate) fn me_for(info: &mut ChildInfo) -> Box<Me> {
             pid: info.parent.pid,
             name: std::mem::take(&mut info.parent.name),
             via_server: false,
+            started: 0,
         }),
         counter: AtomicU32::new(0),
+        authkey: std::sync::Mutex::new(std::mem::take(&mut info.authkey)),
     })
 }
 
@@ -186,8 +189,12 @@ fn run_forked(info: &ChildInfo, me: Box<Me>, report: &Report, mut job: Box<dyn J
         via_server: false,
     };
     let outcome = match become_child(&start) {
-        // SAFETY: the job runs once, and is never dropped: `finish` ends the process.
-        Ok(()) => unsafe { job.run_once() },
+        // The hooks are this process's own (the same image): no offsets to trust.
+        Ok(()) => match run_setup(crate::inherit::setup_hooks().iter().copied()) {
+            // SAFETY: the job runs once, and is never dropped: `finish` ends the process.
+            Ok(()) => unsafe { job.run_once() },
+            Err(outcome) => outcome,
+        },
         Err(e) => Outcome::Failed(e),
     };
     finish(report, outcome)
@@ -240,10 +247,28 @@ fn run_bootstrap(boot: Result<Decoded, ChildError>, via_server: bool) -> Outcome
     if let Err(e) = become_child(&start) {
         return Outcome::Failed(e);
     }
-    // SAFETY: the fingerprint check in the header established that the parent runs this same build, so the
-    // offset names an `Entry` trampoline in this image.
-    let entry = unsafe { entry_at(boot.entry) };
+    let hooks =
+        boot.setup.chunks_exact(8).map(|raw| FnOffset::from_raw(i64::from_le_bytes(raw.try_into().expect("8"))));
+    if let Err(outcome) = run_setup(hooks) {
+        return outcome;
+    }
+    // SAFETY: the fingerprint check in the header established that the parent runs this same build, and the
+    // parent made the offset from an `Entry` with `FnOffset::of`.
+    let entry = unsafe { boot.entry.resolve() };
     entry(payload, fds)
+}
+
+/// Runs the child-setup hooks (see [`register_child_setup`](crate::register_child_setup)); a panic in one
+/// becomes the child's outcome, and its target does not run.
+#[inline(always)] // the forked child's path in as few code pages as possible (see `fork_and_run`)
+fn run_setup(hooks: impl Iterator<Item = FnOffset<fn()>>) -> Result<(), Outcome> {
+    for hook in hooks {
+        // SAFETY: the offset was made by `FnOffset::of` from a `fn()` (see `register_child_setup`) in this
+        // process or in a parent running the same build (the start-up message's fingerprint was checked).
+        let hook = unsafe { hook.resolve() };
+        crate::offset::catch_panic(hook).map_err(Outcome::Panicked)?;
+    }
+    Ok(())
 }
 
 /// Waits for our own children as CPython does at a child's exit, reports the outcome, and exits. The outcome

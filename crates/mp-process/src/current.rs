@@ -1,7 +1,7 @@
 //! The running process's own identity, its parent, its live children, and the CPU count.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,8 @@ pub(crate) struct Me {
     pub(crate) parent: Option<ParentLink>,
     /// Numbers the children this process creates (`Process-1`, `Process-2`, ...).
     pub(crate) counter: AtomicU32,
+    /// The process's authentication key (CPython's `current_process().authkey`).
+    pub(crate) authkey: Mutex<Vec<u8>>,
 }
 
 /// What a child knows of its parent.
@@ -28,6 +30,9 @@ pub(crate) struct ParentLink {
     pub(crate) name: String,
     /// True when a fork server, not the parent itself, created this process (so `getppid` is the server's).
     pub(crate) via_server: bool,
+    /// When the parent started (clock ticks since boot; 0 when unknown): with the pid, it names the parent
+    /// for good, where the pid alone may be reused once the parent has gone. Sent when `via_server`.
+    pub(crate) started: u64,
 }
 
 /// In a re-executed child, made from what its parent sent (on first use: see [`crate::popen::Bootstrap`]).
@@ -38,6 +43,7 @@ static ME: ProcessLocal<Me> = ProcessLocal::new(crate::registry::slot::ME, || ma
         daemon: who.daemon,
         parent: Some(who.parent),
         counter: AtomicU32::new(0),
+        authkey: Mutex::new(who.authkey),
     },
     None => Me {
         name: "MainProcess".to_owned(),
@@ -45,8 +51,39 @@ static ME: ProcessLocal<Me> = ProcessLocal::new(crate::registry::slot::ME, || ma
         daemon: false,
         parent: None,
         counter: AtomicU32::new(0),
+        authkey: Mutex::new(random_authkey()),
     },
 });
+
+/// A fresh main process's key: 32 random bytes, as CPython's `os.urandom(32)`.
+fn random_authkey() -> Vec<u8> {
+    let mut key = vec![0u8; AUTHKEY_LEN];
+    if let Err(e) = sys::random_bytes(&mut key) {
+        // The kernel's generator does not fail on Linux 3.17 and later; never run with a guessable key.
+        panic!("mp-process: no random bytes for the process authkey: {e}");
+    }
+    key
+}
+
+/// The length of a generated authkey.
+const AUTHKEY_LEN: usize = 32;
+
+/// This process's authkey (see [`ProcessInfo::authkey`]).
+pub(crate) fn authkey() -> Vec<u8> {
+    registry::lock(&me().authkey).clone()
+}
+
+/// Sets this process's authentication key (CPython's `current_process().authkey = key`): children started
+/// from now on inherit it, and it is the default key of mp's managers and listeners. An empty key is allowed,
+/// as in CPython, and means no authentication where a key is optional.
+///
+/// ```
+/// mp_process::set_authkey(b"secret-key".to_vec());
+/// assert_eq!(mp_process::current_process().authkey(), b"secret-key");
+/// ```
+pub fn set_authkey(key: impl Into<Vec<u8>>) {
+    *registry::lock(&me().authkey) = key.into();
+}
 
 pub(crate) fn me() -> &'static Me {
     ME.get()
@@ -80,6 +117,7 @@ pub struct ProcessInfo {
     pid: u32,
     daemon: bool,
     identity: Vec<u32>,
+    authkey: Vec<u8>,
 }
 
 impl ProcessInfo {
@@ -102,6 +140,14 @@ impl ProcessInfo {
     pub fn identity(&self) -> &[u32] {
         &self.identity
     }
+
+    /// The process's authentication key (CPython's `authkey`): 32 random bytes in the main process, inherited
+    /// by every child under every start method unless [`Builder::authkey`](crate::Builder::authkey) gives the
+    /// child its own, and changed with [`set_authkey`]. It is the default key of mp's managers and of
+    /// listeners and clients that ask for the process's key.
+    pub fn authkey(&self) -> &[u8] {
+        &self.authkey
+    }
 }
 
 /// The running process: `MainProcess` in the main program.
@@ -113,7 +159,13 @@ impl ProcessInfo {
 /// ```
 pub fn current_process() -> ProcessInfo {
     let me = me();
-    ProcessInfo { name: me.name.clone(), pid: sys::pid(), daemon: me.daemon, identity: me.identity.clone() }
+    ProcessInfo {
+        name: me.name.clone(),
+        pid: sys::pid(),
+        daemon: me.daemon,
+        identity: me.identity.clone(),
+        authkey: authkey(),
+    }
 }
 
 /// The process that started this one (CPython's `multiprocessing.parent_process()`).
@@ -133,10 +185,41 @@ impl ParentProcess {
         &self.link.name
     }
 
-    /// Whether the parent still runs. (A child reparented after its parent's death sees a different
-    /// `getppid`; a fork-server child asks the kernel about the parent's pid.)
+    /// Whether the parent still runs. A child reparented after its parent's death sees a different `getppid`;
+    /// a fork-server child (whose `getppid` is the server) checks the parent's pid *and* start time, so a
+    /// new process that reused the pid does not pass for the parent.
     pub fn is_alive(&self) -> bool {
-        if self.link.via_server { sys::process_exists(self.link.pid) } else { sys::parent_pid() == self.link.pid }
+        self.is_the_parent()
+    }
+
+    fn is_the_parent(&self) -> bool {
+        if !self.link.via_server {
+            return sys::parent_pid() == self.link.pid;
+        }
+        match sys::process_start_time(self.link.pid) {
+            Some(started) => self.link.started == 0 || started == self.link.started,
+            None => false,
+        }
+    }
+
+    /// Waits for the parent to end (CPython's `parent_process().join()`).
+    pub fn join(&self) -> Result<(), ProcessError> {
+        self.join_timeout(None).map(drop)
+    }
+
+    /// Waits up to `timeout` (`None`: no limit) for the parent to end; returns whether it has ended (CPython's
+    /// `join(timeout)`, after which one asks `is_alive()`).
+    pub fn join_timeout(&self, timeout: impl Into<Option<Duration>>) -> Result<bool, ProcessError> {
+        let pidfd = match sys::pidfd_open(self.link.pid) {
+            Ok(pidfd) => pidfd,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(true),
+            Err(e) => return Err(e.into()),
+        };
+        // Checked after opening: if the process behind the pid is still the parent now, the pidfd is its.
+        if !self.is_the_parent() {
+            return Ok(true);
+        }
+        Ok(sys::poll_readable(&[std::os::fd::AsFd::as_fd(&pidfd)], timeout.into())?[0])
     }
 }
 

@@ -59,6 +59,7 @@ mod error;
 mod handle;
 mod inherit;
 mod method;
+pub mod offset;
 mod popen;
 mod process;
 mod registry;
@@ -73,10 +74,13 @@ pub use crate::{
     context::{
         Context, all_start_methods, default_context, get_context, get_start_method, set_executable, set_start_method,
     },
-    current::{ActiveChild, ParentProcess, ProcessInfo, active_children, cpu_count, current_process, parent_process},
+    current::{
+        ActiveChild, ParentProcess, ProcessInfo, active_children, cpu_count, current_process, parent_process,
+        set_authkey,
+    },
     error::{ChildError, ChildErrorKind, ContextError, JoinError, PanicInfo, ProcessError, StartError},
     handle::{CodecError, Handle, from_bytes_with_handles, to_bytes_with_handles},
-    inherit::{inherited, set_inherited},
+    inherit::{inherited, register_child_setup, set_inherited},
     method::StartMethod,
     process::{Builder, CloseError, Process},
     target::Target,

@@ -40,6 +40,7 @@ pub struct Builder {
     keep_alive_after_parent: bool,
     affinity: Option<Vec<usize>>,
     detached: bool,
+    authkey: Option<Vec<u8>>,
 }
 
 impl Builder {
@@ -90,6 +91,13 @@ impl Builder {
         self
     }
 
+    /// The child's authentication key (default: this process's, see
+    /// [`ProcessInfo::authkey`](crate::ProcessInfo::authkey)); its own children inherit it in turn.
+    pub fn authkey(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.authkey = Some(key.into());
+        self
+    }
+
     /// A process that will run `target(args)`. See [`Process::new`].
     pub fn target<F, M, A>(self, target: F, args: A) -> Process<F::Output>
     where
@@ -121,6 +129,7 @@ impl Builder {
             kill_with_parent: !self.keep_alive_after_parent && !self.detached,
             affinity: self.affinity,
             detached: self.detached,
+            authkey: self.authkey,
             job: Some(job),
             child: None,
             taken: false,
@@ -154,6 +163,8 @@ pub struct Process<R> {
     kill_with_parent: bool,
     affinity: Option<Vec<usize>>,
     detached: bool,
+    /// Set by the builder; `None`: this process's at `start`.
+    authkey: Option<Vec<u8>>,
     job: Option<Box<dyn Job>>,
     child: Option<Arc<Child>>,
     /// The result has been handed out by a join.
@@ -233,10 +244,12 @@ impl<R> Process<R> {
             name: self.name.clone(),
             identity: self.identity.clone(),
             daemon: self.daemon,
-            parent: ParentLink { pid: sys::pid(), name: me.name.clone(), via_server: false },
+            parent: ParentLink { pid: sys::pid(), name: me.name.clone(), via_server: false, started: 0 },
             kill_with_parent: self.kill_with_parent,
             affinity: self.affinity.clone(),
-            start_method: context::get_start_method(),
+            // The method this child was started with becomes its own default (a child of a spawn context spawns).
+            start_method: method,
+            authkey: self.authkey.clone().unwrap_or_else(current::authkey),
             inherited: if method == StartMethod::Fork { Default::default() } else { crate::inherit::snapshot() },
         };
         let job = self.job.take().expect("checked above");

@@ -48,6 +48,7 @@ pub(crate) mod slot {
     pub(crate) const ME: usize = 6;
     pub(crate) const ARENA: usize = 7;
     pub(crate) const READY: usize = 8;
+    pub(crate) const SETUP_HOOKS: usize = 9;
 }
 
 /// Records who this re-executed child is, still encoded: [`ProcessLocal`]s whose value comes from it decode

@@ -1,16 +1,14 @@
 //! Targets: how a function and its arguments are packed in the parent and run in the child.
 //!
 //! A target is a zero-sized function item or non-capturing closure, so its *type* says everything about it.
-//! The parent sends the address of the monomorphised trampoline [`entry::<F, A, R>`] as an offset from
-//! [`anchor`]; the child, running the same build (checked by fingerprint first), adds its own `anchor`
-//! address back. This is how `procspawn` and the test harnesses of `ipc-channel` find their way, without a
-//! registry of target names.
+//! The parent sends the monomorphised trampoline [`entry::<F, A, R>`] as an [`FnOffset`](crate::offset::FnOffset);
+//! the child, running the same build (checked by fingerprint first), resolves it (see [`crate::offset`]).
+//! This is how `procspawn` and the test harnesses of `ipc-channel` find their way, without a registry of
+//! target names.
 
-use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::os::fd::OwnedFd;
-use std::panic::{self, AssertUnwindSafe};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -20,32 +18,6 @@ use crate::{StartError, handle};
 
 /// The trampoline a re-executed child calls: decode the arguments, run the target, encode the outcome.
 pub(crate) type Entry = fn(payload: &[u8], fds: Vec<OwnedFd>) -> Outcome;
-
-/// A fixed point in the executable that target offsets are measured from.
-#[inline(never)]
-pub(crate) fn anchor() -> u64 {
-    std::hint::black_box(0x6d70_5f61_6e63_686f)
-}
-
-fn anchor_address() -> i64 {
-    anchor as fn() -> u64 as usize as i64
-}
-
-/// The offset of `entry` from [`anchor`], valid in any process running this same build.
-pub(crate) fn entry_offset(entry: Entry) -> i64 {
-    (entry as usize as i64).wrapping_sub(anchor_address())
-}
-
-/// The entry at `offset` from [`anchor`].
-///
-/// # Safety
-///
-/// `offset` must come from [`entry_offset`] in a process running the same build of the executable.
-pub(crate) unsafe fn entry_at(offset: i64) -> Entry {
-    let address = anchor_address().wrapping_add(offset) as usize;
-    // SAFETY: by the caller's guarantee the address is that of an `Entry` function in this image.
-    unsafe { std::mem::transmute::<usize, Entry>(address) }
-}
 
 /// How a child's run ended, as sent back to the parent.
 #[derive(Debug)]
@@ -254,72 +226,23 @@ where
     F::Output: Serialize,
     A: DeserializeOwned,
 {
-    const { assert!(std::mem::size_of::<F>() == 0) };
     let args: A = match handle::from_bytes_with_handles(payload, fds) {
         Ok(args) => args,
         Err(e) => {
             return Outcome::Failed(ChildError { kind: ChildErrorKind::ArgumentDecode, message: e.to_string() });
         }
     };
-    // SAFETY: `F` is zero-sized (asserted at compile time when the process was built) and is a function item
-    // or a closure without captures, so it has no bytes and no invariant beyond existing; the parent held a
-    // value of it.
-    let target: F = unsafe { std::mem::zeroed() };
+    let target: F = crate::offset::conjure();
     run_target(move || target.call(args))
-}
-
-/// Registers this thread's panic-location slot now (see [`crate::handle::touch_tables`]).
-pub(crate) fn touch_tables() {
-    PANIC_LOCATION.with(|_| ());
-}
-
-thread_local! {
-    /// Where the last panic on this thread happened (set by the hook, read after `catch_unwind`).
-    static PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
-}
-
-/// Installs (once per process image: forked children inherit it) a panic hook that records the location,
-/// then calls the previous hook (which prints the message, as CPython prints a child's traceback).
-// Inlined: a forked child, which inherits the hook, only reads the flag (a code page it would touch first is a
-// page fault).
-#[inline(always)]
-pub(crate) fn install_panic_hook() {
-    if !PANIC_HOOK.is_completed() {
-        PANIC_HOOK.call_once(install_panic_hook_now);
-    }
-}
-
-static PANIC_HOOK: std::sync::Once = std::sync::Once::new();
-
-fn install_panic_hook_now() {
-    let previous = panic::take_hook();
-    panic::set_hook(Box::new(move |info| {
-        let location = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
-        PANIC_LOCATION.with(|slot| *slot.borrow_mut() = location);
-        previous(info);
-    }));
 }
 
 /// Runs `f`, catching a panic, and encodes what happened.
 pub(crate) fn run_target<R: Serialize>(f: impl FnOnce() -> R) -> Outcome {
-    match panic::catch_unwind(AssertUnwindSafe(f)) {
+    match crate::offset::catch_panic(f) {
         Ok(value) => match postcard::to_stdvec(&value) {
             Ok(bytes) => Outcome::Returned(bytes),
             Err(e) => Outcome::Failed(ChildError { kind: ChildErrorKind::ResultEncode, message: e.to_string() }),
         },
-        Err(payload) => {
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "Box<dyn Any>".to_owned());
-            let current = crate::current_process();
-            Outcome::Panicked(PanicInfo {
-                message,
-                location: PANIC_LOCATION.with(|slot| slot.borrow_mut().take()),
-                process_name: current.name().to_owned(),
-                pid: current.pid(),
-            })
-        }
+        Err(info) => Outcome::Panicked(info),
     }
 }

@@ -9,6 +9,9 @@ use crate::target::Job;
 use crate::{StartError, child, registry, sys};
 
 pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>) -> Result<Arc<Child>, StartError> {
+    warn_if_threaded();
+    // Made now if need be, so that the child reads it without allocating.
+    crate::inherit::setup_hooks();
     // The outcome goes into a slot of shared memory, or over a socket when every slot is taken.
     let (slot, ours, report) = match Slot::reserve(info.parent.pid) {
         Some(slot) => {
@@ -34,4 +37,26 @@ pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>) -> Result<Arc<Child>, S
     // Plain memory is freed once the child has ended, when its pages are no longer shared.
     child.keep_until_reaped(Box::new((me, info)));
     Ok(child)
+}
+
+/// Warns once per process, through `log`, when `fork` copies a process that runs other threads (CPython 3.12+
+/// warns the same way): locks they hold stay held in the child forever. Costs nothing while no logger
+/// listens at warning level (the thread count is read only then).
+fn warn_if_threaded() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    /// The pid that has warned (a forked child warns for itself).
+    static WARNED: AtomicU32 = AtomicU32::new(0);
+    if !log::log_enabled!(log::Level::Warn) || WARNED.load(Ordering::Relaxed) == sys::pid() {
+        return;
+    }
+    let threads = sys::thread_count();
+    if threads > 1 {
+        WARNED.store(sys::pid(), Ordering::Relaxed);
+        log::warn!(
+            "this process (pid {}) is multi-threaded ({threads} threads); use of fork() may lead to deadlocks in \
+             the child (locks held by the other threads stay held there): prefer the forkserver or spawn start \
+             method",
+            sys::pid()
+        );
+    }
 }

@@ -264,7 +264,7 @@ pub(crate) fn serve(requests: OwnedFd, parent: u32) -> ! {
     sys::ignore_sigint();
     child::prepare_server();
     // Computed once here rather than by every child, which inherits it (it is the same image).
-    super::fingerprint();
+    crate::offset::fingerprint();
     let Ok(sigchld) = sys::SigChld::install() else { sys::exit_now(1) };
     let Ok(notify) = sys::seqpacket_pair() else { sys::exit_now(1) };
     let mut server = ServerLoop {

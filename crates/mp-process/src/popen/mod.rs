@@ -26,8 +26,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::current::ParentLink;
 use crate::error::{ChildError, ChildErrorKind};
+use crate::offset::{FnOffset, fingerprint};
 use crate::registry::{self, lock};
-use crate::target::{Job, Outcome, entry_offset};
+use crate::target::{Entry, Job, Outcome};
 use crate::{StartError, StartMethod, sys};
 
 /// What a child is told about itself.
@@ -40,6 +41,8 @@ pub(crate) struct ChildInfo {
     pub(crate) kill_with_parent: bool,
     pub(crate) affinity: Option<Vec<usize>>,
     pub(crate) start_method: StartMethod,
+    /// The child's authkey (its parent's unless the builder gave it one).
+    pub(crate) authkey: Vec<u8>,
     /// Settings from [`set_inherited`](crate::set_inherited) (a forked child has them in memory already).
     pub(crate) inherited: BTreeMap<String, String>,
 }
@@ -50,12 +53,16 @@ pub(crate) struct ChildInfo {
 /// target: in a child forked by the server, the first allocation alone costs about nine page faults.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Bootstrap<'a> {
-    /// Offset of the target's trampoline from the anchor.
-    pub(crate) entry: i64,
+    /// The target's trampoline.
+    pub(crate) entry: FnOffset<Entry>,
     pub(crate) parent_pid: u32,
     pub(crate) kill_with_parent: bool,
     pub(crate) affinity: Option<Vec<usize>>,
     pub(crate) start_method: StartMethod,
+    /// The setup hooks to run before the target: raw [`FnOffset`]s, 8 bytes each, little-endian (read in
+    /// place, without allocating).
+    #[serde(borrow)]
+    pub(crate) setup: &'a [u8],
     /// A postcard-encoded [`Who`].
     #[serde(borrow)]
     pub(crate) who: &'a [u8],
@@ -68,7 +75,9 @@ pub(crate) struct Who {
     pub(crate) identity: Vec<u32>,
     pub(crate) daemon: bool,
     pub(crate) parent: ParentLink,
+    pub(crate) authkey: Vec<u8>,
     pub(crate) inherited: BTreeMap<String, String>,
+    pub(crate) setup: Vec<FnOffset<fn()>>,
 }
 
 /// [`Who`] as the parent encodes it, without copying its [`ChildInfo`].
@@ -78,7 +87,9 @@ struct WhoRef<'a> {
     identity: &'a [u32],
     daemon: bool,
     parent: &'a ParentLink,
+    authkey: &'a [u8],
     inherited: &'a BTreeMap<String, String>,
+    setup: &'a [FnOffset<fn()>],
 }
 
 /// Who this re-executed child is: the [`Who`] its bootstrap carried, decoded now. `None` in a process that
@@ -106,12 +117,6 @@ pub(crate) fn launch(
     }
 }
 
-/// This build's fingerprint (see [`sys::exe_fingerprint`]); computed once per build of the program.
-pub(crate) fn fingerprint() -> u64 {
-    static FINGERPRINT: OnceLock<u64> = OnceLock::new();
-    *FINGERPRINT.get_or_init(|| sys::exe_fingerprint(c"/proc/self/exe").unwrap_or(0))
-}
-
 /// The bootstrap frame for a re-executed child, and the handles that go with it.
 pub(crate) fn bootstrap_frame(
     info: &ChildInfo,
@@ -124,21 +129,29 @@ pub(crate) fn bootstrap_frame(
         return Err(StartError::TooManyHandles(fds.len()));
     }
     let encode = |e: postcard::Error| StartError::Serialize(e.to_string());
-    let parent = ParentLink { via_server: method == StartMethod::ForkServer, ..info.parent.clone() };
+    let via_server = method == StartMethod::ForkServer;
+    // A fork-server child cannot ask `getppid` about its parent: it gets the parent's start time to tell it
+    // from a later process with the same pid.
+    let started = if via_server { sys::own_start_time() } else { 0 };
+    let parent = ParentLink { via_server, started, ..info.parent.clone() };
     let who = WhoRef {
         name: &info.name,
         identity: &info.identity,
         daemon: info.daemon,
         parent: &parent,
+        authkey: &info.authkey,
         inherited: &info.inherited,
+        setup: crate::inherit::setup_hooks(),
     };
     let who = postcard::to_stdvec(&who).map_err(encode)?;
+    let setup: Vec<u8> = crate::inherit::setup_hooks().iter().flat_map(|h| h.to_raw().to_le_bytes()).collect();
     let boot = Bootstrap {
-        entry: entry_offset(entry),
+        entry: FnOffset::of(entry),
         parent_pid: info.parent.pid,
         kill_with_parent: info.kill_with_parent,
         affinity: info.affinity.clone(),
         start_method: info.start_method,
+        setup: &setup,
         who: &who,
     };
     let boot = postcard::to_stdvec(&boot).map_err(encode)?;
@@ -728,14 +741,23 @@ mod tests {
 
     #[test]
     fn who_reads_back_what_the_parent_encodes() {
-        let parent = ParentLink { pid: 42, name: "MainProcess".into(), via_server: true };
+        let parent = ParentLink { pid: 42, name: "MainProcess".into(), via_server: true, started: 77 };
         let inherited = BTreeMap::from([("a.key".to_owned(), "value".to_owned())]);
-        let sent =
-            WhoRef { name: "Process-3:1", identity: &[3, 1], daemon: true, parent: &parent, inherited: &inherited };
+        let sent = WhoRef {
+            name: "Process-3:1",
+            identity: &[3, 1],
+            daemon: true,
+            parent: &parent,
+            authkey: &[1, 200, 3],
+            inherited: &inherited,
+            setup: &[FnOffset::from_raw(-5)],
+        };
         let bytes = postcard::to_stdvec(&sent).unwrap();
         let who: Who = postcard::from_bytes(&bytes).unwrap();
         assert_eq!((who.name.as_str(), who.identity.as_slice(), who.daemon), ("Process-3:1", &[3, 1][..], true));
         assert_eq!((who.parent.pid, who.parent.name.as_str(), who.parent.via_server), (42, "MainProcess", true));
+        assert_eq!((who.parent.started, who.authkey.as_slice()), (77, &[1, 200, 3][..]));
+        assert_eq!(who.setup, [FnOffset::from_raw(-5)]);
         assert_eq!(who.inherited, inherited);
     }
 }

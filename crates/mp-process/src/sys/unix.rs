@@ -125,15 +125,6 @@ pub(crate) fn send_signal(pid: u32, sig: i32) -> io::Result<()> {
     syscall!(unsafe { libc::kill(pid as libc::pid_t, sig) }).map(drop)
 }
 
-/// Whether a process with this pid exists (zombies count as gone).
-pub(crate) fn process_exists(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state field follows the parenthesised command name, which may itself hold spaces.
-        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
 /// `_exit(code)`: ends the process at once, running no destructors, `atexit` handlers or stdio flushes.
 // Inlined into the forked child's path: each code page it touches first is a page fault.
 #[inline(always)]
@@ -425,17 +416,125 @@ pub(crate) fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -
     Ok(polls.iter().map(|p| !p.revents().is_empty()).collect())
 }
 
-/// A fingerprint of the executable at `path`: its size and modification time. Two builds of a program differ
-/// in at least one of them, so a child started from another build is detected before it runs anything.
-pub(crate) fn exe_fingerprint(path: &CStr) -> io::Result<u64> {
-    let st = rustix::fs::stat(path)?;
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for word in [st.st_size as u64, st.st_mtime as u64, st.st_mtime_nsec as u64] {
-        for byte in word.to_le_bytes() {
-            h = (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+/// The running executable's GNU build id (the `NT_GNU_BUILD_ID` note the linker writes, 20 bytes for the
+/// usual SHA-1 ids), read from the program headers mapped in memory: no file is read, so it is the same in
+/// every copy of the binary and different in every other build. `None` when the program has no such note.
+pub(crate) fn build_id() -> Option<&'static [u8]> {
+    // SAFETY: getauxval only reads the auxiliary vector the kernel passed to this process.
+    let (phdr, phnum) = unsafe { (libc::getauxval(libc::AT_PHDR), libc::getauxval(libc::AT_PHNUM)) };
+    if phdr == 0 || phnum == 0 {
+        return None;
+    }
+    // SAFETY: AT_PHDR is the address of the main program's program headers, mapped for the whole life of the
+    // process, and AT_PHNUM their count.
+    let headers = unsafe { std::slice::from_raw_parts(phdr as *const libc::Elf64_Phdr, phnum as usize) };
+    // Segments' virtual addresses are relative to the load bias, which PT_PHDR (the headers' own entry) tells.
+    let bias = headers.iter().find(|h| h.p_type == libc::PT_PHDR).map_or(0, |h| (phdr as u64).wrapping_sub(h.p_vaddr));
+    for note in headers.iter().filter(|h| h.p_type == libc::PT_NOTE) {
+        // SAFETY: a PT_NOTE segment lies inside a loaded (PT_LOAD, readable) segment of the program, mapped
+        // for the life of the process; p_memsz is its size.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(bias.wrapping_add(note.p_vaddr) as *const u8, note.p_memsz as usize) };
+        if let Some(id) = find_gnu_build_id(bytes) {
+            return Some(id);
         }
     }
-    Ok(h)
+    None
+}
+
+/// The descriptor of an `NT_GNU_BUILD_ID` note among the ELF notes in `notes` (each `namesz, descsz, type`,
+/// then the name and the descriptor, both padded to 4 bytes).
+pub(crate) fn find_gnu_build_id(mut notes: &[u8]) -> Option<&[u8]> {
+    const NT_GNU_BUILD_ID: u32 = 3;
+    let pad = |n: usize| n.checked_add(3).map(|n| n & !3);
+    while notes.len() >= 12 {
+        let word = |at: usize| u32::from_ne_bytes(notes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let (namesz, descsz, kind) = (word(0), word(4), word(8) as u32);
+        let desc_at = pad(namesz)?.checked_add(12)?;
+        let end = desc_at.checked_add(pad(descsz)?)?;
+        let desc = notes.get(desc_at..desc_at.checked_add(descsz)?)?;
+        if kind == NT_GNU_BUILD_ID && notes.get(12..12 + namesz)? == b"GNU\0" {
+            return Some(desc);
+        }
+        notes = notes.get(end..)?;
+    }
+    None
+}
+
+/// A 64-bit FNV-1a hash of the executable's contents, for a program without a build id: a different build
+/// differs somewhere in its bytes. Reads the whole file once (callers cache the result).
+pub(crate) fn exe_content_hash(path: &CStr) -> io::Result<u64> {
+    use std::io::Read;
+    let path: &std::ffi::OsStr = std::os::unix::ffi::OsStrExt::from_bytes(path.to_bytes());
+    let mut file = std::fs::File::open(path)?;
+    let mut h = FNV_OFFSET;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(h),
+            Ok(n) => h = fnv1a(h, &buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// FNV-1a's 64-bit offset basis.
+pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Folds `bytes` into the 64-bit FNV-1a hash `h`.
+pub(crate) fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for &byte in bytes {
+        h = (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// When the process `pid` started, in clock ticks since boot (field 22 of `/proc/PID/stat`): with the pid, it
+/// names one process for good, where a pid alone may be reused. `None` if there is no such (live) process.
+pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the parenthesised command name (which may hold spaces): state is the first (field 3).
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.nth(22 - 4)?.parse().ok()
+}
+
+/// This process's start time (see [`process_start_time`]), read once per process (a forked child reads its
+/// own); 0 if it cannot be read.
+pub(crate) fn own_start_time() -> u64 {
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    static FOR_PID: AtomicU32 = AtomicU32::new(0);
+    static STARTED: AtomicU64 = AtomicU64::new(0);
+    let me = pid();
+    if FOR_PID.load(Ordering::Acquire) != me {
+        STARTED.store(process_start_time(me).unwrap_or(0), Ordering::Relaxed);
+        FOR_PID.store(me, Ordering::Release);
+    }
+    STARTED.load(Ordering::Relaxed)
+}
+
+/// How many threads this process has (field 20 of `/proc/self/stat`); 0 if it cannot be read.
+pub(crate) fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')')?.1.split_whitespace().nth(20 - 3)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Fills `buf` with random bytes from the kernel (`getrandom`).
+pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Registers `f` to run when the process exits normally (`atexit`).
