@@ -19,10 +19,9 @@ use mp_ipc::{Queue, QueueBuilder};
 use mp_process::{Builder, JoinError, Process, StartMethod};
 use mp_shm::SharedMemory;
 
-use crate::task::{Entry, Input, Job};
+use crate::task::{EntryOffset, Input, Job};
 use crate::worker::{Inbox, WorkerArgs, worker_main};
 use crate::{PoolError, TaskError};
-use mp_process::offset::FnOffset;
 
 /// Jobs a worker holds at once: the one it runs and the next, so that it never waits for the handler.
 const WINDOW: usize = 2;
@@ -40,7 +39,7 @@ pub(crate) type Completion = Box<dyn FnOnce(Result<Vec<u8>, TaskError>) + Send>;
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) processes: usize,
-    pub(crate) initializer: Option<(FnOffset<Entry>, Vec<u8>)>,
+    pub(crate) initializer: Option<(EntryOffset, Vec<u8>)>,
     pub(crate) max_tasks: Option<u64>,
     pub(crate) start_method: Option<StartMethod>,
     pub(crate) name: &'static str,
@@ -67,7 +66,7 @@ impl Drop for InputSegment {
 /// A job waiting for a worker.
 struct Pending {
     id: u64,
-    entry: FnOffset<Entry>,
+    entry: EntryOffset,
     input: Input,
     segment: Option<InputSegment>,
 }
@@ -182,7 +181,7 @@ impl Core {
     }
 
     /// Queues jobs (`entry`, serialized input, completion); they run in order of submission.
-    pub(crate) fn submit(&self, jobs: Vec<(FnOffset<Entry>, Vec<u8>, Completion)>) -> Result<Vec<u64>, PoolError> {
+    pub(crate) fn submit(&self, jobs: Vec<(EntryOffset, Vec<u8>, Completion)>) -> Result<Vec<u64>, PoolError> {
         let mut prepared = Vec::with_capacity(jobs.len());
         for (entry, bytes, completion) in jobs {
             let (input, segment) = if bytes.len() > INLINE_MAX {

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::cell::Cell;
 use crate::core::{Completion, Config, Core};
-use crate::task::Entry;
+use crate::task::{Entry, EntryOffset};
 use crate::{PoolError, TaskError, task};
 use mp_process::offset::FnOffset;
 
@@ -31,7 +31,7 @@ pub(crate) fn default_chunksize(len: usize, workers: usize) -> usize {
 #[derive(Debug, Clone, Default)]
 pub struct PoolBuilder {
     processes: Option<usize>,
-    initializer: Option<(FnOffset<Entry>, Result<Vec<u8>, String>)>,
+    initializer: Option<(EntryOffset, Result<Vec<u8>, String>)>,
     max_tasks: Option<usize>,
     start_method: Option<StartMethod>,
 }
@@ -372,7 +372,7 @@ pub(crate) fn call_job<F, M, A>(
     f: F,
     args: &A,
     cell: Arc<Cell<F::Result>>,
-) -> Result<(FnOffset<Entry>, Vec<u8>, Completion), PoolError>
+) -> Result<(EntryOffset, Vec<u8>, Completion), PoolError>
 where
     F: Task<M, A>,
     A: Serialize + DeserializeOwned,
@@ -462,7 +462,7 @@ struct Arrivals {
 pub struct Imap<'p, R, I: Iterator> {
     pool: &'p Pool,
     source: Fuse<I>,
-    entry: FnOffset<Entry>,
+    entry: EntryOffset,
     encode: Encoder<I::Item>,
     chunksize: usize,
     window: usize,

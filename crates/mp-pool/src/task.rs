@@ -32,7 +32,7 @@ where
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Job {
     pub(crate) id: u64,
-    pub(crate) entry: FnOffset<Entry>,
+    pub(crate) entry: EntryOffset,
     pub(crate) input: Input,
 }
 
@@ -54,6 +54,9 @@ pub(crate) enum Failure {
 
 /// A trampoline: decode the input, call the function, encode the output.
 pub(crate) type Entry = fn(&[u8]) -> Result<Vec<u8>, Failure>;
+
+/// A trampoline as a job names it.
+pub(crate) type EntryOffset = FnOffset<Entry>;
 
 /// The trampoline that maps `F` over a chunk: `Vec<A>` in, `Vec<R>` out.
 pub(crate) fn map_entry<F, M, A>(input: &[u8]) -> Result<Vec<u8>, Failure>

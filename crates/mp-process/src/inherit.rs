@@ -43,9 +43,12 @@ pub(crate) fn snapshot() -> BTreeMap<String, String> {
     VALUES.get().clone()
 }
 
+/// A setup hook, as it travels.
+type Hook = FnOffset<fn()>;
+
 /// The setup hooks: an immutable list, replaced whole on every change (a forked child reads it without a lock).
 /// A re-executed child starts from its parent's list, taken from its bootstrap on first use.
-static SETUP: ProcessLocal<Vec<FnOffset<fn()>>> =
+static SETUP: ProcessLocal<Vec<Hook>> =
     ProcessLocal::new(slot::SETUP_HOOKS, || crate::popen::who().map(|who| who.setup).unwrap_or_default());
 
 /// Registers `hook` to run in every child started from now on, and in their children in turn, under every
@@ -83,7 +86,7 @@ pub fn register_child_setup(hook: fn()) {
 /// The hooks registered in this process, and inherited by it: for a child's start-up message, and for a
 /// forked child to run from memory. A `fork` start calls this before forking, so that the child finds the list
 /// made (a re-executed process makes it from its bootstrap on first use) and allocates nothing.
-pub(crate) fn setup_hooks() -> &'static [FnOffset<fn()>] {
+pub(crate) fn setup_hooks() -> &'static [Hook] {
     SETUP.get()
 }
 

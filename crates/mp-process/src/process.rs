@@ -341,7 +341,7 @@ impl<R> Process<R> {
     /// error. Closing a running child fails and hands the process back inside [`CloseError`].
     pub fn close(self) -> Result<(), CloseError<R>> {
         match &self.child {
-            Some(child) if child.exitcode().is_none() => Err(CloseError { process: self }),
+            Some(child) if child.exitcode().is_none() => Err(CloseError { process: Box::new(self) }),
             Some(child) => {
                 registry::remove_child(child);
                 Ok(())
@@ -381,13 +381,13 @@ impl<R> fmt::Debug for Process<R> {
 
 /// [`Process::close`] on a running process: the process is handed back.
 pub struct CloseError<R> {
-    process: Process<R>,
+    process: Box<Process<R>>,
 }
 
 impl<R> CloseError<R> {
     /// The process that could not be closed.
     pub fn into_inner(self) -> Process<R> {
-        self.process
+        *self.process
     }
 }
 

@@ -429,7 +429,7 @@ pub(crate) fn build_id() -> Option<&'static [u8]> {
     // process, and AT_PHNUM their count.
     let headers = unsafe { std::slice::from_raw_parts(phdr as *const libc::Elf64_Phdr, phnum as usize) };
     // Segments' virtual addresses are relative to the load bias, which PT_PHDR (the headers' own entry) tells.
-    let bias = headers.iter().find(|h| h.p_type == libc::PT_PHDR).map_or(0, |h| (phdr as u64).wrapping_sub(h.p_vaddr));
+    let bias = headers.iter().find(|h| h.p_type == libc::PT_PHDR).map_or(0, |h| phdr.wrapping_sub(h.p_vaddr));
     for note in headers.iter().filter(|h| h.p_type == libc::PT_NOTE) {
         // SAFETY: a PT_NOTE segment lies inside a loaded (PT_LOAD, readable) segment of the program, mapped
         // for the life of the process; p_memsz is its size.
