@@ -140,6 +140,11 @@ pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>, args: Vec<String>) -> R
         drop(server);
         match result {
             Ok(child) => return Ok(Arc::new(child)),
+            // A failure of our own (descriptors exhausted, say) fails this start alone: the server and the
+            // children it runs are untouched.
+            Err(e) if !server_gone(&e) && !lock(SERVER.get()).as_ref().is_some_and(Server::has_exited) => {
+                return Err(StartError::Io(e));
+            }
             Err(e) => {
                 log::debug!("fork server request failed ({e}); restarting the server");
                 if let Some(server) = lock(SERVER.get()).take() {
@@ -153,6 +158,11 @@ pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>, args: Vec<String>) -> R
         "the fork server failed to start the process: {}",
         last_error.map_or_else(|| "unknown error".to_owned(), |e| e.to_string())
     ))))
+}
+
+/// Whether a request failed because the server is gone (its end of the request socket is closed).
+fn server_gone(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET | libc::ECONNREFUSED | libc::ENOTCONN))
 }
 
 /// Sends a `REQ_SLOT` request; returns the read end of the child's done pipe (and the slot back).
@@ -235,25 +245,56 @@ pub(crate) fn reset_after_fork() {
 /// `fork()` on the start's critical path (Android's zygote keeps such children too). A spare that takes a
 /// request sends its pid and the request's status pipe on the notify socket, and the server forks a
 /// replacement while it runs.
+///
+/// The server learns that a child ended from the child's pidfd, never from SIGCHLD: the server may have
+/// other threads (a libtest binary's main thread, when the program is a test), and a SIGCHLD taken by one
+/// of them was a child never reported.
 struct ServerLoop {
     requests: OwnedFd,
-    sigchld: sys::SigChld,
     /// The notify socket: the server reads the first end; every spare holds the second.
     notify: (OwnedFd, OwnedFd),
-    /// Running children, by pid, with the pipe on which their exit is reported.
-    children: HashMap<u32, OwnedFd>,
-    /// The spares' pids.
-    spares: Vec<u32>,
+    /// One wait for the request and notify sockets and every child's pidfd (token: the pid).
+    epoll: sys::Epoll,
+    /// Whether the request socket is watched (only while there is no spare to take requests).
+    serving: bool,
+    /// Running children, by pid, with the pipe on which their exit is reported and their pidfd.
+    children: HashMap<u32, Watched>,
+    /// The spares, with their pidfds.
+    spares: Vec<(u32, Option<OwnedFd>)>,
+    /// Children whose pidfd could not be opened (descriptors exhausted): looked for by a timed sweep.
+    unwatched: usize,
     /// Set when a spare ended without taking a request (its program is probably gone, or someone killed
     /// it): no new spares until the server has read the request socket itself, which tells an ended program
     /// (end of file: the server exits) from a lost spare (a request: spares resume). Forking replacements
     /// that die at once would otherwise spin forever.
     direct: bool,
+    /// This server's pid, which its children check after asking to die with it.
+    pid: u32,
+    /// The signals the program ignored when it started the server (bit `sig - 1`), which its children get
+    /// back as they were.
+    ignored: u64,
+}
+
+/// A running child: its status pipe and its pidfd (`None` if it could not be opened).
+struct Watched {
+    status: OwnedFd,
+    pidfd: Option<OwnedFd>,
 }
 
 /// How many spares the server keeps: two, so that a start arriving while the server still forks the
 /// replacement of the last one taken finds one ready.
 const SPARES: usize = 2;
+
+/// Epoll tokens of the two sockets (a child's token is its pid, which is far smaller).
+const REQUESTS: u64 = u64::MAX;
+const NOTICES: u64 = u64::MAX - 1;
+
+/// Signals from the terminal that the server ignores (a Ctrl-C or a hang-up is for the program, which the
+/// server follows anyway); its children get the program's dispositions back.
+const TERMINAL_SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+
+/// How often the server sweeps for ended children it could not open a pidfd for.
+const SWEEP: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The server loop: never returns.
 pub(crate) fn serve(requests: OwnedFd, parent: u32) -> ! {
@@ -261,35 +302,60 @@ pub(crate) fn serve(requests: OwnedFd, parent: u32) -> ! {
     if sys::set_parent_death_signal().is_err() || sys::parent_pid() != parent {
         sys::exit_now(0);
     }
-    sys::ignore_sigint();
+    let mut ignored = 0u64;
+    for sig in TERMINAL_SIGNALS.into_iter().chain([libc::SIGCHLD]) {
+        if sys::signal_ignored(sig) {
+            ignored |= 1 << (sig - 1);
+        }
+    }
+    for sig in TERMINAL_SIGNALS {
+        sys::set_signal_ignored(sig, true);
+    }
+    // Ignored SIGCHLD (inherited from a program that ignores it) would have the kernel reap the server's
+    // children itself, and their exit codes would be lost.
+    sys::set_signal_ignored(libc::SIGCHLD, false);
     child::prepare_server();
     // Computed once here rather than by every child, which inherits it (it is the same image).
     crate::offset::fingerprint();
-    let Ok(sigchld) = sys::SigChld::install() else { sys::exit_now(1) };
-    let Ok(notify) = sys::seqpacket_pair() else { sys::exit_now(1) };
+    let (Ok(notify), Ok(epoll)) = (sys::seqpacket_pair(), sys::Epoll::new()) else { sys::exit_now(1) };
+    if epoll.add(requests.as_fd(), REQUESTS).is_err() || epoll.add(notify.0.as_fd(), NOTICES).is_err() {
+        sys::exit_now(1);
+    }
     let mut server = ServerLoop {
         requests,
-        sigchld,
         notify,
+        epoll,
+        serving: true,
         children: HashMap::new(),
         spares: Vec::with_capacity(SPARES),
+        unwatched: 0,
         direct: false,
+        pid: sys::pid(),
+        ignored,
     };
     server.top_up();
+    let mut tokens = [0u64; 16];
     loop {
         // With spares waiting on the request socket, the server must leave requests to them.
         let serving = server.spares.is_empty();
-        let first = if serving { server.requests.as_fd() } else { server.notify.0.as_fd() };
-        let Ok(ready) = sys::poll_two(first, server.sigchld.fd()) else { sys::exit_now(1) };
-        if serving && ready[0] {
+        if serving != server.serving && server.epoll.watch(server.requests.as_fd(), REQUESTS, serving).is_ok() {
+            server.serving = serving;
+        }
+        let timeout = (server.unwatched > 0).then_some(SWEEP);
+        let Ok(n) = server.epoll.wait(&mut tokens, timeout) else { sys::exit_now(1) };
+        if serving && tokens[..n].contains(&REQUESTS) {
             server.serve_one();
             server.direct = false;
         }
         // Always, before reaping: a spare's notice is queued before it can end.
         server.take_notices();
-        if ready[1] {
-            server.sigchld.drain();
-            server.reap();
+        for &token in &tokens[..n] {
+            if token < NOTICES {
+                server.reap(token as u32);
+            }
+        }
+        if server.unwatched > 0 {
+            server.sweep();
         }
         if !server.direct {
             server.top_up();
@@ -308,30 +374,62 @@ impl ServerLoop {
                 Err(_) => return,  // nothing more (`WouldBlock`)
             };
             let pid = u32::from_le_bytes(pid);
-            if let (Some(at), Some(status)) = (self.spares.iter().position(|&p| p == pid), status) {
-                self.spares.swap_remove(at);
-                self.children.insert(pid, status);
+            if let (Some(at), Some(status)) = (self.spares.iter().position(|(p, _)| *p == pid), status) {
+                let (_, pidfd) = self.spares.swap_remove(at);
+                self.children.insert(pid, Watched { status, pidfd });
             }
         }
     }
 
-    /// Reaps every ended child, reporting its exit code on its status pipe.
-    fn reap(&mut self) {
+    /// Reaps `pid` if it has ended, reporting its exit code on its status pipe.
+    fn reap(&mut self, pid: u32) {
+        let Ok(Some(code)) = sys::wait_status(pid, false) else { return };
+        self.ended(pid, code);
+    }
+
+    /// Reaps every ended child (for children without a pidfd).
+    fn sweep(&mut self) {
         while let Some((pid, code)) = sys::reap_any() {
-            if self.spares.contains(&pid) {
-                // A spare that took a request queued its notice before it could end, possibly after this
-                // iteration's `take_notices`: read it now, or its child would pass for a lost spare.
-                self.take_notices();
-            }
-            if let Some(status) = self.children.remove(&pid) {
-                let mut report = [0u8; 8];
-                report[..4].copy_from_slice(&pid.to_le_bytes());
-                report[4..].copy_from_slice(&code.to_le_bytes());
-                let _ = sys::write_fd_all(status.as_fd(), &report);
-            }
-            if let Some(at) = self.spares.iter().position(|&p| p == pid) {
-                self.spares.swap_remove(at);
-                self.direct = true;
+            self.ended(pid, code);
+        }
+    }
+
+    /// `pid`, reaped with exit code `code`: reported to its parent, or (a spare) forgotten.
+    fn ended(&mut self, pid: u32, code: i32) {
+        if self.spares.iter().any(|(p, _)| *p == pid) {
+            // A spare that took a request queued its notice before it could end, possibly after this
+            // iteration's `take_notices`: read it now, or its child would pass for a lost spare.
+            self.take_notices();
+        }
+        if let Some(child) = self.children.remove(&pid) {
+            let mut report = [0u8; 8];
+            report[..4].copy_from_slice(&pid.to_le_bytes());
+            report[4..].copy_from_slice(&code.to_le_bytes());
+            let _ = sys::write_fd_all(child.status.as_fd(), &report);
+            self.forget(child.pidfd);
+        }
+        if let Some(at) = self.spares.iter().position(|(p, _)| *p == pid) {
+            let (_, pidfd) = self.spares.swap_remove(at);
+            self.forget(pidfd);
+            self.direct = true;
+        }
+    }
+
+    /// Stops watching a reaped child.
+    fn forget(&mut self, pidfd: Option<OwnedFd>) {
+        match pidfd {
+            Some(pidfd) => self.epoll.delete(pidfd.as_fd()),
+            None => self.unwatched = self.unwatched.saturating_sub(1),
+        }
+    }
+
+    /// Watches a just-forked child through its pidfd (or, failing that, the sweep).
+    fn watch(&mut self, pid: u32) -> Option<OwnedFd> {
+        match sys::pidfd_open(pid) {
+            Ok(pidfd) if self.epoll.add(pidfd.as_fd(), u64::from(pid)).is_ok() => Some(pidfd),
+            _ => {
+                self.unwatched += 1;
+                None
             }
         }
     }
@@ -340,7 +438,10 @@ impl ServerLoop {
     fn top_up(&mut self) {
         while self.spares.len() < SPARES {
             match self.fork_spare() {
-                Some(pid) => self.spares.push(pid),
+                Some(pid) => {
+                    let pidfd = self.watch(pid);
+                    self.spares.push((pid, pidfd));
+                }
                 None => break,
             }
         }
@@ -351,12 +452,16 @@ impl ServerLoop {
         let mut fds = Received::new();
         // SAFETY: the server itself never keeps a request (its children do, after the fork).
         let n = match unsafe { REQUEST.receive(self.requests.as_fd(), &mut fds) } {
-            Ok(0) | Err(_) => sys::exit_now(0), // the program is gone
+            Ok(0) => sys::exit_now(0), // the program is gone
             Ok(n) => n,
+            // A failed receive (descriptors exhausted, say) fails that request alone: its descriptors were
+            // closed by the kernel, which tells its client.
+            Err(_) => return,
         };
         // Every request carries the status pipe second.
         let Some(status) = fds.take(1) else { return };
-        // SAFETY: the server is single-threaded, so the child inherits no lock held by another thread.
+        // SAFETY: the child runs only the request (see `run_request`). Should the server have other threads
+        // (a libtest main thread), they hold none of the locks a child takes: they wait for this thread.
         match unsafe { sys::fork() } {
             Ok(sys::Forked::Child) => {
                 self.leave();
@@ -368,7 +473,8 @@ impl ServerLoop {
             }
             Ok(sys::Forked::Parent(pid)) => {
                 drop(fds);
-                self.children.insert(pid, status);
+                let pidfd = self.watch(pid);
+                self.children.insert(pid, Watched { status, pidfd });
             }
             // Dropping the descriptors tells the client the start failed.
             Err(_) => {}
@@ -377,7 +483,7 @@ impl ServerLoop {
 
     /// Forks a spare child that takes the next request from the request socket.
     fn fork_spare(&self) -> Option<u32> {
-        // SAFETY: the server is single-threaded, so the child inherits no lock held by another thread.
+        // SAFETY: as in `serve_one`.
         match unsafe { sys::fork() }.ok()? {
             sys::Forked::Child => self.run_spare(),
             sys::Forked::Parent(pid) => Some(pid),
@@ -413,17 +519,32 @@ impl ServerLoop {
     }
 
     /// In a child just forked by the server: drop the server's descriptors (but the request socket and the
-    /// spares' end of the notify socket, which the caller deals with) and signal handling. The server's
-    /// objects are never dropped in the child, which exits without returning, so closing by number is sound.
+    /// spares' end of the notify socket, which the caller deals with) and give back the program's signal
+    /// dispositions. The server's objects are never dropped in the child, which exits without returning, so
+    /// closing by number is sound.
     fn leave(&self) {
-        for status in self.children.values() {
-            sys::close_raw(status.as_raw_fd());
+        for child in self.children.values() {
+            sys::close_raw(child.status.as_raw_fd());
+            if let Some(pidfd) = &child.pidfd {
+                sys::close_raw(pidfd.as_raw_fd());
+            }
+        }
+        for pidfd in self.spares.iter().filter_map(|(_, pidfd)| pidfd.as_ref()) {
+            sys::close_raw(pidfd.as_raw_fd());
         }
         sys::close_raw(self.notify.0.as_raw_fd());
-        self.sigchld.forget_in_child();
-        sys::default_sigint();
-        // Until told otherwise, a server's child dies with the server.
-        if sys::set_parent_death_signal().is_err() {
+        sys::close_raw(self.epoll.raw());
+        for sig in TERMINAL_SIGNALS {
+            if self.ignored & (1 << (sig - 1)) == 0 {
+                sys::set_signal_ignored_raw(sig, false);
+            }
+        }
+        if self.ignored & (1 << (libc::SIGCHLD - 1)) != 0 {
+            sys::set_signal_ignored_raw(libc::SIGCHLD, true);
+        }
+        // Until told otherwise, a server's child dies with the server; checked after asking, so that a server
+        // killed just before is not missed (its child would live on under pid 1).
+        if sys::set_parent_death_signal().is_err() || sys::parent_pid() != self.pid {
             sys::exit_now(1);
         }
     }

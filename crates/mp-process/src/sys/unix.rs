@@ -4,7 +4,7 @@
 use std::ffi::{CStr, CString};
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
@@ -203,19 +203,44 @@ pub(crate) fn affinity_count() -> usize {
 pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     let pid = rustix::process::Pid::from_raw(pid as i32)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pid 0"))?;
-    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).map_err(io::Error::from)
+    above_stdio(rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?)
+}
+
+/// `fd` itself when its number is 3 or above; else a close-on-exec duplicate at 3 or above (the original is
+/// closed). mp's own descriptors never take the numbers 0–2: in a program that closed its standard streams,
+/// a pipe or memory file of ours there would receive a child's `println!` (or become a spawned child's
+/// stdout). The check costs nothing; the duplicate is made only in such a program.
+#[inline(always)]
+pub(crate) fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    rustix::io::fcntl_dupfd_cloexec(&fd, 3).map_err(io::Error::from)
+}
+
+/// [`above_stdio`] for a received descriptor, whose position in its message matters: kept where it is if it
+/// cannot be moved.
+#[cold]
+fn lift_received(fd: OwnedFd) -> OwnedFd {
+    match rustix::io::fcntl_dupfd_cloexec(&fd, 3) {
+        Ok(moved) => moved,
+        Err(_) => fd,
+    }
+}
+
+/// [`above_stdio`] for both ends of a pair.
+fn pair_above_stdio((a, b): (OwnedFd, OwnedFd)) -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok((above_stdio(a)?, above_stdio(b)?))
 }
 
 /// A connected pair of close-on-exec Unix stream sockets.
 pub(crate) fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    rustix::net::socketpair(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)
-        .map_err(io::Error::from)
+    pair_above_stdio(rustix::net::socketpair(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)?)
 }
 
 /// A connected pair of close-on-exec Unix sequenced-packet sockets (message boundaries kept).
 pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
-        .map_err(io::Error::from)
+    pair_above_stdio(rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)?)
 }
 
 /// Room for the control message of the most descriptors one message carries, plus the slack for aligning it to
@@ -262,7 +287,7 @@ pub(crate) fn try_recv_one_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Resul
         if let RecvAncillaryMessage::ScmRights(received) = message {
             // Any beyond the first are closed as they are dropped.
             for received in received {
-                fd.get_or_insert(received);
+                fd.get_or_insert(if received.as_raw_fd() > 2 { received } else { lift_received(received) });
             }
         }
     }
@@ -295,7 +320,8 @@ fn recv_with_fds_flags(
     let n = recvmsg_retrying(sock, buf, &mut control, flags)?;
     for message in control.drain() {
         if let RecvAncillaryMessage::ScmRights(received) = message {
-            fds.extend(received);
+            // Received descriptors take the lowest free numbers, 0–2 in a program without standard streams.
+            fds.extend(received.map(|fd| if fd.as_raw_fd() > 2 { fd } else { lift_received(fd) }));
         }
     }
     Ok(n)
@@ -350,7 +376,7 @@ pub(crate) fn send_buffer_size(sock: BorrowedFd<'_>) -> usize {
 
 /// An anonymous memory file (`memfd_create`) holding `data`.
 pub(crate) fn memfd_with(data: &[u8]) -> io::Result<OwnedFd> {
-    let fd = rustix::fs::memfd_create("mp-outcome", rustix::fs::MemfdFlags::CLOEXEC)?;
+    let fd = above_stdio(rustix::fs::memfd_create("mp-outcome", rustix::fs::MemfdFlags::CLOEXEC)?)?;
     let mut rest = data;
     while !rest.is_empty() {
         match rustix::io::write(&fd, rest) {
@@ -380,19 +406,6 @@ pub(crate) fn read_exact(sock: BorrowedFd<'_>, mut buf: &mut [u8]) -> io::Result
         }
     }
     Ok(())
-}
-
-/// Waits without a time limit until `a` or `b` is readable (or hung up): which ones are. Allocates nothing
-/// (the fork server's loop: each heap page it writes after a fork is a copy-on-write fault).
-pub(crate) fn poll_two(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> io::Result<[bool; 2]> {
-    let mut polls = [PollFd::from_borrowed_fd(a, PollFlags::IN), PollFd::from_borrowed_fd(b, PollFlags::IN)];
-    loop {
-        match rustix::event::poll(&mut polls, None) {
-            Ok(_) => return Ok([!polls[0].revents().is_empty(), !polls[1].revents().is_empty()]),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 /// Waits until at least one of `fds` is readable (or hung up), or `timeout` passes (`None`: no limit).
@@ -556,96 +569,93 @@ pub(crate) fn remove_env(key: &str) {
     unsafe { std::env::remove_var(key) };
 }
 
-/// Ignores SIGINT (the fork server must survive the terminal's Ctrl-C; its children restore the default with
-/// [`default_sigint`]).
-pub(crate) fn ignore_sigint() {
-    // SAFETY: installing SIG_IGN is always sound.
-    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+/// Whether `sig`'s disposition is "ignore" (`SIG_IGN`).
+pub(crate) fn signal_ignored(sig: i32) -> bool {
+    // SAFETY: an all-zero sigaction is a valid out-value; a null new action only queries.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+/// Sets `sig`'s disposition to ignore it (`ignore`) or to its default action.
+pub(crate) fn set_signal_ignored(sig: i32, ignore: bool) {
+    // SAFETY: SIG_IGN and SIG_DFL are always sound dispositions.
+    unsafe { libc::signal(sig, if ignore { libc::SIG_IGN } else { libc::SIG_DFL }) };
 }
 
 /// The size of the kernel's signal set (`_NSIG / 8`), which `rt_sig*` system calls take.
 const KERNEL_SIGSET_SIZE: usize = 8;
 
-/// Restores SIGINT's default disposition, in a fork server's child. A raw `rt_sigaction`: the child's signal
-/// set-up goes through `libc::syscall` alone, one small function, where libc's wrappers would each be a code
-/// page first touched (a page fault) in every child.
-pub(crate) fn default_sigint() {
-    // The kernel's `struct sigaction` with `SIG_DFL` (0), no flags, no restorer and an empty mask: all zero,
-    // whatever the architecture's field order.
-    let action = [0u64; 4];
+/// [`set_signal_ignored`] for a fork server's child: a raw `rt_sigaction`, so that the child's signal set-up
+/// goes through `libc::syscall` alone, one small function, where libc's wrappers would each be a code page
+/// first touched (a page fault) in every child.
+#[inline(always)]
+pub(crate) fn set_signal_ignored_raw(sig: i32, ignore: bool) {
+    // The kernel's `struct sigaction`: the handler first (SIG_DFL 0, SIG_IGN 1), then no flags, no restorer
+    // and an empty mask (all zero, whatever the architecture's field order after the handler).
+    let action = [u64::from(ignore), 0, 0, 0];
     // SAFETY: rt_sigaction reads one kernel sigaction from the valid pointer and writes nothing (null old
-    // action); restoring the default disposition is always sound.
+    // action); SIG_IGN and SIG_DFL are always sound.
     unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigaction,
-            libc::SIGINT,
-            action.as_ptr(),
-            std::ptr::null_mut::<u64>(),
-            KERNEL_SIGSET_SIZE,
-        )
+        libc::syscall(libc::SYS_rt_sigaction, sig, action.as_ptr(), std::ptr::null_mut::<u64>(), KERNEL_SIGSET_SIZE)
     };
 }
 
-/// A signalfd that becomes readable whenever a child ends (used by the fork server, which keeps SIGCHLD
-/// blocked: no handler runs, so no signal frame is written on the server's stack after each fork).
-pub(crate) struct SigChld {
+/// An epoll instance whose registrations carry a `u64` token: the fork server's one wait, for its request and
+/// notify sockets and the pidfd of every child (a pidfd becomes readable when its process ends, whichever
+/// thread would have received SIGCHLD).
+pub(crate) struct Epoll {
     fd: OwnedFd,
 }
 
-/// `{SIGCHLD}`.
-fn sigchld_set() -> libc::sigset_t {
-    // SAFETY: sigemptyset initialises the set it is given; a zeroed set is a valid place to start.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        set
+impl Epoll {
+    pub(crate) fn new() -> io::Result<Self> {
+        let fd = rustix::event::epoll::create(rustix::event::epoll::CreateFlags::CLOEXEC)?;
+        Ok(Epoll { fd: above_stdio(fd)? })
     }
-}
 
-impl SigChld {
-    /// Blocks SIGCHLD (default disposition, so that ended children are not reaped automatically) and opens
-    /// the signalfd. The process must be single-threaded.
-    pub(crate) fn install() -> io::Result<Self> {
-        let set = sigchld_set();
-        // SAFETY: SIG_DFL is always a sound disposition; the set is initialised; the process has one thread,
-        // so the process mask is its mask; signalfd returns a new descriptor that we own.
-        unsafe {
-            libc::signal(libc::SIGCHLD, libc::SIG_DFL);
-            syscall!(libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()))?;
-            let fd = syscall!(libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK))?;
-            Ok(Self { fd: OwnedFd::from_raw_fd(fd) })
+    /// Watches `fd` for readability, reporting `token`.
+    pub(crate) fn add(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        use rustix::event::epoll;
+        epoll::add(&self.fd, fd, epoll::EventData::new_u64(token), epoll::EventFlags::IN).map_err(Into::into)
+    }
+
+    /// Turns the watch on `fd` on or off (it stays registered).
+    pub(crate) fn watch(&self, fd: BorrowedFd<'_>, token: u64, on: bool) -> io::Result<()> {
+        use rustix::event::epoll;
+        let flags = if on { epoll::EventFlags::IN } else { epoll::EventFlags::empty() };
+        epoll::modify(&self.fd, fd, epoll::EventData::new_u64(token), flags).map_err(Into::into)
+    }
+
+    /// Stops watching `fd` (before it is closed: a copy of it in a just-forked child would otherwise keep the
+    /// registration alive).
+    pub(crate) fn delete(&self, fd: BorrowedFd<'_>) {
+        let _ = rustix::event::epoll::delete(&self.fd, fd);
+    }
+
+    /// Waits (`None`: without a time limit) for events; writes their tokens into `tokens`, returns how many.
+    /// Allocates nothing.
+    pub(crate) fn wait(&self, tokens: &mut [u64; 16], timeout: Option<Duration>) -> io::Result<usize> {
+        let mut events = [const { MaybeUninit::<rustix::event::epoll::Event>::uninit() }; 16];
+        let spec = timeout.map(|d| Timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos().into() });
+        loop {
+            match rustix::event::epoll::wait(&self.fd, &mut events, spec.as_ref()) {
+                Ok((ready, _)) => {
+                    for (token, event) in tokens.iter_mut().zip(ready.iter()) {
+                        *token = event.data.u64();
+                    }
+                    return Ok(ready.len());
+                }
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 
-    /// The descriptor to poll.
-    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-
-    /// Consumes the pending notices.
-    pub(crate) fn drain(&self) {
-        // Room for a few `signalfd_siginfo` records (128 bytes each).
-        let mut buf = [0u8; 512];
-        while matches!(rustix::io::read(&self.fd, &mut buf), Ok(n) if n > 0) {}
-    }
-
-    /// In a child forked by the server: SIGCHLD unblocked again, descriptor closed.
-    pub(crate) fn forget_in_child(&self) {
-        // A raw `rt_sigprocmask`, as in `default_sigint`.
-        let set: u64 = 1 << (libc::SIGCHLD - 1);
-        // SAFETY: rt_sigprocmask reads one kernel signal set from the valid pointer and writes nothing (null
-        // old set); unblocking a signal is always sound.
-        unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigprocmask,
-                libc::SIG_UNBLOCK,
-                &set as *const u64,
-                std::ptr::null_mut::<u64>(),
-                KERNEL_SIGSET_SIZE,
-            )
-        };
-        close_raw(self.fd.as_raw_fd());
+    /// The raw descriptor, for a forked child to close.
+    pub(crate) fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 }
 
@@ -705,7 +715,7 @@ unsafe impl Sync for SharedPages {}
 impl SharedPages {
     /// A zero-filled mapping of `len` bytes (a multiple of the page size). Pages take memory when first touched.
     pub(crate) fn new(len: usize) -> io::Result<Self> {
-        let fd = rustix::fs::memfd_create("mp-outcomes", rustix::fs::MemfdFlags::CLOEXEC)?;
+        let fd = above_stdio(rustix::fs::memfd_create("mp-outcomes", rustix::fs::MemfdFlags::CLOEXEC)?)?;
         rustix::fs::ftruncate(&fd, len as u64)?;
         Self::map(fd, len)
     }
@@ -858,12 +868,12 @@ impl Drop for SharedPages {
 /// The read end of a pipe whose write end is closed: always readable (end of file).
 pub(crate) fn closed_pipe() -> io::Result<OwnedFd> {
     let (read, _write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-    Ok(read)
+    above_stdio(read)
 }
 
 /// A close-on-exec pipe: (read end, write end).
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(io::Error::from)
+    pair_above_stdio(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
 /// Writes all of `data` with `write(2)` (pipes and sockets alike; SIGPIPE is ignored in Rust programs).
