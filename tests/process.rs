@@ -60,6 +60,11 @@ fn main() {
         setup_hooks_run_before_the_target,
         a_failing_setup_hook_fails_the_start,
         fork_of_a_threaded_parent_warns_once,
+        a_start_that_fails_fails_alone,
+        standard_streams_closed_in_the_parent,
+        exit_codes_with_sigchld_ignored,
+        no_spare_outlives_a_killed_server,
+        terminal_signals_spare_the_fork_servers_children,
     ]);
 }
 
@@ -1078,4 +1083,192 @@ fn fork_of_a_threaded_parent_warns_once() {
     let warnings = WARNINGS.lock().unwrap().clone();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("multi-threaded") && warnings[0].contains("fork"), "{warnings:?}");
+}
+
+/// Waits for one byte on `pipe`, then returns `value` (a child that runs until told to end).
+fn wait_for_word((pipe, value): (Handle, u64)) -> u64 {
+    let mut byte = [0u8; 1];
+    let _ = File::from(pipe).read(&mut byte);
+    value
+}
+
+/// Opens descriptors until there are none left; returns them.
+fn exhaust_descriptors() -> Vec<File> {
+    let mut held = Vec::new();
+    while let Ok(file) = File::open("/dev/null") {
+        held.push(file);
+    }
+    held
+}
+
+/// A start that fails on our side (descriptors exhausted) fails alone: a running child of every start
+/// method, the fork server's included, is untouched, and the next start works.
+fn a_start_that_fails_fails_alone() {
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    let mut running = Process::new(wait_for_word, (Handle::from(OwnedFd::from(reader)), 41));
+    running.start().unwrap();
+    let mut failures = 0;
+    // With no descriptor left, then one, two, three: every way a start can run short of them.
+    for free in 0..4 {
+        let mut held = exhaust_descriptors();
+        held.truncate(held.len().saturating_sub(free));
+        let mut p = Process::new(square, 3);
+        let started = p.start();
+        drop(held);
+        match started {
+            Ok(()) => assert_eq!(p.join().unwrap(), 9),
+            Err(StartError::Io(e)) => {
+                failures += 1;
+                assert!(e.raw_os_error() == Some(libc::EMFILE) || e.to_string().contains("descriptor"), "{e}");
+            }
+            Err(other) => panic!("unexpected error: {other:?}"),
+        }
+        assert!(running.is_alive(), "the running child went down with a failed start ({free} free)");
+    }
+    if method() != StartMethod::Fork {
+        assert!(failures > 0, "a start needing descriptors never failed without them");
+    }
+    writer.write_all(b"x").unwrap();
+    assert_eq!(running.join_timeout(Duration::from_secs(10)).unwrap(), Some(41));
+    let mut p = Process::new(square, 4);
+    p.start().unwrap();
+    assert_eq!(p.join().unwrap(), 16);
+}
+
+/// What descriptors 0–2 are in this process (`None`: closed); prints a line on the way.
+fn open_stdio(_: ()) -> [Option<String>; 3] {
+    println!("a child printing with stdout closed");
+    [0, 1, 2].map(|fd| std::fs::read_link(format!("/proc/self/fd/{fd}")).ok().map(|p| p.display().to_string()))
+}
+
+/// In a program that closed its standard streams, mp's own descriptors never take 0–2: a child's output does
+/// not end up in them, and its outcome arrives.
+fn standard_streams_closed_in_the_parent() {
+    // SAFETY: dup/close/dup2 on the process's own standard descriptors, which are restored at the end.
+    let saved: Vec<i32> = (0..3).map(|fd| unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) }).collect();
+    for fd in 0..3 {
+        // SAFETY: as above.
+        unsafe { libc::close(fd) };
+    }
+    let mut results = Vec::new();
+    for round in 0..3 {
+        let mut p = Process::new(open_stdio, ());
+        let started = p.start();
+        results.push((round, started.map(|()| p.join())));
+    }
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    let pipe_fd = std::os::fd::AsRawFd::as_raw_fd(&reader);
+    let mut p = Process::new(wait_for_word, (Handle::from(OwnedFd::from(reader)), 7));
+    p.start().unwrap();
+    writer.write_all(b"x").unwrap();
+    let waited = p.join();
+    for (fd, saved) in saved.iter().enumerate() {
+        // SAFETY: as above.
+        unsafe { libc::dup2(*saved, fd as i32) };
+        // SAFETY: as above.
+        unsafe { libc::close(*saved) };
+    }
+    // The test's own pipe took one of the free numbers (it is ours to take), and still arrived.
+    assert!(pipe_fd <= 2, "the test pipe should have taken a free low number, took {pipe_fd}");
+    for (round, result) in results {
+        match result {
+            // Closed as in the parent, or /dev/null where Rust's runtime opened it in a re-executed program.
+            Ok(Ok(open)) => assert!(
+                open.iter().all(|fd| fd.as_deref().is_none_or(|p| p == "/dev/null")),
+                "round {round}: mp put a descriptor at 0-2 in the child: {open:?}"
+            ),
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
+    assert_eq!(waited.unwrap(), 7);
+}
+
+fn exit_with(code: i32) {
+    std::process::exit(code);
+}
+
+fn panic_now(_: ()) {
+    panic!("on purpose");
+}
+
+/// With SIGCHLD ignored (as daemons and some embedders set it), the kernel reaps children itself: starts
+/// still work, and exit codes are still right (from the pidfd on Linux 6.15 and later, which this machine
+/// has; from the outcome otherwise).
+fn exit_codes_with_sigchld_ignored() {
+    // SAFETY: SIG_IGN is always a sound disposition.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    let exact = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .and_then(|r| {
+            let mut parts = r.split(['.', '-']).map(|p| p.parse::<u32>().ok());
+            Some((parts.next()??, parts.next()??))
+        })
+        .is_some_and(|version| version >= (6, 15));
+    for round in 0..4 {
+        let mut p = Process::new(square, 5);
+        p.start().unwrap();
+        assert_eq!(p.join().unwrap(), 25, "round {round}");
+        assert_eq!(p.exitcode(), Some(0), "round {round}");
+        let mut p = Process::new(panic_now, ());
+        p.start().unwrap();
+        assert!(matches!(p.join(), Err(JoinError::Panicked(_))));
+        assert_eq!(p.exitcode(), Some(1), "round {round}");
+        if exact {
+            let mut p = Process::new(exit_with, 3);
+            p.start().unwrap();
+            assert!(matches!(p.join(), Err(JoinError::Exited { code: 3, .. })), "round {round}");
+            let mut p = Process::new(nap, 60_000);
+            p.start().unwrap();
+            p.kill().unwrap();
+            assert!(matches!(p.join(), Err(JoinError::Signaled { signal: 9, .. })), "round {round}");
+            assert_eq!(p.exitcode(), Some(-9));
+        }
+    }
+}
+
+/// A spare forked just before its server is SIGKILLed must not live on (the harness fails the case if any
+/// process outlives it).
+fn no_spare_outlives_a_killed_server() {
+    if method() != StartMethod::ForkServer {
+        return;
+    }
+    for round in 0..20u64 {
+        let (mut p, server) = served_nap(60_000);
+        // The server forks a replacement spare right after this start: kill it meanwhile.
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(server as i32, libc::SIGKILL) };
+        let _ = p.join_timeout(Duration::from_secs(10));
+        assert!(
+            eventually(Duration::from_secs(5), || children_of(server).is_empty() && !process_alive(server)),
+            "round {round}: the server's children outlived it"
+        );
+    }
+}
+
+/// SIGHUP, SIGINT and SIGQUIT sent to the fork server (as a terminal sends them to its process group) do not
+/// take its running children down.
+fn terminal_signals_spare_the_fork_servers_children() {
+    if method() != StartMethod::ForkServer {
+        return;
+    }
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    let mut p = Process::new(wait_for_word, (Handle::from(OwnedFd::from(reader)), 5));
+    p.start().unwrap();
+    let server = ppid_of(p.pid().unwrap()).unwrap();
+    for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT] {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(server as i32, sig) };
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(process_alive(server), "the server died of a terminal signal");
+    assert!(p.is_alive(), "its child died");
+    writer.write_all(b"x").unwrap();
+    assert_eq!(p.join_timeout(Duration::from_secs(10)).unwrap(), Some(5));
+    // Its children have the program's dispositions, not the server's.
+    let (_, ignored) = signal_state(());
+    let mut q = Process::new(signal_state, ());
+    q.start().unwrap();
+    let (_, child_ignored) = q.join().unwrap();
+    let bits = [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT].iter().fold(0u64, |m, s| m | 1 << (s - 1));
+    assert_eq!(child_ignored & bits, ignored & bits);
 }

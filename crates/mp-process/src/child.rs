@@ -2,7 +2,7 @@
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::current::{Me, ParentLink, set_me};
@@ -159,16 +159,29 @@ pub(crate) fn me_for(info: &mut ChildInfo) -> Box<Me> {
 /// child touches first costs it a page fault).
 ///
 /// `me` becomes the child's identity; the parent gets it back, to free it once the child has ended.
+///
+/// `gate`, when given (a pipe: read end, write end), holds the child back until the parent writes a byte to
+/// it: where the kernel reaps children itself (SIGCHLD ignored), the parent must open the child's pidfd
+/// before the child can end.
 pub(crate) fn fork_and_run(
     info: &ChildInfo,
     me: Box<Me>,
     report: &Report,
     job: Box<dyn Job>,
+    gate: Option<(RawFd, RawFd)>,
 ) -> std::io::Result<(u32, Box<Me>)> {
     // SAFETY: the child only runs `run_forked`, which resets this crate's locks before use; the caller chose
     // `Fork` knowing locks held by other threads stay held in the child (see `StartMethod`).
     match unsafe { sys::fork() }? {
-        sys::Forked::Child => run_forked(info, me, report, job),
+        sys::Forked::Child => {
+            if let Some((read, write)) = gate {
+                sys::close_raw(write);
+                // SAFETY: the read end stays open until closed just below; nothing else in the child uses it.
+                let _ = sys::read_some(unsafe { BorrowedFd::borrow_raw(read) }, &mut [0u8; 1]);
+                sys::close_raw(read);
+            }
+            run_forked(info, me, report, job)
+        }
         sys::Forked::Parent(pid) => {
             drop(job);
             Ok((pid, me))

@@ -53,4 +53,3 @@ fn fork_server_reports_every_child_under_libtest() {
     }
     assert!(missed.is_empty(), "never reported: {missed:?}");
 }
-

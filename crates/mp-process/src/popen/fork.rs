@@ -1,6 +1,7 @@
 //! The `fork` start method: the child is a copy of this process and runs the target at once.
 
 use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 
 use super::arena::{Report, Slot};
@@ -29,11 +30,18 @@ pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>) -> Result<Arc<Child>, S
     let child = Arc::new(Child::direct(&info, ours, slot));
     let mut info = info;
     let me = child::me_for(&mut info);
+    // Where the kernel reaps our children itself, the child waits until we hold its pidfd (see `adopt`).
+    let gate = if sys::children_autoreaped() { Some(sys::pipe()?) } else { None };
+    let raw_gate = gate.as_ref().map(|(read, write)| (read.as_raw_fd(), write.as_raw_fd()));
     let guard = registry::start_lock();
-    let (pid, me) = child::fork_and_run(&info, me, &report, job)?;
+    let (pid, me) = child::fork_and_run(&info, me, &report, job, raw_gate)?;
     drop(guard);
     drop(report);
-    child.adopt(pid)?;
+    let adopted = child.adopt(pid);
+    if let Some((_, write)) = &gate {
+        let _ = sys::write_fd_all(write.as_fd(), &[1]);
+    }
+    adopted?;
     // Plain memory is freed once the child has ended, when its pages are no longer shared.
     child.keep_until_reaped(Box::new((me, info)));
     Ok(child)

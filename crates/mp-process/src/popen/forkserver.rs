@@ -102,7 +102,8 @@ impl Server {
         if !ended {
             let _ = sys::send_signal(self.pid, libc::SIGKILL);
         }
-        let _ = sys::wait_status(self.pid, true);
+        // Where the kernel reaps children itself, a blocking wait would last until every child has ended.
+        let _ = sys::wait_status(self.pid, !sys::children_autoreaped());
     }
 }
 

@@ -335,9 +335,9 @@ impl Child {
     fn adopt(&self, pid: u32) -> io::Result<()> {
         let _ = self.identity.set(Some(Identity { pid, pidfd: None }));
         if sys::children_autoreaped() {
+            // Killed on failure; the kernel reaps it (a wait here would block until every child has ended).
             let pidfd = sys::pidfd_open(pid).inspect_err(|_| {
                 let _ = sys::send_signal(pid, libc::SIGKILL);
-                let _ = sys::wait_status(pid, true);
             })?;
             if let Reaper::Direct { pidfd: slot } = &self.reaper {
                 let _ = slot.set(pidfd);
@@ -499,24 +499,35 @@ impl Child {
             return Ok(true);
         }
         let (code, reaped) = match sys::wait_status(self.direct_pid(), block) {
-            Ok(Some(code)) => (code, true),
+            Ok(Some(code)) => (Some(code), true),
             Ok(None) => return Ok(false),
-            // Reaped behind our back (SIGCHLD ignored): the status is gone.
-            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => (255, false),
+            // Reaped by the kernel (SIGCHLD ignored): the pidfd, opened before the child could end, still
+            // tells the status on Linux 6.15 and later; else the outcome does, if there is one.
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => (self.autoreaped_exit_code(), false),
             Err(e) => return Err(e),
         };
         self.collect(&mut state, code, reaped);
         Ok(true)
     }
 
-    /// Once the child is gone: everything it wrote is in the socket or its slot; records the exit code.
-    fn collect(&self, state: &mut State, code: i32, reaped: bool) {
+    /// The exit code of our own child that the kernel reaped, from its pidfd (see [`sys::pidfd_exit_code`]).
+    fn autoreaped_exit_code(&self) -> Option<i32> {
+        match &self.reaper {
+            Reaper::Direct { pidfd } => pidfd.get().and_then(|fd| sys::pidfd_exit_code(fd.as_fd())),
+            Reaper::Server { .. } => None,
+        }
+    }
+
+    /// Once the child is gone: everything it wrote is in the socket or its slot; records the exit code (when
+    /// it is unknown, the outcome's, and 255 without one, as CPython reports a lost status).
+    fn collect(&self, state: &mut State, code: Option<i32>, reaped: bool) {
         // First, so that the allocations below can reuse what this frees.
         drop(lock(&self.deferred).0.take());
         if self.served_slot.is_none() {
             self.drain(state);
         }
         self.take_slot(state, reaped);
+        let code = code.or_else(|| complete_outcome(state).map(|o| o.exit_code())).unwrap_or(255);
         state.exitcode = Some(code);
     }
 
@@ -629,7 +640,7 @@ impl Child {
         }
         let mut state = lock(&self.state);
         if state.exitcode.is_none() {
-            let code = state.reported.map_or(255, |(_, code)| code);
+            let code = state.reported.map(|(_, code)| code);
             self.collect(&mut state, code, false);
         }
         Ok(())

@@ -96,6 +96,31 @@ fn exitcode_of(status: libc::c_int) -> i32 {
     if libc::WIFSIGNALED(status) { -libc::WTERMSIG(status) } else { libc::WEXITSTATUS(status) }
 }
 
+/// The exit code (CPython's convention, as [`wait_status`]) of the ended process behind `pidfd`, even once
+/// it has been reaped, by the kernel itself when SIGCHLD is ignored: `PIDFD_GET_INFO` with
+/// `PIDFD_INFO_EXIT` (Linux 6.15 and later; the pidfd must have been opened before the process ended).
+/// `None` on older kernels, or while the process runs.
+pub(crate) fn pidfd_exit_code(pidfd: BorrowedFd<'_>) -> Option<i32> {
+    /// `struct pidfd_info` as of Linux 6.15 (`PIDFD_INFO_SIZE_VER0`, 64 bytes).
+    #[repr(C)]
+    struct PidfdInfo {
+        mask: u64,
+        cgroupid: u64,
+        ids: [u32; 11],
+        exit_code: i32,
+    }
+    const _: () = assert!(size_of::<PidfdInfo>() == 64);
+    const PIDFD_INFO_EXIT: u64 = 1 << 3;
+    // _IOWR(PIDFS_IOCTL_MAGIC 0xFF, 11, struct pidfd_info)
+    const PIDFD_GET_INFO: libc::c_ulong =
+        (3 << 30) | ((size_of::<PidfdInfo>() as libc::c_ulong) << 16) | (0xFF << 8) | 11;
+    let mut info = PidfdInfo { mask: PIDFD_INFO_EXIT, cgroupid: 0, ids: [0; 11], exit_code: 0 };
+    // SAFETY: PIDFD_GET_INFO reads the mask from, and writes at most 64 bytes (the size encoded in the request)
+    // into, the valid `PidfdInfo` it is given; on a kernel without it the ioctl fails and writes nothing.
+    let r = unsafe { libc::ioctl(pidfd.as_raw_fd(), PIDFD_GET_INFO, &mut info as *mut PidfdInfo) };
+    (r == 0 && info.mask & PIDFD_INFO_EXIT != 0).then(|| exitcode_of(info.exit_code))
+}
+
 /// Reaps child `pid`: `Some(exitcode)` once it has ended, `None` while it runs (only when `block` is false).
 pub(crate) fn wait_status(pid: u32, block: bool) -> io::Result<Option<i32>> {
     let flags = if block { 0 } else { libc::WNOHANG };
@@ -509,7 +534,8 @@ pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The fields after the parenthesised command name (which may hold spaces): state is the first (field 3).
     let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-    if fields.next()? == "Z" {
+    // A zombie (Z) or a process being reaped (X) has ended.
+    if matches!(fields.next()?, "Z" | "X" | "x") {
         return None;
     }
     fields.nth(22 - 4)?.parse().ok()
