@@ -65,6 +65,7 @@ fn main() {
         exit_codes_with_sigchld_ignored,
         no_spare_outlives_a_killed_server,
         terminal_signals_spare_the_fork_servers_children,
+        a_target_that_closes_every_descriptor,
     ]);
 }
 
@@ -1271,4 +1272,38 @@ fn terminal_signals_spare_the_fork_servers_children() {
     let (_, child_ignored) = q.join().unwrap();
     let bits = [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT].iter().fold(0u64, |m, s| m | 1 << (s - 1));
     assert_eq!(child_ignored & bits, ignored & bits);
+}
+
+/// Closes every descriptor from 3 on, then opens `n` files of its own (taking the numbers mp's descriptors
+/// had), writes each one's name into it and leaves it open; returns 42.
+fn close_everything_then_write((dir, n): (String, u32)) -> u32 {
+    // SAFETY: close_range closes descriptors; this target owns the process and uses none of them again.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    let files: Vec<File> = (0..n).map(|i| File::create(format!("{dir}/file-{i}")).unwrap()).collect();
+    for (i, mut file) in files.into_iter().enumerate() {
+        file.write_all(format!("file-{i}").as_bytes()).unwrap();
+        // Left open, as a program's log file is, until the process ends.
+        std::mem::forget(file);
+    }
+    42
+}
+
+/// A target may close every descriptor mp gave it and open files under the same numbers: mp writes nothing
+/// into them, and the outcome still arrives (from the slot, which is memory).
+fn a_target_that_closes_every_descriptor() {
+    let dir = std::env::temp_dir().join("closer");
+    std::fs::create_dir_all(&dir).unwrap();
+    for round in 0..3 {
+        let mut p = Process::new(close_everything_then_write, (dir.to_string_lossy().into_owned(), 40));
+        p.start().unwrap();
+        let result = p.join_timeout(Duration::from_secs(10));
+        for i in 0..40 {
+            let path = dir.join(format!("file-{i}"));
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("file-{i}"), "round {round}: mp wrote into it");
+            std::fs::remove_file(&path).unwrap();
+        }
+        assert_eq!(result.unwrap(), Some(42), "round {round}");
+        assert_eq!(p.exitcode(), Some(0));
+    }
+    std::fs::remove_dir(&dir).unwrap();
 }

@@ -15,6 +15,8 @@ use crate::{StartMethod, context, registry, sys};
 
 /// Environment variable that turns a re-executed program into a child (value: its socket's number).
 pub(crate) const CHILD_ENV: &str = "MP_PROCESS_CHILD";
+/// The outcome slot of a spawned child, in the memory file `MP_PROCESS_SLOTS` names.
+pub(crate) const SLOT_ENV: &str = "MP_PROCESS_SLOT";
 
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
 
@@ -36,7 +38,17 @@ thread_local! {
 /// that exact test, reaches this call, and is diverted to its target there.
 pub fn init() {
     if let Some(fd) = take_env_fd(CHILD_ENV) {
-        run_from_socket(fd, false);
+        // A spawned child with an outcome slot: its parent's memory file of slots, and its slot there.
+        let slots = take_env_fd(forkserver::SLOTS_ENV);
+        let slot = take_env(SLOT_ENV).and_then(|index| index.parse().ok());
+        let writer = match (slots, slot) {
+            (Some(slots), Some(index)) => {
+                crate::popen::arena::adopt(slots);
+                Writer::for_index(index)
+            }
+            _ => None,
+        };
+        run_from_socket(fd, false, writer);
     }
     if let Some(fd) = take_env_fd(forkserver::SERVER_ENV) {
         if take_env(forkserver::BIND_NOW_ENV).is_some() {
@@ -214,14 +226,29 @@ fn run_forked(info: &ChildInfo, me: Box<Me>, report: &Report, mut job: Box<dyn J
 }
 
 /// A re-executed or fork-server child: reads its bootstrap from `sock`, runs the target.
-pub(crate) fn run_from_socket(sock: OwnedFd, via_server: bool) -> ! {
+///
+/// A spawned child given an outcome slot (`slot`, in its parent's memory file, adopted by `init`) reports
+/// there: its socket then only brings the bootstrap, and a target that closes every descriptor cannot lose
+/// the outcome.
+pub(crate) fn run_from_socket(sock: OwnedFd, via_server: bool, slot: Option<Writer>) -> ! {
     if via_server {
         registry::reset_after_fork();
         // The parent learns a fork-server child's pid from the child itself.
         let _ = sys::write_all(sock.as_fd(), &sys::pid().to_le_bytes());
     }
-    let outcome = run_bootstrap(read_bootstrap(sock.as_fd()), via_server);
-    finish(&Report::Socket(sock), outcome)
+    let boot = read_bootstrap(sock.as_fd());
+    let report = match slot {
+        Some(writer) => {
+            drop(sock);
+            Report::Slot(writer)
+        }
+        None => {
+            let identity = sys::fd_identity(sock.as_fd());
+            Report::Socket { sock, identity }
+        }
+    };
+    let outcome = run_bootstrap(boot, via_server);
+    finish(&report, outcome)
 }
 
 /// A fork-server child whose request came whole (`frame`: its bootstrap) with a slot for its outcome and a
@@ -231,12 +258,13 @@ pub(crate) fn run_served(
     fds: Vec<OwnedFd>,
     writer: Writer,
     done: OwnedFd,
+    identity: u64,
 ) -> ! {
     registry::reset_after_fork();
     // The parent learns the pid from the slot, without a wake-up unless it asks before this.
     writer.set_pid(sys::pid());
     let outcome = run_bootstrap(frame.and_then(|frame| parse_bootstrap(frame, fds)), true);
-    finish(&Report::Served { writer, done }, outcome)
+    finish(&Report::Served { writer, done, identity }, outcome)
 }
 
 /// Becomes the process a bootstrap describes and runs its target. Nothing here allocates before the target

@@ -245,12 +245,17 @@ impl Writer {
 /// Where a child sends its outcome.
 #[derive(Debug)]
 pub(crate) enum Report {
-    /// Over its socket (see [`send_outcome`](super::send_outcome)).
-    Socket(OwnedFd),
-    /// Into its slot (a forked child: its parent reaps it, then reads the slot).
+    /// Over its socket (see [`send_outcome`](super::send_outcome)), whose identity
+    /// ([`sys::fd_identity`]) is checked first: a target may have closed it and opened a file of its own
+    /// under the same number.
+    Socket { sock: OwnedFd, identity: u64 },
+    /// Into its slot (a forked or spawned child: its parent reaps it, then reads the slot). The slot is
+    /// memory, not a descriptor: a target that closes every descriptor cannot lose it.
     Slot(Writer),
-    /// Into its slot, then a byte on `done` (a fork-server child, whose parent cannot reap it).
-    Served { writer: Writer, done: OwnedFd },
+    /// Into its slot, then a byte on `done` (a fork-server child, whose parent cannot reap it), written only
+    /// while `done` is still the pipe of that identity (else the parent learns of the end from the pipe's
+    /// end of file at exit, a moment later).
+    Served { writer: Writer, done: OwnedFd, identity: u64 },
 }
 
 /// The byte a fork-server child writes once its outcome is in its slot.
@@ -262,10 +267,18 @@ impl Report {
     #[inline(always)]
     pub(crate) fn send(&self, outcome: &Outcome) -> io::Result<()> {
         match self {
-            Report::Socket(sock) => super::send_outcome(sock.as_fd(), outcome),
+            Report::Socket { sock, identity } => {
+                if sys::fd_identity(sock.as_fd()) != *identity {
+                    return Err(io::Error::other("the target closed the descriptor of its outcome"));
+                }
+                super::send_outcome(sock.as_fd(), outcome)
+            }
             Report::Slot(writer) => writer.write(outcome),
-            Report::Served { writer, done } => {
+            Report::Served { writer, done, identity } => {
                 writer.write(outcome)?;
+                if sys::fd_identity(done.as_fd()) != *identity {
+                    return Ok(());
+                }
                 // From the stack: a constant would be read from a page the child has not touched yet.
                 sys::write_fd_all(done.as_fd(), &std::hint::black_box([DONE]))
             }

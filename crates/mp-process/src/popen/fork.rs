@@ -21,7 +21,8 @@ pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>) -> Result<Arc<Child>, S
         }
         None => {
             let (ours, theirs) = sys::stream_pair()?;
-            (None, Some(ours), Report::Socket(theirs))
+            let identity = sys::fd_identity(theirs.as_fd());
+            (None, Some(ours), Report::Socket { sock: theirs, identity })
         }
     };
     // Unflushed output would otherwise be printed twice, once by each process. (Rust's stderr is unbuffered.)

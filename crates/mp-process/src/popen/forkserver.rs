@@ -37,7 +37,8 @@ pub(crate) const BIND_NOW_ENV: &str = "MP_PROCESS_BIND_NOW";
 /// The memory file of the program's outcome slots.
 pub(crate) const SLOTS_ENV: &str = "MP_PROCESS_SLOTS";
 
-/// A request whose child reports through a slot: `[REQ_SLOT][kill with parent u8][slot u32]` then
+/// A request whose child reports through a slot: `[REQ_SLOT][kill with parent u8][slot u32][done pipe's
+/// identity u64]` then
 /// `[0][bootstrap frame]` or `[1][offset u64][length u64]` (the frame in the slots' memory file); descriptors
 /// `[done pipe, status pipe, the bootstrap's handles...]`.
 const REQ_SLOT: u8 = b'A';
@@ -47,7 +48,7 @@ const REQ_SOCKET: u8 = b'S';
 /// The largest bootstrap sent inside a request (larger ones go through the memory file). Small, so that the
 /// child's receive buffer stays within a page or two of stack.
 const INLINE_FRAME: usize = 2048;
-const REQUEST_MAX: usize = INLINE_FRAME + 32;
+const REQUEST_MAX: usize = INLINE_FRAME + 40;
 
 /// The running server, if any.
 struct Server {
@@ -179,6 +180,8 @@ fn send_slot_request(
     let mut request = Vec::with_capacity(24 + frame.len().min(INLINE_FRAME));
     request.extend_from_slice(&[REQ_SLOT, kill]);
     request.extend_from_slice(&slot.index().to_le_bytes());
+    // Both ends of a pipe are one file: the child checks its end against this before its last write.
+    request.extend_from_slice(&sys::fd_identity(done.as_fd()).to_le_bytes());
     if frame.len() <= INLINE_FRAME {
         request.push(0);
         request.extend_from_slice(frame);
@@ -559,12 +562,13 @@ fn run_request(request: &'static [u8], mut fds: Received) -> ! {
         let _ = sys::clear_parent_death_signal();
     }
     match (kind, fds.take(0)) {
-        (REQ_SOCKET, Some(sock)) if fds.len() == 2 => child::run_from_socket(sock, true),
+        (REQ_SOCKET, Some(sock)) if fds.len() == 2 => child::run_from_socket(sock, true, None),
         (REQ_SLOT, Some(done)) => {
             let slot = request.get(2..6).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
             // Without a slot to write to, the child can only end: its parent learns the exit code.
             let Some(writer) = slot.and_then(Writer::for_index) else { sys::exit_now(1) };
-            let frame = match (request.get(6), request.get(7..)) {
+            let identity = request.get(6..14).map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+            let frame = match (request.get(14), request.get(15..)) {
                 (Some(0), Some(frame)) => Ok(frame),
                 (Some(1), Some(at)) if at.len() == 16 => {
                     let offset = u64::from_le_bytes(at[..8].try_into().expect("8 bytes"));
@@ -577,7 +581,7 @@ fn run_request(request: &'static [u8], mut fds: Received) -> ! {
                 }
                 _ => Err(ChildError { kind: ChildErrorKind::Bootstrap, message: "malformed request".into() }),
             };
-            child::run_served(frame, fds.rest(2), writer, done)
+            child::run_served(frame, fds.rest(2), writer, done, identity)
         }
         _ => sys::exit_now(1),
     }

@@ -243,6 +243,17 @@ pub(crate) fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
     rustix::io::fcntl_dupfd_cloexec(&fd, 3).map_err(io::Error::from)
 }
 
+/// What file `fd` refers to, as one number (device and inode); 0 when it is not open. A child compares it
+/// before its last write, so that it never writes into a file its target opened under the number of one of
+/// mp's descriptors that the target closed.
+#[inline(always)]
+pub(crate) fn fd_identity(fd: BorrowedFd<'_>) -> u64 {
+    match rustix::fs::fstat(fd) {
+        Ok(st) => fnv1a(fnv1a(FNV_OFFSET, &(st.st_dev as u64).to_le_bytes()), &(st.st_ino as u64).to_le_bytes()),
+        Err(_) => 0,
+    }
+}
+
 /// [`above_stdio`] for a received descriptor, whose position in its message matters: kept where it is if it
 /// cannot be moved.
 #[cold]
