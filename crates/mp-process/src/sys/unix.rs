@@ -249,7 +249,7 @@ pub(crate) fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
 #[inline(always)]
 pub(crate) fn fd_identity(fd: BorrowedFd<'_>) -> u64 {
     match rustix::fs::fstat(fd) {
-        Ok(st) => fnv1a(fnv1a(FNV_OFFSET, &(st.st_dev as u64).to_le_bytes()), &(st.st_ino as u64).to_le_bytes()),
+        Ok(st) => fnv1a(fnv1a(FNV_OFFSET, &st.st_dev.to_le_bytes()), &st.st_ino.to_le_bytes()),
         Err(_) => 0,
     }
 }
