@@ -4,6 +4,7 @@ mod bench;
 mod ci;
 mod examples;
 mod test;
+mod tidy;
 
 use std::process::{Command, ExitCode};
 
@@ -15,7 +16,8 @@ commands:
                             then every example with its output checked; prints a summary table
   bench [GROUP...]          release-mode workloads (groups: process, sync, ipc, pool); one JSON line each, CPython and the
                             raw floor measured in the same run, then a table of ratios
-  ci                        cargo fmt --check, clippy -D warnings, rustdoc -D warnings, then `test`
+  tidy                      the crate stack and every crate's module levels (see xtask/src/tidy.rs)
+  ci                        cargo fmt --check, clippy -D warnings, rustdoc -D warnings, tidy, then `test`
 ";
 
 fn main() -> ExitCode {
@@ -23,6 +25,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("tidy") => tidy::run(),
         Some("ci") => ci::run(),
         Some("help" | "--help" | "-h") | None => {
             print!("{HELP}");

@@ -49,9 +49,23 @@
 //! consumer processes through a ring in shared memory. `put` serializes inside the call (an error there, never a
 //! lost item); `empty` and `qsize` are exact; a process killed in the middle of a `put` or `get` neither
 //! corrupts nor wedges the queue; a producer may exit as soon as it has put its items.
+//!
+//! # Levels
+//!
+//! Each module uses only modules on lower levels (`cargo xtask tidy` checks it):
+//!
+//! | level | modules | what they hold |
+//! |---|---|---|
+//! | 0 | `address` | where listeners listen |
+//! | 1 | `sys`, `error` | sockets and descriptors; the error types |
+//! | 2 | `frame`, `ring` | CPython's message framing; the shared-memory byte ring |
+//! | 3 | `connection`, `queue` | `Connection` and `pipe`; the queues |
+//! | 4 | `auth` | CPython's HMAC handshake |
+//! | 5 | `listener` | `Listener` and `Client` |
 
 #![warn(missing_docs)]
 
+mod address;
 mod auth;
 mod connection;
 mod error;
@@ -62,8 +76,9 @@ mod ring;
 mod sys;
 
 pub use crate::{
+    address::Address,
     connection::{Connection, DEFAULT_MAX_MESSAGE, Direction, pipe},
     error::{AuthenticationError, ConnectError, GetError, PutError, RecvError, SendError, TaskDoneError},
-    listener::{Address, Client, DEFAULT_HANDSHAKE_TIMEOUT, Listener, ListenerBuilder},
+    listener::{Client, DEFAULT_HANDSHAKE_TIMEOUT, Listener, ListenerBuilder},
     queue::{DEFAULT_QUEUE_CAPACITY, JoinableQueue, Queue, QueueBuilder, SimpleQueue},
 };

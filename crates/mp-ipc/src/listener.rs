@@ -2,59 +2,14 @@
 //! (CPython's `multiprocessing.connection.Listener` / `Client`), optionally authenticated with a shared key.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-use crate::{ConnectError, Connection, auth, sys};
+use crate::{Address, ConnectError, Connection, auth, sys};
 
 /// How long the authentication handshake may take before it fails (CPython's `CONNECTION_TIMEOUT`).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Where a [`Listener`] listens (CPython's `address` and `family` together).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum Address {
-    /// A Unix socket file (CPython's `'AF_UNIX'` with a path).
-    Unix(PathBuf),
-    /// A Linux abstract socket name, without the leading NUL (CPython: an `'AF_UNIX'` address starting with
-    /// `'\0'`). Nothing appears in the file system.
-    Abstract(Vec<u8>),
-    /// A TCP address (CPython's `'AF_INET'` / `'AF_INET6'`: `('127.0.0.1', 6000)`). Port 0 picks a free one;
-    /// [`Listener::address`] then tells which.
-    Tcp(SocketAddr),
-}
-
-impl fmt::Display for Address {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Address::Unix(path) => write!(f, "{}", path.display()),
-            Address::Abstract(name) => write!(f, "@{}", String::from_utf8_lossy(name)),
-            Address::Tcp(addr) => write!(f, "{addr}"),
-        }
-    }
-}
-
-impl From<PathBuf> for Address {
-    fn from(path: PathBuf) -> Self {
-        Address::Unix(path)
-    }
-}
-
-impl From<&Path> for Address {
-    fn from(path: &Path) -> Self {
-        Address::Unix(path.to_owned())
-    }
-}
-
-impl From<SocketAddr> for Address {
-    fn from(addr: SocketAddr) -> Self {
-        Address::Tcp(addr)
-    }
-}
 
 /// A listening socket that hands out authenticated [`Connection`]s (CPython's `Listener`).
 ///

@@ -38,6 +38,19 @@
 //! the pid and signal) within about 20 ms; its other tasks go to other workers and a new worker takes its
 //! place. An initializer that panics stops the pool: every pending result gets [`TaskError::Initializer`],
 //! and no worker is started again. A terminated pool's unfinished results become [`TaskError::Cancelled`].
+//!
+//! # Levels
+//!
+//! Each module uses only modules on lower levels (`cargo xtask tidy` checks it):
+//!
+//! | level | modules | what they hold |
+//! |---|---|---|
+//! | 0 | `task` | jobs as they travel, their trampolines (through mp-process's `offset`) |
+//! | 1 | `error` | the error types |
+//! | 2 | `cell`, `worker` | a result waiting to be set; the worker process's loop |
+//! | 3 | `core` | the engine: handler thread, workers, dispatch |
+//! | 4 | `pool` | `Pool` and its results |
+//! | 5 | `executor` | `ProcessPoolExecutor` and futures |
 
 #![warn(missing_docs)]
 

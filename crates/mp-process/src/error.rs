@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -183,4 +184,19 @@ pub enum ContextError {
     /// `set_start_method` was already called (or the default was already used); pass `force` to change it.
     #[error("context has already been set")]
     AlreadySet,
+}
+
+/// Parses CPython's names (next to [`ContextError`], which it returns for anything else).
+impl FromStr for StartMethod {
+    type Err = ContextError;
+
+    /// Parses CPython's names; anything else is [`ContextError::UnknownStartMethod`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fork" => Ok(StartMethod::Fork),
+            "spawn" => Ok(StartMethod::Spawn),
+            "forkserver" => Ok(StartMethod::ForkServer),
+            other => Err(ContextError::UnknownStartMethod(other.to_owned())),
+        }
+    }
 }

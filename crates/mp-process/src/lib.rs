@@ -49,40 +49,98 @@
 //! children are terminated and the others joined when `main` returns. Unlike CPython, a child dies with its
 //! parent even when the parent is SIGKILLed (Linux `PR_SET_PDEATHSIG`), unless
 //! [`Builder::keep_alive_after_parent`] says otherwise. [`wait`] watches several processes at once.
+//!
+//! # Levels
+//!
+//! Each module uses only modules on lower levels (`cargo xtask tidy` checks it), so a reader knows which room
+//! a change belongs in and what it may touch:
+//!
+//! | level | modules | what they hold |
+//! |---|---|---|
+//! | 0 | `sys`, `method`, `target` | system calls; `StartMethod`; the `Target` trait |
+//! | 1 | `error`, `handle`, `wait`, `state`, `call` | error types; `Handle` and its codec; `wait`; process-local state; calling by offset and the build id |
+//! | 2 | `wire/` | what crosses a process boundary: environment names, bootstrap, outcome, fork-server request |
+//! | 3 | `settings`, `identity`, `slots` | inherited settings, start method, setup hooks; who this process is; outcome slots |
+//! | 4 | `job` | a target with its arguments, its trampoline, panic capture |
+//! | 5 | `runtime` | the child side, from creation to `_exit` (the forked child's rules are stated there) |
+//! | 6 | `launch/` | one launcher per start method (`fork`, `spawn`, `forkserver/` client and server) and the parent's handle on what it launched |
+//! | 7 | `tree` | this process's children, the launcher thread, the exit handler, `active_children` |
+//! | 8 | `process`, `init` | `Process` and `Builder`; the entry call |
+//! | 9 | `context` | `Context`, a factory of processes |
 
 #![warn(missing_docs)]
 
-mod child;
+mod call;
 mod context;
-mod current;
 mod error;
 mod handle;
-mod inherit;
+mod identity;
+mod init;
+mod job;
+mod launch;
 mod method;
-pub mod offset;
-mod popen;
 mod process;
-mod registry;
+mod runtime;
+mod settings;
+mod slots;
+mod state;
 mod sys;
 mod target;
+mod tree;
 mod wait;
+mod wire;
 
-pub(crate) use crate::popen::forkserver;
+pub mod offset {
+    //! Calling a function by offset: the one audited home of the trampoline machinery that mp's crates share.
+    //!
+    //! A process that re-executes its own program (spawn, the fork server, a pool's workers, an MPI rank) cannot
+    //! send a function pointer: the other process maps the program at another address. It sends the function's
+    //! *offset* from a fixed [anchor](FnOffset) instead, and the other process adds its own anchor's address back.
+    //! That is sound only when both run the same build of the program, which [`build_id`] tells: mp-process
+    //! compares it before a re-executed child runs anything, and any other user of offsets must do the same
+    //! (or, like mp-pool, receive offsets only from a parent whose child it is).
+    //!
+    //! The pieces:
+    //!
+    //! - [`FnOffset`]: a function pointer as an offset, serde-serializable; resolving one is `unsafe`, with the
+    //!   contract stated there.
+    //! - [`conjure`]: the value of a zero-sized function item or capture-less closure, from its type alone: what
+    //!   a trampoline, monomorphised for one target type, calls.
+    //! - [`catch_panic`]: runs a function, turning a panic into a [`PanicInfo`](crate::PanicInfo) (message, location, process name,
+    //!   pid), as every child and worker reports one.
+    //! - [`build_id`]: this build's identity (the ELF `NT_GNU_BUILD_ID` note, else a hash of the executable's
+    //!   contents), equal in every copy of the binary and different across builds.
+    //!
+    //! ```
+    //! use mp_process::offset::{FnOffset, build_id};
+    //!
+    //! fn double(x: u32) -> u32 { x * 2 }
+    //!
+    //! let offset = FnOffset::of(double as fn(u32) -> u32);
+    //! // ... the offset and `build_id().fingerprint()` travel to a process running the same build ...
+    //! assert_eq!(build_id(), build_id());
+    //! // SAFETY: made by `FnOffset::of` for this very type in this very build.
+    //! let f = unsafe { offset.resolve() };
+    //! assert_eq!(f(21), 42);
+    //! ```
+
+    pub use crate::call::{BuildId, FnOffset, build_id, conjure};
+    pub use crate::job::catch_panic;
+}
 
 pub use crate::{
-    child::init,
-    context::{
-        Context, all_start_methods, default_context, get_context, get_start_method, set_executable, set_start_method,
-    },
-    current::{
-        ActiveChild, ParentProcess, ProcessInfo, active_children, cpu_count, current_process, parent_process,
-        set_authkey,
-    },
+    context::{Context, default_context, get_context},
     error::{ChildError, ChildErrorKind, ContextError, JoinError, PanicInfo, ProcessError, StartError},
     handle::{CodecError, Handle, from_bytes_with_handles, to_bytes_with_handles},
-    inherit::{inherited, register_child_setup, set_inherited},
+    identity::{ParentProcess, ProcessInfo, cpu_count, current_process, parent_process, set_authkey},
+    init::init,
     method::StartMethod,
     process::{Builder, CloseError, Process},
+    settings::{
+        all_start_methods, get_start_method, inherited, register_child_setup, set_executable, set_inherited,
+        set_start_method,
+    },
     target::Target,
+    tree::{ActiveChild, active_children},
     wait::{Sentinel, Waitable, wait},
 };

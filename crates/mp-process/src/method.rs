@@ -1,11 +1,8 @@
 //! The start methods: how a child process comes to life.
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-
-use crate::ContextError;
 
 /// How a child process is created (CPython's start methods).
 ///
@@ -65,19 +62,5 @@ impl StartMethod {
 impl fmt::Display for StartMethod {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for StartMethod {
-    type Err = ContextError;
-
-    /// Parses CPython's names; anything else is [`ContextError::UnknownStartMethod`].
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "fork" => Ok(StartMethod::Fork),
-            "spawn" => Ok(StartMethod::Spawn),
-            "forkserver" => Ok(StartMethod::ForkServer),
-            other => Err(ContextError::UnknownStartMethod(other.to_owned())),
-        }
     }
 }

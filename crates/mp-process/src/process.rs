@@ -10,11 +10,14 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::current::{self, ParentLink};
-use crate::popen::{self, Child, ChildInfo};
-use crate::target::{ClosureJob, FnJob, Job, Outcome, Target};
+use crate::identity;
+use crate::job::{ClosureJob, FnJob, Job};
+use crate::launch::{self, LaunchSpec, Launched};
+use crate::target::Target;
 use crate::wait::{Sentinel, Waitable};
-use crate::{JoinError, ProcessError, StartError, StartMethod, child, context, registry, sys};
+use crate::wire::bootstrap::ParentLink;
+use crate::wire::outcome::Outcome;
+use crate::{JoinError, ProcessError, StartError, StartMethod, runtime, settings, sys, tree};
 
 /// Options for a [`Process`] (CPython's `Process(name=..., daemon=...)` keywords, plus a few of Rust's own).
 ///
@@ -120,11 +123,11 @@ impl Builder {
     }
 
     fn build<R>(self, job: Box<dyn Job>) -> Process<R> {
-        let (identity, default_name) = current::next_child_identity();
+        let (identity, default_name) = identity::next_child_identity();
         Process {
             name: self.name.unwrap_or(default_name),
             identity,
-            daemon: self.daemon.unwrap_or_else(|| current::me().daemon),
+            daemon: self.daemon.unwrap_or_else(|| identity::me().daemon),
             method: self.method,
             kill_with_parent: !self.keep_alive_after_parent && !self.detached,
             affinity: self.affinity,
@@ -166,7 +169,7 @@ pub struct Process<R> {
     /// Set by the builder; `None`: this process's at `start`.
     authkey: Option<Vec<u8>>,
     job: Option<Box<dyn Job>>,
-    child: Option<Arc<Child>>,
+    child: Option<Arc<Launched>>,
     /// The result has been handed out by a join.
     taken: bool,
     _result: PhantomData<fn() -> R>,
@@ -223,13 +226,13 @@ impl<R> Process<R> {
         if self.child.is_some() || self.job.is_none() {
             return Err(StartError::AlreadyStarted);
         }
-        if !child::is_initialized() {
+        if !runtime::is_initialized() {
             return Err(StartError::NotInitialized);
         }
-        if current::me().daemon && !self.detached {
+        if identity::me().daemon && !self.detached {
             return Err(StartError::DaemonicParent);
         }
-        let method = self.method.unwrap_or_else(context::get_start_method);
+        let method = self.method.unwrap_or_else(settings::get_start_method);
         if !method.is_supported() {
             return Err(StartError::Unsupported(method));
         }
@@ -238,9 +241,9 @@ impl<R> Process<R> {
             return Err(StartError::ClosureNeedsFork(method));
         }
         // Reap children that ended, as CPython's `start` does.
-        registry::live_children();
-        let me = current::me();
-        let info = ChildInfo {
+        tree::live_children();
+        let me = identity::me();
+        let info = LaunchSpec {
             name: self.name.clone(),
             identity: self.identity.clone(),
             daemon: self.daemon,
@@ -249,14 +252,14 @@ impl<R> Process<R> {
             affinity: self.affinity.clone(),
             // The method this child was started with becomes its own default (a child of a spawn context spawns).
             start_method: method,
-            authkey: self.authkey.clone().unwrap_or_else(current::authkey),
-            inherited: if method == StartMethod::Fork { Default::default() } else { crate::inherit::snapshot() },
+            authkey: self.authkey.clone().unwrap_or_else(identity::authkey),
+            inherited: if method == StartMethod::Fork { Default::default() } else { settings::snapshot() },
         };
         let job = self.job.take().expect("checked above");
-        let args = child::child_args();
-        let child = registry::on_launcher(move || popen::launch(method, info, job, args))??;
+        let args = runtime::child_args();
+        let child = tree::on_launcher(move || launch::launch(method, info, job, args))??;
         if !self.detached {
-            registry::add_child(child.clone());
+            tree::add_child(child.clone());
         }
         self.method = Some(method);
         self.child = Some(child);
@@ -265,7 +268,7 @@ impl<R> Process<R> {
 
     /// The start method this process uses (or will use).
     pub fn start_method(&self) -> StartMethod {
-        self.method.unwrap_or_else(context::get_start_method)
+        self.method.unwrap_or_else(settings::get_start_method)
     }
 
     /// Waits for the child to end and returns the target's value.
@@ -291,7 +294,7 @@ impl<R> Process<R> {
             return Ok(None);
         }
         if !self.detached {
-            registry::remove_child(&child);
+            tree::remove_child(&child);
         }
         if std::mem::replace(&mut self.taken, true) {
             return Err(JoinError::AlreadyJoined);
@@ -343,7 +346,7 @@ impl<R> Process<R> {
         match &self.child {
             Some(child) if child.exitcode().is_none() => Err(CloseError { process: Box::new(self) }),
             Some(child) => {
-                registry::remove_child(child);
+                tree::remove_child(child);
                 Ok(())
             }
             None => Ok(()),

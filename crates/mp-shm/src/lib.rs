@@ -47,6 +47,17 @@
 //! A resource tracker process unlinks the segments a process tree created and did not unlink once every
 //! process of the tree has ended, SIGKILL included. Only creators register segments; attaching never causes
 //! an unlink.
+//!
+//! # Levels
+//!
+//! Each module uses only modules on lower levels (`cargo xtask tidy` checks it):
+//!
+//! | level | modules | what they hold |
+//! |---|---|---|
+//! | 0 | `sys`, `error`, `pod` | system calls; the error types; the plain-old-data marker |
+//! | 1 | `tracker` | the resource tracker process that unlinks what a crashed tree left |
+//! | 2 | `segment` | `SharedMemory` segments |
+//! | 3 | `raw`, `shareable` | `RawValue` / `RawArray`; `ShareableList` |
 
 #![warn(missing_docs)]
 

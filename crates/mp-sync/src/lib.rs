@@ -52,6 +52,17 @@
 //!
 //! Every object can be passed into a child under every start method (it serializes as the name of its
 //! segment) or attached with `open(name)`; `try_clone` gives a second handle.
+//!
+//! # Levels
+//!
+//! Each module uses only modules on lower levels (`cargo xtask tidy` checks it):
+//!
+//! | level | modules | what they hold |
+//! |---|---|---|
+//! | 0 | `sys`, `error` | robust mutexes and futexes; the error types |
+//! | 1 | `segment` | the shared segment every object lives in, with its reference count |
+//! | 2 | `lock`, `semaphore`, `event`, `barrier` | the primitives |
+//! | 3 | `condition`, `value` | those built on a lock |
 
 #![warn(missing_docs)]
 

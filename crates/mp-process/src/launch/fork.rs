@@ -4,15 +4,20 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 
-use super::arena::{Report, Slot};
-use super::{Child, ChildInfo};
-use crate::target::Job;
-use crate::{StartError, child, registry, sys};
+use std::sync::atomic::AtomicU32;
 
-pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>) -> Result<Arc<Child>, StartError> {
+use super::{LaunchSpec, Launched, start_lock};
+use crate::identity::Me;
+use crate::job::Job;
+use crate::runtime::{self, Start};
+use crate::slots::{Report, Slot};
+use crate::wire::bootstrap::ParentLink;
+use crate::{StartError, sys};
+
+pub(crate) fn launch(info: LaunchSpec, job: Box<dyn Job>) -> Result<Arc<Launched>, StartError> {
     warn_if_threaded();
     // Made now if need be, so that the child reads it without allocating.
-    crate::inherit::setup_hooks();
+    crate::settings::setup_hooks();
     // The outcome goes into a slot of shared memory, or over a socket when every slot is taken.
     let (slot, ours, report) = match Slot::reserve(info.parent.pid) {
         Some(slot) => {
@@ -28,14 +33,21 @@ pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>) -> Result<Arc<Child>, S
     // Unflushed output would otherwise be printed twice, once by each process. (Rust's stderr is unbuffered.)
     let _ = std::io::stdout().flush();
     // Built before the fork: after it, every heap page the parent writes is copied while the child lives.
-    let child = Arc::new(Child::direct(&info, ours, slot));
+    let child = Arc::new(Launched::direct(&info, ours, slot));
     let mut info = info;
-    let me = child::me_for(&mut info);
+    let me = me_for(&mut info);
     // Where the kernel reaps our children itself, the child waits until we hold its pidfd (see `adopt`).
     let gate = if sys::children_autoreaped() { Some(sys::pipe()?) } else { None };
     let raw_gate = gate.as_ref().map(|(read, write)| (read.as_raw_fd(), write.as_raw_fd()));
-    let guard = registry::start_lock();
-    let (pid, me) = child::fork_and_run(&info, me, &report, job, raw_gate)?;
+    let guard = start_lock();
+    let start = Start {
+        start_method: info.start_method,
+        kill_with_parent: info.kill_with_parent,
+        parent_pid: info.parent.pid,
+        affinity: info.affinity.as_deref(),
+        via_server: false,
+    };
+    let (pid, me) = runtime::fork_and_run(&start, me, &report, job, raw_gate)?;
     drop(guard);
     drop(report);
     let adopted = child.adopt(pid);
@@ -46,6 +58,26 @@ pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>) -> Result<Arc<Child>, S
     // Plain memory is freed once the child has ended, when its pages are no longer shared.
     child.keep_until_reaped(Box::new((me, info)));
     Ok(child)
+}
+
+/// Who the forked child of `info` will be, moving the name, identity and parent's name out of `info`. A `fork`
+/// start builds this before forking, so that the child allocates nothing (every page it writes is a
+/// copy-on-write fault), and moves rather than clones: a start that keeps few small allocations alive stays in
+/// the allocator's thread cache, whose shared state would otherwise be written (and copied) after every fork.
+fn me_for(info: &mut LaunchSpec) -> Box<Me> {
+    Box::new(Me {
+        name: std::mem::take(&mut info.name),
+        identity: std::mem::take(&mut info.identity),
+        daemon: info.daemon,
+        parent: Some(ParentLink {
+            pid: info.parent.pid,
+            name: std::mem::take(&mut info.parent.name),
+            via_server: false,
+            started: 0,
+        }),
+        counter: AtomicU32::new(0),
+        authkey: std::sync::Mutex::new(std::mem::take(&mut info.authkey)),
+    })
 }
 
 /// Warns once per process, through `log`, when `fork` copies a process that runs other threads (CPython 3.12+

@@ -1,260 +1,16 @@
-//! Start methods: one launcher per method behind one function, and the parent's handle on a running child.
-//!
-//! - [`fork`]: `fork()`, then the target runs in the copy of this process;
-//! - [`spawn`]: `posix_spawn` of the executable, which [`init`](crate::init) diverts to the child runtime;
-//! - [`forkserver`]: a request to the fork server, which forks a clean copy of itself.
-//!
-//! A re-executed child gets one Unix stream socket: it reads its start-up message from it (the *bootstrap*:
-//! build fingerprint, target entry, process info, arguments, handles via `SCM_RIGHTS`) and writes its
-//! *outcome* (return value, panic, or failure) to it before exiting. A forked child writes its outcome into a
-//! slot of memory shared with its parent instead ([`arena`]), falling back to a socket when no slot is free.
-//! See `README.md` here.
+//! [`Launched`]: the parent's handle on a process it launched — how it learns the pid, waits for the end,
+//! signals, and collects the outcome.
 
-pub(crate) mod arena;
-pub(crate) mod fork;
-pub(crate) mod forkserver;
-pub(crate) mod spawn;
-
-use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use crate::current::ParentLink;
-use crate::error::{ChildError, ChildErrorKind};
-use crate::offset::{FnOffset, fingerprint};
-use crate::registry::{self, lock};
-use crate::target::{Entry, Job, Outcome};
-use crate::{StartError, StartMethod, sys};
-
-/// What a child is told about itself.
-#[derive(Debug)]
-pub(crate) struct ChildInfo {
-    pub(crate) name: String,
-    pub(crate) identity: Vec<u32>,
-    pub(crate) daemon: bool,
-    pub(crate) parent: ParentLink,
-    pub(crate) kill_with_parent: bool,
-    pub(crate) affinity: Option<Vec<usize>>,
-    pub(crate) start_method: StartMethod,
-    /// The child's authkey (its parent's unless the builder gave it one).
-    pub(crate) authkey: Vec<u8>,
-    /// Settings from [`set_inherited`](crate::set_inherited) (a forked child has them in memory already).
-    pub(crate) inherited: BTreeMap<String, String>,
-}
-
-/// The start-up message of a re-executed child (after the fixed header). It holds what the child needs before
-/// its target runs, decoded without allocating. Who the child is comes as the bytes of a [`Who`], decoded
-/// only when something asks (see [`who`]), so that a served child touches no allocator on its way to the
-/// target: in a child forked by the server, the first allocation alone costs about nine page faults.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Bootstrap<'a> {
-    /// The target's trampoline.
-    pub(crate) entry: FnOffset<Entry>,
-    pub(crate) parent_pid: u32,
-    pub(crate) kill_with_parent: bool,
-    pub(crate) affinity: Option<Vec<usize>>,
-    pub(crate) start_method: StartMethod,
-    /// The setup hooks to run before the target: raw [`FnOffset`]s, 8 bytes each, little-endian (read in
-    /// place, without allocating).
-    #[serde(borrow)]
-    pub(crate) setup: &'a [u8],
-    /// A postcard-encoded [`Who`].
-    #[serde(borrow)]
-    pub(crate) who: &'a [u8],
-}
-
-/// Who a re-executed child is, as its parent sends it ([`WhoRef`] encodes the same fields, borrowed).
-#[derive(Debug, Deserialize)]
-pub(crate) struct Who {
-    pub(crate) name: String,
-    pub(crate) identity: Vec<u32>,
-    pub(crate) daemon: bool,
-    pub(crate) parent: ParentLink,
-    pub(crate) authkey: Vec<u8>,
-    pub(crate) inherited: BTreeMap<String, String>,
-    pub(crate) setup: Vec<FnOffset<fn()>>,
-}
-
-/// [`Who`] as the parent encodes it, without copying its [`ChildInfo`].
-#[derive(Serialize)]
-struct WhoRef<'a> {
-    name: &'a str,
-    identity: &'a [u32],
-    daemon: bool,
-    parent: &'a ParentLink,
-    authkey: &'a [u8],
-    inherited: &'a BTreeMap<String, String>,
-    setup: &'a [FnOffset<fn()>],
-}
-
-/// Who this re-executed child is: the [`Who`] its bootstrap carried, decoded now. `None` in a process that
-/// was not re-executed as a child (the main program and the fork server).
-pub(crate) fn who() -> Option<Who> {
-    // Encoded by this same build (the fingerprint was checked), so decoding fails only on a bug; the
-    // process then carries on as if it had been told nothing.
-    registry::who().and_then(|bytes| postcard::from_bytes(bytes).ok())
-}
-
-/// Bytes before the bootstrap proper: total length (u64), build fingerprint (u64), bootstrap length (u32).
-const HEADER: usize = 20;
-
-/// Starts a child with `method`.
-pub(crate) fn launch(
-    method: StartMethod,
-    info: ChildInfo,
-    job: Box<dyn Job>,
-    args: Vec<String>,
-) -> Result<Arc<Child>, StartError> {
-    match method {
-        StartMethod::Fork => fork::launch(info, job),
-        StartMethod::Spawn => spawn::launch(info, job, args),
-        StartMethod::ForkServer => forkserver::launch(info, job, args),
-    }
-}
-
-/// The bootstrap frame for a re-executed child, and the handles that go with it.
-pub(crate) fn bootstrap_frame(
-    info: &ChildInfo,
-    job: &dyn Job,
-    method: StartMethod,
-) -> Result<(Vec<u8>, Vec<OwnedFd>), StartError> {
-    let entry = job.entry().ok_or(StartError::ClosureNeedsFork(method))?;
-    let (payload, fds) = job.encode()?;
-    if fds.len() > sys::MAX_FDS_PER_MESSAGE {
-        return Err(StartError::TooManyHandles(fds.len()));
-    }
-    let encode = |e: postcard::Error| StartError::Serialize(e.to_string());
-    let via_server = method == StartMethod::ForkServer;
-    // A fork-server child cannot ask `getppid` about its parent: it gets the parent's start time to tell it
-    // from a later process with the same pid.
-    let started = if via_server { sys::own_start_time() } else { 0 };
-    let parent = ParentLink { via_server, started, ..info.parent.clone() };
-    let who = WhoRef {
-        name: &info.name,
-        identity: &info.identity,
-        daemon: info.daemon,
-        parent: &parent,
-        authkey: &info.authkey,
-        inherited: &info.inherited,
-        setup: crate::inherit::setup_hooks(),
-    };
-    let who = postcard::to_stdvec(&who).map_err(encode)?;
-    let setup: Vec<u8> = crate::inherit::setup_hooks().iter().flat_map(|h| h.to_raw().to_le_bytes()).collect();
-    let boot = Bootstrap {
-        entry: FnOffset::of(entry),
-        parent_pid: info.parent.pid,
-        kill_with_parent: info.kill_with_parent,
-        affinity: info.affinity.clone(),
-        start_method: info.start_method,
-        setup: &setup,
-        who: &who,
-    };
-    let boot = postcard::to_stdvec(&boot).map_err(encode)?;
-    let mut frame = Vec::with_capacity(HEADER + boot.len() + payload.len());
-    frame.extend_from_slice(&((HEADER - 8 + boot.len() + payload.len()) as u64).to_le_bytes());
-    frame.extend_from_slice(&fingerprint().to_le_bytes());
-    frame.extend_from_slice(&(boot.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&boot);
-    frame.extend_from_slice(&payload);
-    Ok((frame, fds))
-}
-
-/// Sends a bootstrap frame, the handles riding on its first bytes.
-pub(crate) fn send_bootstrap(sock: BorrowedFd<'_>, frame: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
-    let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
-    let sent = sys::send_with_fds(sock, frame, &borrowed)?;
-    sys::write_all(sock, &frame[sent..])
-}
-
-/// A decoded bootstrap: the message, the target's encoded arguments, and the handles that came with them.
-pub(crate) type Decoded = (Bootstrap<'static>, &'static [u8], Vec<OwnedFd>);
-
-/// Reads a bootstrap frame in the child; a different build is refused before anything is decoded. The frame
-/// is kept for the rest of the process's life (the bootstrap borrows from it).
-pub(crate) fn read_bootstrap(sock: BorrowedFd<'_>) -> Result<Decoded, ChildError> {
-    let io_fail = |e: io::Error| ChildError {
-        kind: ChildErrorKind::Bootstrap,
-        message: format!("reading the start-up message: {e}"),
-    };
-    let mut fds = Vec::new();
-    let mut head = [0u8; HEADER];
-    let mut got = 0;
-    while got < HEADER {
-        match sys::recv_with_fds(sock, &mut head[got..], &mut fds).map_err(io_fail)? {
-            0 => return Err(io_fail(io::ErrorKind::UnexpectedEof.into())),
-            n => got += n,
-        }
-    }
-    let (rest_len, boot_len) = check_header(&head)?;
-    let rest = vec![0u8; rest_len].leak();
-    sys::read_exact(sock, rest).map_err(io_fail)?;
-    decode_bootstrap(rest, boot_len, fds)
-}
-
-/// Decodes a whole bootstrap frame that arrived in one piece (a fork-server request), in place.
-pub(crate) fn parse_bootstrap(frame: &'static [u8], fds: Vec<OwnedFd>) -> Result<Decoded, ChildError> {
-    let head = frame
-        .get(..HEADER)
-        .ok_or_else(|| ChildError { kind: ChildErrorKind::Bootstrap, message: "truncated start-up message".into() })?;
-    let (rest_len, boot_len) = check_header(head.try_into().expect("HEADER bytes"))?;
-    match frame.get(HEADER..) {
-        Some(rest) if rest.len() == rest_len => decode_bootstrap(rest, boot_len, fds),
-        _ => Err(ChildError { kind: ChildErrorKind::Bootstrap, message: "malformed start-up message".into() }),
-    }
-}
-
-/// Checks a bootstrap header (the build first); returns the length of the rest and of the bootstrap proper.
-fn check_header(head: &[u8; HEADER]) -> Result<(usize, usize), ChildError> {
-    let fail = |kind, message: String| ChildError { kind, message };
-    let total = u64::from_le_bytes(head[..8].try_into().expect("8 bytes")) as usize;
-    let theirs = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"));
-    let boot_len = u32::from_le_bytes(head[16..20].try_into().expect("4 bytes")) as usize;
-    if theirs != fingerprint() {
-        return Err(fail(
-            ChildErrorKind::BuildMismatch,
-            format!("parent build {theirs:016x}, child build {:016x}; refusing to run the target", fingerprint()),
-        ));
-    }
-    match total.checked_sub(HEADER - 8).filter(|n| *n >= boot_len) {
-        Some(rest_len) => Ok((rest_len, boot_len)),
-        None => Err(fail(ChildErrorKind::Bootstrap, "malformed start-up message".into())),
-    }
-}
-
-fn decode_bootstrap(rest: &'static [u8], boot_len: usize, fds: Vec<OwnedFd>) -> Result<Decoded, ChildError> {
-    let (boot, payload) = rest.split_at(boot_len);
-    let boot: Bootstrap<'static> = postcard::from_bytes(boot)
-        .map_err(|e| ChildError { kind: ChildErrorKind::Bootstrap, message: format!("decoding: {e}") })?;
-    Ok((boot, payload, fds))
-}
-
-/// The environment of a re-executed child: ours, minus stale mp variables, plus `extra`.
-pub(crate) fn child_env(extra: &[(&str, String)]) -> Vec<CString> {
-    let mut env: Vec<CString> = std::env::vars_os()
-        .filter(|(k, _)| !k.to_string_lossy().starts_with("MP_PROCESS_"))
-        .filter_map(|(k, v)| {
-            let mut kv = k.into_encoded_bytes();
-            kv.push(b'=');
-            kv.extend(v.into_encoded_bytes());
-            CString::new(kv).ok()
-        })
-        .collect();
-    env.extend(extra.iter().filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok()));
-    env
-}
-
-/// `argv` of a re-executed child: this program's `argv[0]`, then `args` (a test filter under `cargo test`).
-pub(crate) fn child_argv(args: &[String]) -> Vec<CString> {
-    let argv0 = std::env::args_os().next().map(|a| a.into_encoded_bytes()).unwrap_or_else(|| b"mp-child".to_vec());
-    std::iter::once(CString::new(argv0).unwrap_or_else(|_| c"mp-child".to_owned()))
-        .chain(args.iter().filter_map(|a| CString::new(a.as_bytes()).ok()))
-        .collect()
-}
+use super::LaunchSpec;
+use crate::slots;
+use crate::state::lock;
+use crate::sys;
+use crate::wire::outcome::{IN_MEMFD, INLINE, Outcome};
 
 /// How a child's exit status is learnt.
 #[derive(Debug)]
@@ -290,7 +46,7 @@ struct State {
     /// The fork server's report on its child: pid and exit code.
     reported: Option<(u32, i32)>,
     /// Where a forked child writes its outcome, when it has a slot (read when it is reaped).
-    slot: Option<arena::Slot>,
+    slot: Option<slots::Slot>,
 }
 
 /// Values kept alive until a child is reaped.
@@ -304,27 +60,27 @@ impl std::fmt::Debug for Deferred {
 
 /// The parent's handle on a started child.
 #[derive(Debug)]
-pub(crate) struct Child {
+pub(crate) struct Launched {
     pub(crate) name: String,
     pub(crate) daemon: bool,
     /// `None` inside: the fork server died before reporting the pid.
     identity: OnceLock<Option<Identity>>,
     /// Our end of the child's socket, where the outcome arrives; for a fork-server child reporting through a
     /// slot, the read end of the pipe on which it says it is done; `None` for a forked child with a slot.
-    sock: Option<OwnedFd>,
+    pub(crate) sock: Option<OwnedFd>,
     /// A fork-server child's slot, where it publishes its pid (read without the state lock).
-    served_slot: Option<arena::Writer>,
+    served_slot: Option<slots::Writer>,
     reaper: Reaper,
     state: Mutex<State>,
     /// Values whose drop is put off until the child has been reaped (see `keep_until_reaped`).
     deferred: Mutex<Deferred>,
 }
 
-impl Child {
-    /// Our own child (fork, spawn), before it exists; [`adopt`](Child::adopt) completes it. Its outcome
+impl Launched {
+    /// Our own child (fork, spawn), before it exists; [`adopt`](Launched::adopt) completes it. Its outcome
     /// arrives on `sock` or in `slot`.
-    fn direct(info: &ChildInfo, sock: Option<OwnedFd>, slot: Option<arena::Slot>) -> Self {
-        let child = Child::with(info, OnceLock::new(), sock, Reaper::Direct { pidfd: OnceLock::new() });
+    pub(crate) fn direct(info: &LaunchSpec, sock: Option<OwnedFd>, slot: Option<slots::Slot>) -> Self {
+        let child = Launched::with(info, OnceLock::new(), sock, Reaper::Direct { pidfd: OnceLock::new() });
         lock(&child.state).slot = slot;
         child
     }
@@ -332,7 +88,7 @@ impl Child {
     /// Records the pid of a just-created child of ours. If the kernel reaps our children itself, its pid may
     /// name another process as soon as it ends, so its pidfd is opened now; if that fails, the child is
     /// killed so that nothing is left behind.
-    fn adopt(&self, pid: u32) -> io::Result<()> {
+    pub(crate) fn adopt(&self, pid: u32) -> io::Result<()> {
         let _ = self.identity.set(Some(Identity { pid, pidfd: None }));
         if sys::children_autoreaped() {
             // Killed on failure; the kernel reaps it (a wait here would block until every child has ended).
@@ -353,26 +109,26 @@ impl Child {
 
     /// Keeps `value` alive until the child has been reaped. Freeing memory right after `fork` writes to
     /// pages the child still shares, each write a page copy; once the child is gone it costs nothing.
-    fn keep_until_reaped(&self, value: Box<dyn Send>) {
+    pub(crate) fn keep_until_reaped(&self, value: Box<dyn Send>) {
         lock(&self.deferred).0 = Some(value);
     }
 
     /// A fork server's child, whose pid is still on its way.
-    fn served(info: &ChildInfo, sock: OwnedFd, status: OwnedFd) -> Self {
-        Child::with(info, OnceLock::new(), Some(sock), Reaper::Server { status })
+    pub(crate) fn served(info: &LaunchSpec, sock: OwnedFd, status: OwnedFd) -> Self {
+        Launched::with(info, OnceLock::new(), Some(sock), Reaper::Server { status })
     }
 
     /// A fork server's child reporting through `slot`: `done` becomes readable when its outcome is there
     /// (or at its end), `status` carries the server's report.
-    fn served_with_slot(info: &ChildInfo, done: OwnedFd, status: OwnedFd, slot: arena::Slot) -> Self {
-        let mut child = Child::with(info, OnceLock::new(), Some(done), Reaper::Server { status });
+    pub(crate) fn served_with_slot(info: &LaunchSpec, done: OwnedFd, status: OwnedFd, slot: slots::Slot) -> Self {
+        let mut child = Launched::with(info, OnceLock::new(), Some(done), Reaper::Server { status });
         child.served_slot = Some(slot.writer());
         lock(&child.state).slot = Some(slot);
         child
     }
 
-    fn with(info: &ChildInfo, identity: OnceLock<Option<Identity>>, sock: Option<OwnedFd>, reaper: Reaper) -> Self {
-        Child {
+    fn with(info: &LaunchSpec, identity: OnceLock<Option<Identity>>, sock: Option<OwnedFd>, reaper: Reaper) -> Self {
+        Launched {
             name: info.name.clone(),
             daemon: info.daemon,
             identity,
@@ -415,7 +171,7 @@ impl Child {
 
     /// A fork-server child with a slot publishes its pid there as soon as it takes the request; until then,
     /// waits for it, watching for the server's report (the child died first) or its loss.
-    fn identity_from_slot(&self, view: arena::Writer) -> Option<Identity> {
+    fn identity_from_slot(&self, view: slots::Writer) -> Option<Identity> {
         let Reaper::Server { status } = &self.reaper else { return None };
         loop {
             if let Some(pid) = view.pid(Duration::from_millis(10)) {
@@ -570,7 +326,7 @@ impl Child {
                 // Its one byte says the outcome is in the slot; end of file alone, that it died without one.
                 let mut byte = [0u8; 8];
                 match sys::read_some(sock.as_fd(), &mut byte) {
-                    Ok(n) if byte[..n].contains(&arena::DONE) => {
+                    Ok(n) if byte[..n].contains(&slots::DONE) => {
                         self.take_slot(&mut state, false);
                     }
                     Ok(0) | Err(_) => state.eof = true,
@@ -698,8 +454,8 @@ impl Child {
 /// A descriptor that is always readable (a pipe whose write end is closed): the sentinel of a child that has
 /// been reaped, whose pid may already name another process.
 fn always_ready() -> io::Result<BorrowedFd<'static>> {
-    static READY: crate::registry::ProcessLocal<OnceLock<OwnedFd>> =
-        crate::registry::ProcessLocal::new(crate::registry::slot::READY, OnceLock::new);
+    static READY: crate::state::ProcessLocal<OnceLock<OwnedFd>> =
+        crate::state::ProcessLocal::new(crate::state::slot::READY, OnceLock::new);
     let cell = READY.get();
     if let Some(fd) = cell.get() {
         return Ok(fd.as_fd());
@@ -720,55 +476,5 @@ fn complete_outcome(state: &State) -> Option<Outcome> {
             sys::memfd_contents(fd).ok().and_then(|frame| Outcome::decode(&frame))
         }
         _ => None,
-    }
-}
-
-/// The outcome message: `INLINE` then the frame, or `IN_MEMFD` alone with a memory file holding the frame.
-const INLINE: u8 = b'F';
-const IN_MEMFD: u8 = b'M';
-
-/// Sends a child's outcome. It must never block (the parent only reads it after the exit), so a frame that
-/// might not fit the socket's buffer goes into a memory file whose descriptor travels instead.
-pub(crate) fn send_outcome(sock: BorrowedFd<'_>, outcome: &Outcome) -> io::Result<()> {
-    outcome.with_frame(|head, body| {
-        let len = 1 + head.len() + body.len();
-        // Any Unix socket buffers 2 KiB (Linux's minimum SO_SNDBUF is larger), so only bigger messages ask.
-        if len <= 2048 || len <= sys::send_buffer_size(sock) / 2 {
-            let mut first = [0u8; 10];
-            first[0] = INLINE;
-            first[1..].copy_from_slice(&head);
-            return sys::write_all_parts(sock, &first, body);
-        }
-        let mut frame = head.to_vec();
-        frame.extend_from_slice(body);
-        let memfd = sys::memfd_with(&frame)?;
-        sys::send_with_fds(sock, &[IN_MEMFD], &[memfd.as_fd()]).map(drop)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn who_reads_back_what_the_parent_encodes() {
-        let parent = ParentLink { pid: 42, name: "MainProcess".into(), via_server: true, started: 77 };
-        let inherited = BTreeMap::from([("a.key".to_owned(), "value".to_owned())]);
-        let sent = WhoRef {
-            name: "Process-3:1",
-            identity: &[3, 1],
-            daemon: true,
-            parent: &parent,
-            authkey: &[1, 200, 3],
-            inherited: &inherited,
-            setup: &[FnOffset::from_raw(-5)],
-        };
-        let bytes = postcard::to_stdvec(&sent).unwrap();
-        let who: Who = postcard::from_bytes(&bytes).unwrap();
-        assert_eq!((who.name.as_str(), who.identity.as_slice(), who.daemon), ("Process-3:1", &[3, 1][..], true));
-        assert_eq!((who.parent.pid, who.parent.name.as_str(), who.parent.via_server), (42, "MainProcess", true));
-        assert_eq!((who.parent.started, who.authkey.as_slice()), (77, &[1, 200, 3][..]));
-        assert_eq!(who.setup, [FnOffset::from_raw(-5)]);
-        assert_eq!(who.inherited, inherited);
     }
 }

@@ -1,15 +1,13 @@
 //! The running process's own identity, its parent, its live children, and the CPU count.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::ProcessError;
-use crate::popen::Child;
-use crate::registry::{self, ProcessLocal};
+use crate::state::{ProcessLocal, lock};
 use crate::sys;
+use crate::wire::bootstrap::ParentLink;
 
 /// Who this process is; set by the child runtime, `MainProcess` otherwise.
 pub(crate) struct Me {
@@ -23,20 +21,8 @@ pub(crate) struct Me {
     pub(crate) authkey: Mutex<Vec<u8>>,
 }
 
-/// What a child knows of its parent.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct ParentLink {
-    pub(crate) pid: u32,
-    pub(crate) name: String,
-    /// True when a fork server, not the parent itself, created this process (so `getppid` is the server's).
-    pub(crate) via_server: bool,
-    /// When the parent started (clock ticks since boot; 0 when unknown): with the pid, it names the parent
-    /// for good, where the pid alone may be reused once the parent has gone. Sent when `via_server`.
-    pub(crate) started: u64,
-}
-
-/// In a re-executed child, made from what its parent sent (on first use: see [`crate::popen::Bootstrap`]).
-static ME: ProcessLocal<Me> = ProcessLocal::new(crate::registry::slot::ME, || match crate::popen::who() {
+/// In a re-executed child, made from what its parent sent (on first use: see [`crate::wire::bootstrap::Bootstrap`]).
+static ME: ProcessLocal<Me> = ProcessLocal::new(crate::state::slot::ME, || match crate::wire::bootstrap::who() {
     Some(who) => Me {
         name: who.name,
         identity: who.identity,
@@ -70,7 +56,7 @@ const AUTHKEY_LEN: usize = 32;
 
 /// This process's authkey (see [`ProcessInfo::authkey`]).
 pub(crate) fn authkey() -> Vec<u8> {
-    registry::lock(&me().authkey).clone()
+    lock(&me().authkey).clone()
 }
 
 /// Sets this process's authentication key (CPython's `current_process().authkey = key`): children started
@@ -82,7 +68,7 @@ pub(crate) fn authkey() -> Vec<u8> {
 /// assert_eq!(mp_process::current_process().authkey(), b"secret-key");
 /// ```
 pub fn set_authkey(key: impl Into<Vec<u8>>) {
-    *registry::lock(&me().authkey) = key.into();
+    *lock(&me().authkey) = key.into();
 }
 
 pub(crate) fn me() -> &'static Me {
@@ -226,56 +212,6 @@ impl ParentProcess {
 /// The parent of this process; `None` in the main process.
 pub fn parent_process() -> Option<ParentProcess> {
     me().parent.clone().map(|link| ParentProcess { link })
-}
-
-/// A child of this process that is still running (see [`active_children`]).
-#[derive(Debug, Clone)]
-pub struct ActiveChild {
-    child: Arc<Child>,
-}
-
-impl ActiveChild {
-    /// The child's name.
-    pub fn name(&self) -> &str {
-        &self.child.name
-    }
-
-    /// The child's pid (`None` only if a fork server died before reporting it).
-    pub fn pid(&self) -> Option<u32> {
-        self.child.pid()
-    }
-
-    /// Whether the child is a daemon.
-    pub fn daemon(&self) -> bool {
-        self.child.daemon
-    }
-
-    /// Whether the child still runs.
-    pub fn is_alive(&self) -> bool {
-        !self.child.wait(Some(Duration::ZERO)).unwrap_or(true)
-    }
-
-    /// Sends SIGTERM (nothing happens if it has ended).
-    pub fn terminate(&self) -> Result<(), ProcessError> {
-        self.child.signal(libc::SIGTERM).map_err(ProcessError::from)
-    }
-
-    /// Sends SIGKILL (nothing happens if it has ended).
-    pub fn kill(&self) -> Result<(), ProcessError> {
-        self.child.signal(libc::SIGKILL).map_err(ProcessError::from)
-    }
-
-    /// Waits up to `timeout` (`None`: no limit) and returns the exit code once it has ended.
-    pub fn join_timeout(&self, timeout: Option<Duration>) -> Result<Option<i32>, ProcessError> {
-        self.child.wait(timeout)?;
-        Ok(self.child.exitcode())
-    }
-}
-
-/// The children of this process that are still running; ended ones are reaped as a side effect
-/// (CPython's `multiprocessing.active_children()`).
-pub fn active_children() -> Vec<ActiveChild> {
-    registry::live_children().into_iter().map(|child| ActiveChild { child }).collect()
 }
 
 /// The number of CPUs this process may use: its CPU affinity mask, not the machine's total (CPython 3.13's

@@ -1,16 +1,12 @@
-//! Process-wide state: the children this process started, the start lock, the launcher thread, and the
-//! exit handler that joins children when the program ends.
-//!
-//! Every piece of state lives in a [`ProcessLocal`], which a forked child replaces wholesale (without
-//! touching the parent's copy, whose locks may be held by threads that do not exist in the child).
+//! Process-local state: every piece of process-wide state of the crate lives in a [`ProcessLocal`], whose
+//! pointer is in one block ([`STATE`]) that a forked child rewrites to forget its parent's state — without
+//! touching the parent's copy, whose locks may be held by threads that do not exist in the child.
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use crate::popen::Child;
-use crate::{forkserver, sys};
+use crate::sys;
 
 /// Where every [`ProcessLocal`] keeps its pointer, and the fork server's request socket number: all that a
 /// forked child writes to forget its parent's state, in one block that never straddles a page, so that the
@@ -18,12 +14,12 @@ use crate::{forkserver, sys};
 #[repr(C, align(128))]
 pub(crate) struct ProcessState {
     ptrs: [AtomicPtr<()>; 10],
-    /// A re-executed child's [`Who`](crate::popen::Who), still encoded (see [`set_who`]); null elsewhere.
+    /// A re-executed child's [`Who`](crate::wire::bootstrap::Who), still encoded (see [`set_who`]); null elsewhere.
     who: AtomicPtr<u8>,
     who_len: AtomicUsize,
-    /// The fork server's request socket (see `forkserver`), -1 when there is none.
+    /// The fork server's request socket (see `launch::forkserver`), -1 when there is none.
     pub(crate) server_fd: AtomicI32,
-    /// The process-wide start method (see `context`): a child inherits it on its way to the target.
+    /// The process-wide start method (see `settings`): a child inherits it on its way to the target.
     pub(crate) method: AtomicU8,
 }
 
@@ -134,98 +130,49 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Children started by this process and not yet reaped.
-static CHILDREN: ProcessLocal<Mutex<Vec<Arc<Child>>>> = ProcessLocal::new(slot::CHILDREN, || Mutex::new(Vec::new()));
+/// The values a forked child forgets (their locks may be held by threads it does not have): the children
+/// table, the start lock, the launcher thread, the fork server handle, the inherited settings' writers' lock.
+/// The rest it keeps (who it is is set anew; the outcome slots, the settings, the setup hooks are shared).
+const RESET_AFTER_FORK: [usize; 5] =
+    [slot::CHILDREN, slot::START_LOCK, slot::LAUNCHER, slot::SERVER, slot::INHERITED_WRITING];
 
-/// Held while a child is created, so that no sibling created at the same moment inherits its descriptors.
-static START_LOCK: ProcessLocal<Mutex<()>> = ProcessLocal::new(slot::START_LOCK, || Mutex::new(()));
-
-/// The launcher thread's queue (see [`on_launcher`]).
-type Task = Box<dyn FnOnce() + Send>;
-static LAUNCHER: ProcessLocal<Mutex<Option<mpsc::Sender<Task>>>> =
-    ProcessLocal::new(slot::LAUNCHER, || Mutex::new(None));
-
-pub(crate) fn start_lock() -> MutexGuard<'static, ()> {
-    lock(START_LOCK.get())
-}
-
-pub(crate) fn add_child(child: Arc<Child>) {
-    lock(CHILDREN.get()).push(child);
-}
-
-pub(crate) fn remove_child(child: &Arc<Child>) {
-    lock(CHILDREN.get()).retain(|c| !Arc::ptr_eq(c, child));
-}
-
-/// Reaps children that have ended and returns the ones still running (CPython's `active_children`).
-pub(crate) fn live_children() -> Vec<Arc<Child>> {
-    let snapshot = lock(CHILDREN.get()).clone();
-    let ended: Vec<_> = snapshot.iter().filter(|c| c.wait(Some(Duration::ZERO)).unwrap_or(true)).cloned().collect();
-    let mut children = lock(CHILDREN.get());
-    children.retain(|c| !ended.iter().any(|e| Arc::ptr_eq(c, e)));
-    children.clone()
-}
-
-/// Runs `f` on a thread that lives as long as the process.
-///
-/// `PR_SET_PDEATHSIG` fires when the *thread* that created a child ends, not the process; a child started from
-/// a short-lived thread would be killed when that thread returns. The main thread lives as long as the
-/// process, so it starts children itself; any other thread hands the start to this launcher thread.
-pub(crate) fn on_launcher<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> std::io::Result<T> {
-    if sys::is_main_thread() {
-        return Ok(f());
-    }
-    let (reply_tx, reply_rx) = mpsc::sync_channel(1);
-    let task: Task = Box::new(move || {
-        let _ = reply_tx.send(f());
-    });
-    let mut sender = lock(LAUNCHER.get());
-    let queue = match sender.as_ref() {
-        Some(queue) => queue.clone(),
-        None => {
-            let (tx, rx) = mpsc::channel::<Task>();
-            std::thread::Builder::new().name("mp-process-launcher".into()).spawn(move || {
-                for task in rx {
-                    // A panicking task must not take the launcher down with it.
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task));
-                }
-            })?;
-            *sender = Some(tx.clone());
-            tx
-        }
-    };
-    drop(sender);
-    queue.send(task).map_err(|_| std::io::Error::other("the launcher thread is gone"))?;
-    reply_rx.recv().map_err(|_| std::io::Error::other("the launcher thread failed to start the process"))
-}
-
-/// CPython's `_exit_function` for children: terminate daemonic children, then join every child; then let the
-/// fork server go. Runs at normal exit of the main program (via `atexit`) and at the end of every child.
-pub(crate) fn shutdown_children() {
-    if CHILDREN.get_if_created().is_none() {
-        return; // never started a child: nothing to join, no fork server
-    }
-    let children = live_children();
-    for child in children.iter().filter(|c| c.daemon) {
-        let _ = child.signal(libc::SIGTERM);
-    }
-    for child in &children {
-        let _ = child.wait(None);
-    }
-    lock(CHILDREN.get()).clear();
-    forkserver::shutdown();
-}
-
-/// The `atexit` hook registered by [`init`](crate::init).
-pub(crate) extern "C" fn exit_handler() {
-    let _ = std::panic::catch_unwind(shutdown_children);
-}
-
-/// In a forked child: drop every inherited piece of state.
+/// In a forked child: forget the parent's state that must not be shared (see [`RESET_AFTER_FORK`]), and
+/// close the inherited fork-server request socket, so that the server still sees its program exit.
+#[inline(always)] // the forked child's path: see `runtime`
 pub(crate) fn reset_after_fork() {
-    CHILDREN.reset();
-    START_LOCK.reset();
-    LAUNCHER.reset();
-    forkserver::reset_after_fork();
-    crate::inherit::reset_after_fork();
+    for slot in RESET_AFTER_FORK {
+        // Only write when needed: in a forked child every page written is a copy-on-write fault.
+        if !STATE.ptrs[slot].load(Ordering::Acquire).is_null() {
+            STATE.ptrs[slot].store(std::ptr::null_mut(), Ordering::Release);
+        }
+    }
+    // Read first, for the same reason.
+    let fd = STATE.server_fd.load(Ordering::SeqCst);
+    if fd >= 0 {
+        STATE.server_fd.store(-1, Ordering::SeqCst);
+        sys::close_raw(fd);
+    }
+}
+
+/// What a process runs as it exits (normally, or as a child after its target): the process tree's
+/// `shutdown_children`, which joins and terminates children. Set by [`init`](crate::init), which sits above
+/// the tree, for the runtime below it to call (a forked child inherits it).
+static EXIT_HANDLER: OnceLock<fn()> = OnceLock::new();
+
+/// Sets the exit handler (once per program; later calls are ignored).
+pub(crate) fn set_exit_handler(handler: fn()) {
+    let _ = EXIT_HANDLER.set(handler);
+}
+
+/// Runs the exit handler, if one was set.
+#[inline(always)] // the forked child's path: see `runtime`
+pub(crate) fn run_exit_handler() {
+    if let Some(handler) = EXIT_HANDLER.get() {
+        handler();
+    }
+}
+
+/// The `atexit` hook registered by the runtime: the exit handler, never unwinding into C.
+pub(crate) extern "C" fn at_exit() {
+    let _ = std::panic::catch_unwind(run_exit_handler);
 }

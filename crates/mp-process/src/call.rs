@@ -1,47 +1,14 @@
-//! Calling a function by offset: the one audited home of the trampoline machinery that mp's crates share.
-//!
-//! A process that re-executes its own program (spawn, the fork server, a pool's workers, an MPI rank) cannot
-//! send a function pointer: the other process maps the program at another address. It sends the function's
-//! *offset* from a fixed [anchor](FnOffset) instead, and the other process adds its own anchor's address back.
-//! That is sound only when both run the same build of the program, which [`build_id`] tells: mp-process
-//! compares it before a re-executed child runs anything, and any other user of offsets must do the same
-//! (or, like mp-pool, receive offsets only from a parent whose child it is).
-//!
-//! The pieces:
-//!
-//! - [`FnOffset`]: a function pointer as an offset, serde-serializable; resolving one is `unsafe`, with the
-//!   contract stated there.
-//! - [`conjure`]: the value of a zero-sized function item or capture-less closure, from its type alone: what
-//!   a trampoline, monomorphised for one target type, calls.
-//! - [`catch_panic`]: runs a function, turning a panic into a [`PanicInfo`] (message, location, process name,
-//!   pid), as every child and worker reports one.
-//! - [`build_id`]: this build's identity (the ELF `NT_GNU_BUILD_ID` note, else a hash of the executable's
-//!   contents), equal in every copy of the binary and different across builds.
-//!
-//! ```
-//! use mp_process::offset::{FnOffset, build_id};
-//!
-//! fn double(x: u32) -> u32 { x * 2 }
-//!
-//! let offset = FnOffset::of(double as fn(u32) -> u32);
-//! // ... the offset and `build_id().fingerprint()` travel to a process running the same build ...
-//! assert_eq!(build_id(), build_id());
-//! // SAFETY: made by `FnOffset::of` for this very type in this very build.
-//! let f = unsafe { offset.resolve() };
-//! assert_eq!(f(21), 42);
-//! ```
+//! Calling a function by offset: the anchor, [`FnOffset`], [`conjure`], and the build identity that makes
+//! offsets sound. Published (with [`catch_panic`](crate::job::catch_panic)) as [`mp_process::offset`](crate::offset).
 
-use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::Target;
-use crate::error::PanicInfo;
 use crate::sys;
+use crate::target::Target;
 
 /// The fixed point in the executable that offsets are measured from.
 #[inline(never)]
@@ -152,62 +119,6 @@ where
     unsafe { std::mem::zeroed() }
 }
 
-thread_local! {
-    /// Where the last panic on this thread happened (set by the hook, read after `catch_unwind`).
-    static PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
-}
-
-/// Registers this thread's panic-location slot now, so that a forked child inherits the registration.
-pub(crate) fn touch_tables() {
-    PANIC_LOCATION.with(|_| ());
-}
-
-/// Installs (once per process image: forked children inherit it) the panic hook that records where a panic
-/// happened for [`catch_panic`] and, in a child, prints `Process <name> (pid N):` before the usual message
-/// (CPython prints `Process <name>:` before a child's traceback), then calls the previous hook.
-// Inlined: a forked child, which inherits the hook, only reads the flag (a code page it would touch first is a
-// page fault).
-#[inline(always)]
-pub(crate) fn install_panic_hook() {
-    if !PANIC_HOOK.is_completed() {
-        PANIC_HOOK.call_once(install_panic_hook_now);
-    }
-}
-
-static PANIC_HOOK: std::sync::Once = std::sync::Once::new();
-
-fn install_panic_hook_now() {
-    let previous = panic::take_hook();
-    panic::set_hook(Box::new(move |info| {
-        let location = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
-        PANIC_LOCATION.with(|slot| *slot.borrow_mut() = location);
-        let me = crate::current::me();
-        if me.parent.is_some() {
-            eprintln!("Process {} (pid {}):", me.name, sys::pid());
-        }
-        previous(info);
-    }));
-}
-
-/// Runs `f`; a panic becomes a [`PanicInfo`] with the message, the location (when mp's panic hook is
-/// installed, as it is in every process that called [`init`](crate::init)), and this process's name and pid.
-pub fn catch_panic<R>(f: impl FnOnce() -> R) -> Result<R, PanicInfo> {
-    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "Box<dyn Any>".to_owned());
-        let me = crate::current::me();
-        PanicInfo {
-            message,
-            location: PANIC_LOCATION.with(|slot| slot.borrow_mut().take()),
-            process_name: me.name.clone(),
-            pid: sys::pid(),
-        }
-    })
-}
-
 /// What identifies this build of the program (see [`build_id`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BuildId {
@@ -310,13 +221,5 @@ mod tests {
         assert_eq!(back, offset);
         // SAFETY: made by `FnOffset::of` with this type in this process.
         assert_eq!(unsafe { back.resolve() }(5), 15);
-    }
-
-    #[test]
-    fn a_panic_is_caught_as_data() {
-        let info = catch_panic(|| panic!("boom {}", 7)).unwrap_err();
-        assert_eq!(info.message, "boom 7");
-        assert_eq!(info.pid, std::process::id());
-        assert_eq!(catch_panic(|| 5).unwrap(), 5);
     }
 }

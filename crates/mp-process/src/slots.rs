@@ -20,9 +20,9 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
-use crate::registry::ProcessLocal;
+use crate::state::ProcessLocal;
 use crate::sys::{self, SharedPages};
-use crate::target::Outcome;
+use crate::wire::outcome::Outcome;
 
 const PAGE: usize = 4096;
 const SLOTS: usize = 256;
@@ -52,7 +52,7 @@ const SPILLED: u32 = 3;
 const ABANDONED: u32 = 4;
 
 /// This process's slots (a forked child keeps its parent's; the fork server adopts its program's).
-static ARENA: ProcessLocal<Option<SharedPages>> = ProcessLocal::new(crate::registry::slot::ARENA, || {
+static ARENA: ProcessLocal<Option<SharedPages>> = ProcessLocal::new(crate::state::slot::ARENA, || {
     SharedPages::new(MAPPED).inspect_err(|e| log::debug!("no outcome slots: {e}")).ok()
 });
 
@@ -245,7 +245,7 @@ impl Writer {
 /// Where a child sends its outcome.
 #[derive(Debug)]
 pub(crate) enum Report {
-    /// Over its socket (see [`send_outcome`](super::send_outcome)), whose identity
+    /// Over its socket (see [`send_outcome`](crate::wire::outcome::send_outcome)), whose identity
     /// ([`sys::fd_identity`]) is checked first: a target may have closed it and opened a file of its own
     /// under the same number.
     Socket { sock: OwnedFd, identity: u64 },
@@ -271,7 +271,7 @@ impl Report {
                 if sys::fd_identity(sock.as_fd()) != *identity {
                     return Err(io::Error::other("the target closed the descriptor of its outcome"));
                 }
-                super::send_outcome(sock.as_fd(), outcome)
+                crate::wire::outcome::send_outcome(sock.as_fd(), outcome)
             }
             Report::Slot(writer) => writer.write(outcome),
             Report::Served { writer, done, identity } => {

@@ -3,32 +3,34 @@
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 
-use super::arena::{self, Slot};
-use super::{Child, ChildInfo, bootstrap_frame, child_argv, child_env, forkserver, send_bootstrap};
-use crate::target::Job;
-use crate::{StartError, StartMethod, child, context, registry, sys};
+use super::{LaunchSpec, Launched, bootstrap_frame, child_argv, child_env, start_lock};
+use crate::job::Job;
+use crate::slots::{self, Slot};
+use crate::wire::bootstrap::send_bootstrap;
+use crate::wire::env;
+use crate::{StartError, StartMethod, settings, sys};
 
-pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>, args: Vec<String>) -> Result<Arc<Child>, StartError> {
+pub(crate) fn launch(info: LaunchSpec, job: Box<dyn Job>, args: Vec<String>) -> Result<Arc<Launched>, StartError> {
     // Serialize first: a bad argument fails here, before any process exists.
     let (frame, fds) = bootstrap_frame(&info, job.as_ref(), StartMethod::Spawn)?;
     drop(job);
     let (ours, theirs) = sys::stream_pair()?;
-    let mut extra = vec![(child::CHILD_ENV, theirs.as_raw_fd().to_string())];
+    let mut extra = vec![(env::CHILD, theirs.as_raw_fd().to_string())];
     let mut keep = vec![theirs.as_raw_fd()];
     // The outcome goes into a slot of our memory file, which the child maps (see `run_from_socket`); over the
     // socket when every slot is taken.
-    let slot = arena::memory_file().and_then(|file| {
+    let slot = slots::memory_file().and_then(|file| {
         let slot = Slot::reserve(info.parent.pid)?;
-        extra.push((forkserver::SLOTS_ENV, file.as_raw_fd().to_string()));
-        extra.push((child::SLOT_ENV, slot.index().to_string()));
+        extra.push((env::SLOTS, file.as_raw_fd().to_string()));
+        extra.push((env::SLOT, slot.index().to_string()));
         keep.push(file.as_raw_fd());
         Some(slot)
     });
     let env = child_env(&extra);
     let argv = child_argv(&args);
     let pid = {
-        let _guard = registry::start_lock();
-        sys::spawn(&context::executable(), &argv, &env, &keep)
+        let _guard = start_lock();
+        sys::spawn(&settings::executable(), &argv, &env, &keep)
     };
     let pid = match pid {
         Ok(pid) => pid,
@@ -40,7 +42,7 @@ pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>, args: Vec<String>) -> R
         }
     };
     drop(theirs);
-    let child = Arc::new(Child::direct(&info, Some(ours), slot));
+    let child = Arc::new(Launched::direct(&info, Some(ours), slot));
     child.adopt(pid)?;
     let sock = child.sock.as_ref().expect("a spawned child has a socket");
     if let Err(e) = send_bootstrap(sock.as_fd(), &frame, &fds) {

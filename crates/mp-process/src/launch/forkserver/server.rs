@@ -1,248 +1,15 @@
-//! The `forkserver` start method.
-//!
-//! On first use the program re-executes itself as a server: single-threaded, it has run nothing but
-//! [`init`](crate::init), so forking it is always safe. The server is handed the memory file of its program's
-//! outcome slots ([`arena`](super::arena)). Each start sends it one `SOCK_SEQPACKET` request:
-//!
-//! - usually `REQ_SLOT`: the slot the child reports into, the bootstrap itself (or where in the memory file it
-//!   lies, when large), and two pipes — one on which the child says it is done, one on which the server
-//!   reports the child's pid and exit code when it ends. The child publishes its pid in its slot. Only pipes
-//!   travel: a Unix socket in flight makes every socket closed meanwhile, system-wide, schedule the kernel's
-//!   garbage collector of in-flight sockets.
-//! - `REQ_SOCKET` when no slot is free: the child's socket (whose bootstrap the parent then writes directly,
-//!   and on which the child writes its pid, then its outcome) and the status pipe.
-//!
-//! The server exits when the program that started it closes the request socket (on exit, or when killed).
+//! The fork server itself: a re-executed copy of the program that forks each child on request, keeping
+//! spares forked ahead.
 
 use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Mutex};
 
-use super::arena::{self, Slot, Writer};
-use super::{Child, ChildInfo, bootstrap_frame, child_argv, child_env, send_bootstrap};
 use crate::error::{ChildError, ChildErrorKind};
-use crate::registry::{self, ProcessLocal, lock};
-use crate::target::Job;
-use crate::{StartError, StartMethod, child, context, sys};
-
-/// Environment variable that turns a re-executed program into the fork server (value: request socket).
-pub(crate) const SERVER_ENV: &str = "MP_PROCESS_FORKSERVER";
-/// The pid of the program the server serves.
-pub(crate) const PARENT_ENV: &str = "MP_PROCESS_PARENT";
-/// Set when the server got `LD_BIND_NOW` from us (not from the user), so that it removes it again.
-pub(crate) const BIND_NOW_ENV: &str = "MP_PROCESS_BIND_NOW";
-/// The memory file of the program's outcome slots.
-pub(crate) const SLOTS_ENV: &str = "MP_PROCESS_SLOTS";
-
-/// A request whose child reports through a slot: `[REQ_SLOT][kill with parent u8][slot u32][done pipe's
-/// identity u64]` then
-/// `[0][bootstrap frame]` or `[1][offset u64][length u64]` (the frame in the slots' memory file); descriptors
-/// `[done pipe, status pipe, the bootstrap's handles...]`.
-const REQ_SLOT: u8 = b'A';
-/// A request whose child reports over its socket: `[REQ_SOCKET][kill with parent u8]`; descriptors
-/// `[child socket, status pipe]`.
-const REQ_SOCKET: u8 = b'S';
-/// The largest bootstrap sent inside a request (larger ones go through the memory file). Small, so that the
-/// child's receive buffer stays within a page or two of stack.
-const INLINE_FRAME: usize = 2048;
-const REQUEST_MAX: usize = INLINE_FRAME + 40;
-
-/// The running server, if any.
-struct Server {
-    pid: u32,
-    requests: OwnedFd,
-    /// It was handed the outcome slots.
-    slots: bool,
-}
-
-impl Server {
-    fn start(args: &[String]) -> io::Result<Server> {
-        let (ours, theirs) = sys::seqpacket_pair()?;
-        let mut extra = vec![(SERVER_ENV, theirs.as_raw_fd().to_string()), (PARENT_ENV, sys::pid().to_string())];
-        let slots = arena::memory_file();
-        let mut keep = vec![theirs.as_raw_fd()];
-        if let Some(fd) = slots {
-            extra.push((SLOTS_ENV, fd.as_raw_fd().to_string()));
-            keep.push(fd.as_raw_fd());
-        }
-        // Resolve every dynamic symbol once in the server, so that its children do not each resolve (and
-        // write copy-on-write pages for) the ones they use: this halves a served child's start-up.
-        if std::env::var_os("LD_BIND_NOW").is_none() {
-            extra.extend([("LD_BIND_NOW", "1".to_owned()), (BIND_NOW_ENV, "1".to_owned())]);
-        }
-        let env = child_env(&extra);
-        let argv = child_argv(args);
-        let pid = {
-            let _guard = registry::start_lock();
-            sys::spawn(&context::executable(), &argv, &env, &keep)?
-        };
-        SERVER_FD.store(ours.as_raw_fd(), Ordering::SeqCst);
-        log::debug!("fork server started as pid {pid}");
-        Ok(Server { pid, requests: ours, slots: slots.is_some() })
-    }
-
-    /// Whether the server has ended (it is reaped if so). A killed server's spare child may outlive it for a
-    /// moment and still accept a request it will never serve: checking the server first avoids that.
-    fn has_exited(&self) -> bool {
-        !matches!(sys::wait_status(self.pid, false), Ok(None))
-    }
-
-    /// Closes the request socket (the server exits on seeing that) and reaps the server. A server that has
-    /// not exited after [`STOP_GRACE`] is killed: the program's exit never waits on it unboundedly.
-    fn stop(self) {
-        SERVER_FD.store(-1, Ordering::SeqCst);
-        drop(self.requests);
-        // Our own child, not yet reaped: its pid still names it, so its pidfd is the server's.
-        let ended = match sys::pidfd_open(self.pid) {
-            Ok(pidfd) => sys::poll_readable(&[pidfd.as_fd()], Some(STOP_GRACE)).is_ok_and(|ready| ready[0]),
-            Err(_) => true, // already gone (or no pidfds): the reap below does not wait long
-        };
-        if !ended {
-            let _ = sys::send_signal(self.pid, libc::SIGKILL);
-        }
-        // Where the kernel reaps children itself, a blocking wait would last until every child has ended.
-        let _ = sys::wait_status(self.pid, !sys::children_autoreaped());
-    }
-}
-
-/// How long [`Server::stop`] gives the server to see its program go.
-const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
-static SERVER: ProcessLocal<Mutex<Option<Server>>> = ProcessLocal::new(registry::slot::SERVER, || Mutex::new(None));
-/// The request socket's number, for a forked child to close without touching `SERVER`'s lock.
-static SERVER_FD: &AtomicI32 = &registry::STATE.server_fd;
-
-pub(crate) fn launch(info: ChildInfo, job: Box<dyn Job>, args: Vec<String>) -> Result<Arc<Child>, StartError> {
-    let (frame, fds) = bootstrap_frame(&info, job.as_ref(), StartMethod::ForkServer)?;
-    drop(job);
-    let kill = u8::from(info.kill_with_parent);
-    let mut last_error = None;
-    // A server that died since the last start is replaced once.
-    for _attempt in 0..2 {
-        let (status, server_status) = sys::pipe()?;
-        let mut server = lock(SERVER.get());
-        if server.as_ref().is_some_and(Server::has_exited) {
-            log::debug!("the fork server has ended; starting a new one");
-            server.take().expect("checked").stop();
-        }
-        if server.is_none() {
-            *server = Some(Server::start(&args)?);
-        }
-        let current = server.as_ref().expect("server just started");
-        let slot = if current.slots { Slot::reserve(info.parent.pid) } else { None };
-        let result = match slot {
-            Some(slot) => send_slot_request(&current.requests, kill, slot, &frame, &fds, server_status)
-                .map(|(done, slot)| Child::served_with_slot(&info, done, status, slot)),
-            None => send_socket_request(&current.requests, kill, &frame, &fds, server_status)
-                .map(|sock| Child::served(&info, sock, status)),
-        };
-        drop(server);
-        match result {
-            Ok(child) => return Ok(Arc::new(child)),
-            // A failure of our own (descriptors exhausted, say) fails this start alone: the server and the
-            // children it runs are untouched.
-            Err(e) if !server_gone(&e) && !lock(SERVER.get()).as_ref().is_some_and(Server::has_exited) => {
-                return Err(StartError::Io(e));
-            }
-            Err(e) => {
-                log::debug!("fork server request failed ({e}); restarting the server");
-                if let Some(server) = lock(SERVER.get()).take() {
-                    server.stop();
-                }
-                last_error = Some(e);
-            }
-        }
-    }
-    Err(StartError::Io(io::Error::other(format!(
-        "the fork server failed to start the process: {}",
-        last_error.map_or_else(|| "unknown error".to_owned(), |e| e.to_string())
-    ))))
-}
-
-/// Whether a request failed because the server is gone (its end of the request socket is closed).
-fn server_gone(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET | libc::ECONNREFUSED | libc::ENOTCONN))
-}
-
-/// Sends a `REQ_SLOT` request; returns the read end of the child's done pipe (and the slot back).
-fn send_slot_request(
-    requests: &OwnedFd,
-    kill: u8,
-    slot: Slot,
-    frame: &[u8],
-    fds: &[OwnedFd],
-    server_status: OwnedFd,
-) -> io::Result<(OwnedFd, Slot)> {
-    let (done, child_done) = sys::pipe()?;
-    let mut request = Vec::with_capacity(24 + frame.len().min(INLINE_FRAME));
-    request.extend_from_slice(&[REQ_SLOT, kill]);
-    request.extend_from_slice(&slot.index().to_le_bytes());
-    // Both ends of a pipe are one file: the child checks its end against this before its last write.
-    request.extend_from_slice(&sys::fd_identity(done.as_fd()).to_le_bytes());
-    if frame.len() <= INLINE_FRAME {
-        request.push(0);
-        request.extend_from_slice(frame);
-    } else {
-        let (at, len) = match arena::spill(frame) {
-            Ok(spilled) => spilled,
-            Err(e) => {
-                slot.release();
-                return Err(e);
-            }
-        };
-        request.push(1);
-        request.extend_from_slice(&at.to_le_bytes());
-        request.extend_from_slice(&len.to_le_bytes());
-    }
-    let mut passed = vec![child_done.as_fd(), server_status.as_fd()];
-    passed.extend(fds.iter().map(AsFd::as_fd));
-    match sys::send_with_fds(requests.as_fd(), &request, &passed) {
-        Ok(_) => Ok((done, slot)),
-        Err(e) => {
-            slot.release(); // no child can have the request
-            Err(e)
-        }
-    }
-}
-
-/// Sends a `REQ_SOCKET` request, then the bootstrap on the child's socket; returns our end of it.
-fn send_socket_request(
-    requests: &OwnedFd,
-    kill: u8,
-    frame: &[u8],
-    fds: &[OwnedFd],
-    server_status: OwnedFd,
-) -> io::Result<OwnedFd> {
-    let (ours, theirs) = sys::stream_pair()?;
-    sys::send_with_fds(requests.as_fd(), &[REQ_SOCKET, kill], &[theirs.as_fd(), server_status.as_fd()])?;
-    drop(theirs);
-    // The pid (and later the exit code) arrive on `status`; `start` does not wait for them.
-    send_bootstrap(ours.as_fd(), frame, fds)?;
-    Ok(ours)
-}
-
-/// Lets the server go (at exit, after every child has been joined).
-pub(crate) fn shutdown() {
-    let Some(server) = SERVER.get_if_created() else { return };
-    if let Some(server) = lock(server).take() {
-        server.stop();
-    }
-}
-
-/// In a forked child: close the inherited request socket (so the server still sees its program exit) and
-/// forget the parent's server.
-pub(crate) fn reset_after_fork() {
-    // Read first: a write is a copy-on-write fault in a forked child.
-    let fd = SERVER_FD.load(Ordering::SeqCst);
-    if fd >= 0 {
-        SERVER_FD.store(-1, Ordering::SeqCst);
-        sys::close_raw(fd);
-    }
-    SERVER.reset();
-}
+use crate::slots::{self, Writer};
+use crate::wire::request::{self, REQUEST_MAX};
+use crate::{runtime, sys};
 
 /// The server's state. Spares (idle children forked ahead of the next request) wait on the request socket
 /// themselves, so a request wakes one directly, without a hop through the server and without the server's
@@ -318,9 +85,9 @@ pub(crate) fn serve(requests: OwnedFd, parent: u32) -> ! {
     // Ignored SIGCHLD (inherited from a program that ignores it) would have the kernel reap the server's
     // children itself, and their exit codes would be lost.
     sys::set_signal_ignored(libc::SIGCHLD, false);
-    child::prepare_server();
+    runtime::prepare_server();
     // Computed once here rather than by every child, which inherits it (it is the same image).
-    crate::offset::fingerprint();
+    crate::call::fingerprint();
     let (Ok(notify), Ok(epoll)) = (sys::seqpacket_pair(), sys::Epoll::new()) else { sys::exit_now(1) };
     if epoll.add(requests.as_fd(), REQUESTS).is_err() || epoll.add(notify.0.as_fd(), NOTICES).is_err() {
         sys::exit_now(1);
@@ -557,31 +324,27 @@ impl ServerLoop {
 /// Runs the child a request asks for (`fds`: the request's descriptors, the status pipe taken), dying with
 /// the server unless the program opted out.
 fn run_request(request: &'static [u8], mut fds: Received) -> ! {
-    let (Some(&kind), Some(&kill)) = (request.first(), request.get(1)) else { sys::exit_now(1) };
-    if kill == 0 {
+    let Some((kind, kill)) = request::kind(request) else { sys::exit_now(1) };
+    if !kill {
         let _ = sys::clear_parent_death_signal();
     }
     match (kind, fds.take(0)) {
-        (REQ_SOCKET, Some(sock)) if fds.len() == 2 => child::run_from_socket(sock, true, None),
-        (REQ_SLOT, Some(done)) => {
-            let slot = request.get(2..6).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+        (request::SOCKET, Some(sock)) if fds.len() == 2 => runtime::run_from_socket(sock, true, None),
+        (request::SLOT, Some(done)) => {
+            let Some((slot, identity, frame)) = request::decode_slot(request) else { sys::exit_now(1) };
             // Without a slot to write to, the child can only end: its parent learns the exit code.
-            let Some(writer) = slot.and_then(Writer::for_index) else { sys::exit_now(1) };
-            let identity = request.get(6..14).map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
-            let frame = match (request.get(14), request.get(15..)) {
-                (Some(0), Some(frame)) => Ok(frame),
-                (Some(1), Some(at)) if at.len() == 16 => {
-                    let offset = u64::from_le_bytes(at[..8].try_into().expect("8 bytes"));
-                    let len = u64::from_le_bytes(at[8..].try_into().expect("8 bytes"));
-                    // Kept for the rest of the child's life, as the inline frame is.
-                    arena::take_spilled(offset, len).map(|frame| &*frame.leak()).map_err(|e| ChildError {
+            let Some(writer) = Writer::for_index(slot) else { sys::exit_now(1) };
+            let frame = match frame {
+                request::Frame::Inline(frame) => Ok(frame),
+                // Kept for the rest of the child's life, as the inline frame is.
+                request::Frame::Spilled { offset, len } => {
+                    slots::take_spilled(offset, len).map(|frame| &*frame.leak()).map_err(|e| ChildError {
                         kind: ChildErrorKind::Bootstrap,
                         message: format!("reading the start-up message: {e}"),
                     })
                 }
-                _ => Err(ChildError { kind: ChildErrorKind::Bootstrap, message: "malformed request".into() }),
             };
-            child::run_served(frame, fds.rest(2), writer, done, identity)
+            runtime::run_served(frame, fds.rest(2), writer, done, identity)
         }
         _ => sys::exit_now(1),
     }

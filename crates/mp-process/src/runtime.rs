@@ -1,22 +1,44 @@
-//! The child side: the entry call [`init`], and the runtime that runs a target and reports how it went.
+//! The child runtime: what a new process does between its creation and `_exit` — become the child its
+//! parent described, run the setup hooks and the target, join its own children, report the outcome.
+//!
+//! # The forked child's rules
+//!
+//! A forked child (under `fork`, and every fork-server child) shares every page with the process it was
+//! forked from until one of them writes to it: each first write to a page is a copy-on-write fault, and each
+//! 64 KiB stretch of code first run is a page fault too, since `fork` copies no page-table entries for the
+//! program's code. On the path from `fork` to the target, mp's code therefore:
+//!
+//! - **allocates nothing**: the allocator's first use alone is about nine page faults (its code, its arena,
+//!   two heap pages). What the child needs is built before the fork (`me_for`), the fork server's request is
+//!   received into a static page-aligned buffer and decoded in place (`wire::bootstrap`), who the child is
+//!   is decoded only on first use. A perf probe on `malloc` counted about 10 allocations per served child
+//!   before, 0 after; `tests/process.rs` checks it (`forked_children_allocate_nothing_before_the_target`).
+//! - **touches no new code page it can avoid**: the child's path is `#[inline(always)]` where it leaves the
+//!   functions already run, system calls go through rustix's inline calls or one `libc::syscall` helper
+//!   rather than libc wrappers that each lie on a page of their own (the signal set-up, `close`,
+//!   `getpid`), and libc symbols the child calls are bound before any fork (`LD_BIND_NOW` in the fork server,
+//!   `prebind_child_symbols` elsewhere). Page faults per served child went from 24 to 18 with these; a child
+//!   that calls `_exit` at once takes 9.
+//! - **writes no page it need not write**: process-wide state is swapped, not reset (`state::reset_after_fork`
+//!   writes only non-null entries of one 128-byte block); flags are read before they are written; the parent
+//!   puts off freeing memory until the child has been reaped.
+//!
+//! `cargo xtask bench process` (`spawn_join_fork`, `spawn_join_forkserver` against the `fork_exit_wait`
+//! floor) is the workload that shows a loss of any of these.
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::current::{Me, ParentLink, set_me};
+use crate::call::FnOffset;
 use crate::error::{ChildError, ChildErrorKind};
-use crate::offset::{FnOffset, install_panic_hook};
-use crate::popen::arena::{Report, Writer};
-use crate::popen::{ChildInfo, Decoded, forkserver, parse_bootstrap, read_bootstrap};
-use crate::target::{Job, Outcome};
-use crate::{StartMethod, context, registry, sys};
-
-/// Environment variable that turns a re-executed program into a child (value: its socket's number).
-pub(crate) const CHILD_ENV: &str = "MP_PROCESS_CHILD";
-/// The outcome slot of a spawned child, in the memory file `MP_PROCESS_SLOTS` names.
-pub(crate) const SLOT_ENV: &str = "MP_PROCESS_SLOT";
+use crate::identity::{Me, set_me};
+use crate::job::{Job, install_panic_hook};
+use crate::slots::{Report, Writer};
+use crate::wire::bootstrap::{Decoded, parse_bootstrap, read_bootstrap};
+use crate::wire::outcome::Outcome;
+use crate::{StartMethod, settings, state, sys};
 
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
 
@@ -25,55 +47,21 @@ thread_local! {
     static TEST_NAME: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-/// The entry call: put `mp_process::init()` first in `main` (and first in each `#[test]` that starts
-/// processes).
-///
-/// In the main program it registers the exit handler (daemonic children are terminated and the others joined
-/// when `main` returns, as in CPython) and returns at once. In a program re-executed as a `Spawn` child or as
-/// the fork server, it never returns: it runs the child's target (or serves fork requests) and exits the
-/// process. This is Rust's counterpart of Python's `if __name__ == "__main__":` guard; starting a process
-/// without it is [`StartError::NotInitialized`](crate::StartError::NotInitialized).
-///
-/// Under `cargo test`, call it first in the test: the re-executed child runs the test binary filtered to
-/// that exact test, reaches this call, and is diverted to its target there.
-pub fn init() {
-    if let Some(fd) = take_env_fd(CHILD_ENV) {
-        // A spawned child with an outcome slot: its parent's memory file of slots, and its slot there.
-        let slots = take_env_fd(forkserver::SLOTS_ENV);
-        let slot = take_env(SLOT_ENV).and_then(|index| index.parse().ok());
-        let writer = match (slots, slot) {
-            (Some(slots), Some(index)) => {
-                crate::popen::arena::adopt(slots);
-                Writer::for_index(index)
-            }
-            _ => None,
-        };
-        run_from_socket(fd, false, writer);
+/// Marks the process initialized, registering the exit handler once (see [`state::run_exit_handler`]).
+pub(crate) fn mark_initialized() {
+    // Read first: a forked child shares this page with its parent until it writes to it.
+    if !INITIALIZED.load(Ordering::SeqCst) && !INITIALIZED.swap(true, Ordering::SeqCst) {
+        sys::at_exit(state::at_exit);
+        sys::prebind_child_symbols();
     }
-    if let Some(fd) = take_env_fd(forkserver::SERVER_ENV) {
-        if take_env(forkserver::BIND_NOW_ENV).is_some() {
-            take_env("LD_BIND_NOW"); // ours, not the user's: the children must not inherit it
-        }
-        let parent = take_env(forkserver::PARENT_ENV).and_then(|v| v.parse().ok()).unwrap_or(0);
-        if let Some(slots) = take_env_fd(forkserver::SLOTS_ENV) {
-            crate::popen::arena::adopt(slots);
-        }
-        forkserver::serve(fd, parent);
-    }
-    mark_initialized();
-    install_panic_hook();
+}
+
+/// Records the `#[test]` this thread runs (libtest names each test's thread after it), for [`child_args`].
+pub(crate) fn record_test_name() {
     if !sys::is_main_thread() {
         if let Some(name) = std::thread::current().name().filter(|n| *n != "main") {
             TEST_NAME.with(|slot| *slot.borrow_mut() = Some(name.to_owned()));
         }
-    }
-}
-
-fn mark_initialized() {
-    // Read first: a forked child shares this page with its parent until it writes to it.
-    if !INITIALIZED.load(Ordering::SeqCst) && !INITIALIZED.swap(true, Ordering::SeqCst) {
-        sys::at_exit(registry::exit_handler);
-        sys::prebind_child_symbols();
     }
 }
 
@@ -85,7 +73,7 @@ pub(crate) fn prepare_server() {
     // First uses that every child would otherwise make after the fork (each touching pages and code).
     crate::handle::touch_tables();
     TEST_NAME.with(|_| ());
-    crate::offset::touch_tables();
+    crate::job::touch_tables();
     let _ = std::io::stdout().flush();
 }
 
@@ -100,34 +88,21 @@ pub(crate) fn child_args() -> Vec<String> {
     })
 }
 
-fn take_env(key: &str) -> Option<String> {
-    let value = std::env::var(key).ok()?;
-    sys::remove_env(key);
-    Some(value)
-}
-
-fn take_env_fd(key: &str) -> Option<OwnedFd> {
-    let fd: i32 = take_env(key)?.parse().ok().filter(|fd| *fd >= 0)?;
-    // SAFETY: the parent kept exactly this descriptor open across exec for us, and nothing else in this
-    // freshly started program has claimed it.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// What a child needs to know of its start before its target runs.
-struct Start<'a> {
-    start_method: StartMethod,
-    kill_with_parent: bool,
-    parent_pid: u32,
-    affinity: Option<&'a [usize]>,
+pub(crate) struct Start<'a> {
+    pub(crate) start_method: StartMethod,
+    pub(crate) kill_with_parent: bool,
+    pub(crate) parent_pid: u32,
+    pub(crate) affinity: Option<&'a [usize]>,
     /// Created by the fork server, which has already arranged to die-with-parent.
-    via_server: bool,
+    pub(crate) via_server: bool,
 }
 
 /// Sets up the process for its target: start method, death with the parent, CPU affinity, panic hook (its
 /// identity is set before).
 #[inline(always)] // the forked child's path in as few code pages as possible (see `fork_and_run`)
 fn become_child(start: &Start<'_>) -> Result<(), ChildError> {
-    context::inherit_start_method(start.start_method);
+    settings::inherit_start_method(start.start_method);
     mark_initialized();
     if start.kill_with_parent && !start.via_server {
         // Set first, then check: a parent that died before the prctl is caught by the pid check.
@@ -145,26 +120,6 @@ fn become_child(start: &Start<'_>) -> Result<(), ChildError> {
     Ok(())
 }
 
-/// Who the forked child of `info` will be, moving the name, identity and parent's name out of `info`. A `fork`
-/// start builds this before forking, so that the child allocates nothing (every page it writes is a
-/// copy-on-write fault), and moves rather than clones: a start that keeps few small allocations alive stays in
-/// the allocator's thread cache, whose shared state would otherwise be written (and copied) after every fork.
-pub(crate) fn me_for(info: &mut ChildInfo) -> Box<Me> {
-    Box::new(Me {
-        name: std::mem::take(&mut info.name),
-        identity: std::mem::take(&mut info.identity),
-        daemon: info.daemon,
-        parent: Some(ParentLink {
-            pid: info.parent.pid,
-            name: std::mem::take(&mut info.parent.name),
-            via_server: false,
-            started: 0,
-        }),
-        counter: AtomicU32::new(0),
-        authkey: std::sync::Mutex::new(std::mem::take(&mut info.authkey)),
-    })
-}
-
 /// Forks; the child runs `job` and exits, the parent gets the child's pid. The job (its arguments) is
 /// dropped in the parent at once, as in CPython: a handle among them must not stay open there. Here, next to
 /// the child's code, so that the child resumes in code pages it is about to run anyway (each code page a forked
@@ -176,7 +131,7 @@ pub(crate) fn me_for(info: &mut ChildInfo) -> Box<Me> {
 /// it: where the kernel reaps children itself (SIGCHLD ignored), the parent must open the child's pidfd
 /// before the child can end.
 pub(crate) fn fork_and_run(
-    info: &ChildInfo,
+    start: &Start<'_>,
     me: Box<Me>,
     report: &Report,
     job: Box<dyn Job>,
@@ -192,7 +147,7 @@ pub(crate) fn fork_and_run(
                 let _ = sys::read_some(unsafe { BorrowedFd::borrow_raw(read) }, &mut [0u8; 1]);
                 sys::close_raw(read);
             }
-            run_forked(info, me, report, job)
+            run_forked(start, me, report, job)
         }
         sys::Forked::Parent(pid) => {
             drop(job);
@@ -203,19 +158,12 @@ pub(crate) fn fork_and_run(
 
 /// The child of a `fork` start: runs the job from memory.
 #[inline(always)] // the forked child's path in as few code pages as possible (see `fork_and_run`)
-fn run_forked(info: &ChildInfo, me: Box<Me>, report: &Report, mut job: Box<dyn Job>) -> ! {
-    registry::reset_after_fork();
+fn run_forked(start: &Start<'_>, me: Box<Me>, report: &Report, mut job: Box<dyn Job>) -> ! {
+    state::reset_after_fork();
     set_me(me);
-    let start = Start {
-        start_method: info.start_method,
-        kill_with_parent: info.kill_with_parent,
-        parent_pid: info.parent.pid,
-        affinity: info.affinity.as_deref(),
-        via_server: false,
-    };
-    let outcome = match become_child(&start) {
+    let outcome = match become_child(start) {
         // The hooks are this process's own (the same image): no offsets to trust.
-        Ok(()) => match run_setup(crate::inherit::setup_hooks().iter().copied()) {
+        Ok(()) => match run_setup(crate::settings::setup_hooks().iter().copied()) {
             // SAFETY: the job runs once, and is never dropped: `finish` ends the process.
             Ok(()) => unsafe { job.run_once() },
             Err(outcome) => outcome,
@@ -232,7 +180,7 @@ fn run_forked(info: &ChildInfo, me: Box<Me>, report: &Report, mut job: Box<dyn J
 /// the outcome.
 pub(crate) fn run_from_socket(sock: OwnedFd, via_server: bool, slot: Option<Writer>) -> ! {
     if via_server {
-        registry::reset_after_fork();
+        state::reset_after_fork();
         // The parent learns a fork-server child's pid from the child itself.
         let _ = sys::write_all(sock.as_fd(), &sys::pid().to_le_bytes());
     }
@@ -260,7 +208,7 @@ pub(crate) fn run_served(
     done: OwnedFd,
     identity: u64,
 ) -> ! {
-    registry::reset_after_fork();
+    state::reset_after_fork();
     // The parent learns the pid from the slot, without a wake-up unless it asks before this.
     writer.set_pid(sys::pid());
     let outcome = run_bootstrap(frame.and_then(|frame| parse_bootstrap(frame, fds)), true);
@@ -268,16 +216,16 @@ pub(crate) fn run_served(
 }
 
 /// Becomes the process a bootstrap describes and runs its target. Nothing here allocates before the target
-/// runs (see [`Bootstrap`](crate::popen::Bootstrap)).
+/// runs (see [`Bootstrap`](crate::wire::bootstrap::Bootstrap)).
 fn run_bootstrap(boot: Result<Decoded, ChildError>, via_server: bool) -> Outcome {
     let (boot, payload, fds) = match boot {
         Ok(decoded) => decoded,
         Err(e) => return Outcome::Failed(e),
     };
     // Who we are, and what we inherit, are decoded from here on first use.
-    registry::set_who(boot.who);
-    crate::current::forget_me();
-    crate::inherit::forget();
+    state::set_who(boot.who);
+    crate::identity::forget_me();
+    crate::settings::forget();
     let start = Start {
         start_method: boot.start_method,
         kill_with_parent: boot.kill_with_parent,
@@ -307,7 +255,7 @@ fn run_setup(hooks: impl Iterator<Item = FnOffset<fn()>>) -> Result<(), Outcome>
         // SAFETY: the offset was made by `FnOffset::of` from a `fn()` (see `register_child_setup`) in this
         // process or in a parent running the same build (the start-up message's fingerprint was checked).
         let hook = unsafe { hook.resolve() };
-        crate::offset::catch_panic(hook).map_err(Outcome::Panicked)?;
+        crate::job::catch_panic(hook).map_err(Outcome::Panicked)?;
     }
     Ok(())
 }
@@ -317,7 +265,7 @@ fn run_setup(hooks: impl Iterator<Item = FnOffset<fn()>>) -> Result<(), Outcome>
 #[inline(always)] // the forked child's path in as few code pages as possible (see `fork_and_run`)
 fn finish(report: &Report, outcome: Outcome) -> ! {
     let code = outcome.exit_code();
-    registry::shutdown_children();
+    state::run_exit_handler();
     // Rust's stderr is unbuffered; stdout may hold a partial line.
     let _ = std::io::stdout().flush();
     let _ = report.send(&outcome);
