@@ -304,9 +304,10 @@ fn strip_comments(text: &str) -> String {
 mod tests {
     use super::*;
 
-    /// A throwaway workspace with one crate, `mp-shm`, whose `lib.rs` is `lib` and whose modules are `files`.
-    fn workspace(lib: &str, files: &[(&str, &str)], manifest_deps: &str) -> PathBuf {
-        let root = std::env::temp_dir().join(format!("xtask-tidy-{}-{}", std::process::id(), files.len()));
+    /// A throwaway workspace (named after the test, which run in parallel) with one crate, `mp-shm`, whose
+    /// `lib.rs` is `lib` and whose modules are `files`.
+    fn workspace(test: &str, lib: &str, files: &[(&str, &str)], manifest_deps: &str) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("xtask-tidy-{}-{test}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let src = root.join("crates/mp-shm/src");
         std::fs::create_dir_all(&src).unwrap();
@@ -344,6 +345,7 @@ pub use crate::{error::Error, segment::{Segment, open}, tracker::Tracker};
     #[test]
     fn levels_that_hold_pass() {
         let root = workspace(
+            "levelsthat",
             LIB,
             &[
                 ("sys.rs", "pub(crate) fn raw() {}\n"),
@@ -362,6 +364,7 @@ pub use crate::{error::Error, segment::{Segment, open}, tracker::Tracker};
     #[test]
     fn an_upward_import_fails_naming_both_modules() {
         let root = workspace(
+            "anupward",
             LIB,
             &[
                 ("sys.rs", "pub(crate) fn raw() {}\n"),
@@ -388,6 +391,7 @@ pub use crate::{error::Error, segment::{Segment, open}, tracker::Tracker};
     #[test]
     fn a_crate_depending_upward_or_a_module_without_level_fails() {
         let root = workspace(
+            "acrate",
             LIB,
             &[("sys.rs", ""), ("error.rs", ""), ("segment.rs", ""), ("tracker/mod.rs", ""), ("stray.rs", "")],
             "mp-process.workspace = true\nmp-ipc = { path = \"../mp-ipc\" }",

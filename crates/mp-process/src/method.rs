@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// |---|---|---|---|
 /// | [`Fork`](StartMethod::Fork) | `fork()`; the child runs the target at once | yes | lowest |
 /// | [`Spawn`](StartMethod::Spawn) | re-execute this program; [`init`](crate::init) diverts it to the target | no | one `exec` |
-/// | [`ForkServer`](StartMethod::ForkServer) | a clean single-threaded server (started once) forks each child | no | low |
+/// | [`ForkServer`](StartMethod::ForkServer) | a clean server (started once, running nothing but `init`) forks each child | no | low |
 ///
 /// The default is `ForkServer` on Linux (as in Python 3.14). `Fork` is opt-in: forking a multithreaded parent
 /// copies only the calling thread, so a lock another thread held (inside `malloc`, `println!`, a `Mutex` of
@@ -22,7 +22,7 @@ pub enum StartMethod {
     Fork,
     /// Re-execute the current executable.
     Spawn,
-    /// Fork from a single-threaded server process.
+    /// Fork from a server process that has run nothing but [`init`](crate::init).
     ForkServer,
 }
 

@@ -110,7 +110,7 @@ impl std::fmt::Debug for Slot {
 
 impl Slot {
     /// Reserves a free slot for a child of process `owner` (this process); `None` when all are taken or there
-    /// is no arena.
+    /// are no slots.
     pub(crate) fn reserve(owner: u32) -> Option<Slot> {
         let pages = ARENA.get().as_ref()?;
         (0..SLOTS).find_map(|index| {

@@ -602,7 +602,10 @@ pub(crate) fn close_raw(fd: RawFd) {
 
 /// Removes an environment variable of ours before any user code (or thread) runs.
 pub(crate) fn remove_env(key: &str) {
-    // SAFETY: called from `init()` at the top of `main`, before the program starts other threads.
+    // SAFETY: called only by `init()` in a re-executed program (a spawned child or the fork server), before
+    // its target or server loop runs, so no thread of the program's own runs yet; the one other thread there
+    // may be is a libtest main thread, blocked waiting for the test that called `init()`, not reading the
+    // environment.
     unsafe { std::env::remove_var(key) };
 }
 
@@ -744,7 +747,7 @@ pub(crate) struct SharedPages {
 }
 
 // SAFETY: the mapping is plain shared memory; every access goes through atomics or the copy methods, whose
-// callers order them (see `popen::arena`).
+// callers order them (see `slots`).
 unsafe impl Send for SharedPages {}
 // SAFETY: as above.
 unsafe impl Sync for SharedPages {}

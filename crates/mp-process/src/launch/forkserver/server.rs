@@ -395,8 +395,9 @@ impl Extend<OwnedFd> for Received {
 #[repr(C, align(4096))]
 struct RequestBuffer(UnsafeCell<[u8; REQUEST_MAX]>);
 
-// SAFETY: only the fork server's single thread and its children (single-threaded until they keep their
-// request, and never writing it afterwards) use it: see `receive` and `keep`.
+// SAFETY: only the thread that runs the fork server's loop, and the children it forks (which have that one
+// thread alone, and never write the buffer once they keep their request), use it; no other thread of the
+// server (a libtest main thread) touches it: see `receive` and `keep`.
 unsafe impl Sync for RequestBuffer {}
 
 static REQUEST: RequestBuffer = RequestBuffer(UnsafeCell::new([0; REQUEST_MAX]));
