@@ -50,6 +50,18 @@
 //! parent even when the parent is SIGKILLed (Linux `PR_SET_PDEATHSIG`), unless
 //! [`Builder::keep_alive_after_parent`] says otherwise. [`wait`] watches several processes at once.
 //!
+//! Every process has an authentication key ([`ProcessInfo::authkey`], [`set_authkey`], [`Builder::authkey`]):
+//! 32 random bytes in the main process, inherited by its children under every start method, the default key of
+//! mp's managers. [`register_child_setup`] runs a function in every child before its target, under every
+//! start method (a spawned or fork-server child never runs `main`); [`set_inherited`] passes settings down
+//! the tree.
+//!
+//! # Calling by offset
+//!
+//! [`offset`] is the one home of the machinery that names a function by its offset in the executable, which
+//! mp's higher crates use to run functions in processes they start: [`offset::FnOffset`],
+//! [`offset::conjure`], [`offset::catch_panic`] and [`offset::build_id`].
+//!
 //! # Levels
 //!
 //! Each module uses only modules on lower levels (`cargo xtask tidy` checks it), so a reader knows which room
