@@ -30,6 +30,7 @@ fn main() {
         panicking_callback_does_not_stop_the_pool,
         one_pool_serves_many_threads,
         large_inputs_of_unfinished_tasks_are_freed,
+        workers_print_in_a_program_without_standard_streams,
     ]);
 }
 
@@ -416,4 +417,37 @@ fn large_inputs_of_unfinished_tasks_are_freed() {
     pool.close();
     assert!(matches!(pool.apply_async(first_byte, big()), Err(PoolError::Closed)));
     assert_eq!(shm_entries(), before, "no input segment outlives its task");
+}
+
+/// Prints (to whatever descriptor 1 is in the worker), then squares.
+fn loud_square(x: u64) -> u64 {
+    println!("squaring {x} with a line long enough to matter to a ring if it landed in one");
+    x * x
+}
+
+/// With descriptors 0–2 closed in the parent, the pool's queues and sockets must not take those numbers: a
+/// worker's `println!` would then write into its task queue (under fork) or its outcome socket.
+fn workers_print_in_a_program_without_standard_streams() {
+    // SAFETY: dup/close/dup2 of the process's own standard descriptors, restored at the end.
+    let saved: Vec<i32> = (0..3).map(|fd| unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) }).collect();
+    for fd in 0..3 {
+        // SAFETY: as above.
+        unsafe { libc::close(fd) };
+    }
+    let result = std::panic::catch_unwind(|| {
+        let pool = new_pool(2);
+        let squares = pool.map(loud_square, 0..200u64).unwrap();
+        let executor = mp_pool::ProcessPoolExecutor::new(2).unwrap();
+        let one = executor.submit(loud_square, 12).unwrap().result().unwrap();
+        (squares, one)
+    });
+    for (fd, saved) in saved.iter().enumerate() {
+        // SAFETY: as above.
+        unsafe { libc::dup2(*saved, fd as i32) };
+        // SAFETY: as above.
+        unsafe { libc::close(*saved) };
+    }
+    let (squares, one) = result.unwrap();
+    assert_eq!(squares, (0..200u64).map(|x| x * x).collect::<Vec<_>>());
+    assert_eq!(one, 144);
 }

@@ -24,6 +24,22 @@ thread_local! {
     static HANDLE_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
+/// `fd` itself when its number is 3 or above; else a close-on-exec duplicate at 3 or above, the original
+/// closed. Every descriptor mp's crates create goes through this (mp-process's own through its `sys` layer):
+/// in a program that closed its standard streams, a pipe, socket or memory file of mp's that took 0, 1 or 2
+/// would receive a child's `println!`, or be a spawned child's stdout. The check costs nothing; the duplicate
+/// is made only in such a program.
+///
+/// ```
+/// let file = std::fs::File::open("/dev/null")?;
+/// let fd = mp_process::keep_off_stdio(file.into())?;
+/// assert!(std::os::fd::AsRawFd::as_raw_fd(&fd) > 2);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn keep_off_stdio(fd: OwnedFd) -> std::io::Result<OwnedFd> {
+    crate::sys::above_stdio(fd)
+}
+
 /// Registers this thread's codec tables now (each registers a destructor on first use), so that the fork
 /// server's children inherit them registered instead of each doing it on the start's critical path.
 pub(crate) fn touch_tables() {

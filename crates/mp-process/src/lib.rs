@@ -143,7 +143,7 @@ pub mod offset {
 pub use crate::{
     context::{Context, default_context, get_context},
     error::{ChildError, ChildErrorKind, ContextError, JoinError, PanicInfo, ProcessError, StartError},
-    handle::{CodecError, Handle, from_bytes_with_handles, to_bytes_with_handles},
+    handle::{CodecError, Handle, from_bytes_with_handles, keep_off_stdio, to_bytes_with_handles},
     identity::{ParentProcess, ProcessInfo, cpu_count, current_process, parent_process, set_authkey},
     init::init,
     method::StartMethod,

@@ -12,12 +12,14 @@ use rustix::net::{
     SocketType,
 };
 
+use mp_process::keep_off_stdio;
+
 use crate::Address;
 
 /// A connected pair of close-on-exec Unix stream sockets.
 pub(crate) fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    rustix::net::socketpair(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)
-        .map_err(io::Error::from)
+    let (a, b) = rustix::net::socketpair(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    Ok((keep_off_stdio(a)?, keep_off_stdio(b)?))
 }
 
 /// Writes `head` then `body`, in one `sendmsg` when the socket takes them whole. Never raises SIGPIPE.
@@ -111,7 +113,7 @@ fn stream_socket(address: &Address) -> io::Result<OwnedFd> {
         Address::Tcp(SocketAddr::V4(_)) => AddressFamily::INET,
         Address::Tcp(SocketAddr::V6(_)) => AddressFamily::INET6,
     };
-    Ok(rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?)
+    keep_off_stdio(rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?)
 }
 
 fn socket_addr(address: &Address) -> io::Result<SocketAddrAny> {
@@ -146,7 +148,7 @@ pub(crate) fn accept(socket: BorrowedFd<'_>, timeout: Option<Duration>) -> io::R
     }
     loop {
         match rustix::net::accept_with(socket, SocketFlags::CLOEXEC) {
-            Ok(stream) => return Ok(Some(stream)),
+            Ok(stream) => return keep_off_stdio(stream).map(Some),
             Err(rustix::io::Errno::INTR | rustix::io::Errno::CONNABORTED) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -172,7 +174,7 @@ pub(crate) fn connect(address: &Address, _timeout: Duration) -> io::Result<Owned
 
 /// A shared mapping of a fresh anonymous memory file of `size` bytes (zeroed), and the file.
 pub(crate) fn anonymous_shared(size: usize) -> io::Result<(OwnedFd, memmap2::MmapRaw)> {
-    let fd = rustix::fs::memfd_create("mp-queue", rustix::fs::MemfdFlags::CLOEXEC)?;
+    let fd = keep_off_stdio(rustix::fs::memfd_create("mp-queue", rustix::fs::MemfdFlags::CLOEXEC)?)?;
     rustix::fs::ftruncate(&fd, size as u64)?;
     let map = map_shared(&fd, size)?;
     Ok((fd, map))

@@ -5,6 +5,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
+use mp_process::keep_off_stdio;
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::fs::Mode;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
@@ -16,8 +17,11 @@ fn path(name: &str) -> String {
 
 /// Creates segment `name` of `size` bytes (`O_CREAT | O_EXCL`, mode 0600), zero-filled.
 pub(crate) fn create(name: &str, size: usize) -> io::Result<OwnedFd> {
-    let fd =
-        rustix::shm::open(path(name).as_str(), OFlags::CREATE | OFlags::EXCL | OFlags::RDWR, Mode::RUSR | Mode::WUSR)?;
+    let fd = keep_off_stdio(rustix::shm::open(
+        path(name).as_str(),
+        OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
+        Mode::RUSR | Mode::WUSR,
+    )?)?;
     if let Err(e) = rustix::fs::ftruncate(&fd, size as u64) {
         let _ = unlink(name);
         return Err(e.into());
@@ -27,7 +31,7 @@ pub(crate) fn create(name: &str, size: usize) -> io::Result<OwnedFd> {
 
 /// Opens existing segment `name`; returns it with its size.
 pub(crate) fn open(name: &str) -> io::Result<(OwnedFd, usize)> {
-    let fd = rustix::shm::open(path(name).as_str(), OFlags::RDWR, Mode::empty())?;
+    let fd = keep_off_stdio(rustix::shm::open(path(name).as_str(), OFlags::RDWR, Mode::empty())?)?;
     let size = rustix::fs::fstat(&fd)?.st_size as usize;
     Ok((fd, size))
 }
@@ -59,7 +63,12 @@ fn abstract_address(name: &str) -> io::Result<SocketAddrUnix> {
 
 /// A listening sequenced-packet socket at an abstract address (nothing in the file system to clean up).
 pub(crate) fn listen(name: &str) -> io::Result<OwnedFd> {
-    let fd = rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)?;
+    let fd = keep_off_stdio(rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)?;
     rustix::net::bind(&fd, &abstract_address(name)?)?;
     rustix::net::listen(&fd, 64)?;
     Ok(fd)
@@ -67,12 +76,17 @@ pub(crate) fn listen(name: &str) -> io::Result<OwnedFd> {
 
 /// Accepts one connection.
 pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    rustix::net::accept_with(listener, SocketFlags::CLOEXEC).map_err(io::Error::from)
+    keep_off_stdio(rustix::net::accept_with(listener, SocketFlags::CLOEXEC)?)
 }
 
 /// Connects to the listener at abstract address `name`.
 pub(crate) fn connect(name: &str) -> io::Result<OwnedFd> {
-    let fd = rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)?;
+    let fd = keep_off_stdio(rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)?;
     rustix::net::connect(&fd, &abstract_address(name)?)?;
     Ok(fd)
 }
