@@ -66,6 +66,7 @@ fn main() {
         no_spare_outlives_a_killed_server,
         terminal_signals_spare_the_fork_servers_children,
         a_target_that_closes_every_descriptor,
+        exit_hooks_run_as_a_child_ends,
     ]);
 }
 
@@ -1306,4 +1307,36 @@ fn a_target_that_closes_every_descriptor() {
         assert_eq!(p.exitcode(), Some(0));
     }
     std::fs::remove_dir(&dir).unwrap();
+}
+
+/// An exit hook that records which process ran it.
+fn note_exit() {
+    let path = std::env::temp_dir().join(format!("exit-{}", current_process().name()));
+    std::fs::write(path, "ran").unwrap();
+}
+
+/// Registers the exit hook, then returns (the hook runs after the target).
+fn register_and_return(_: ()) -> u32 {
+    mp_process::register_at_exit(note_exit);
+    7
+}
+
+/// A child's exit hooks run once its target has returned (before it reports: the file is there when `join`
+/// returns); a parent's hooks are not inherited by its children.
+fn exit_hooks_run_as_a_child_ends() {
+    mp_process::register_at_exit(note_exit); // the parent's own: never run by a child
+    let mut p = Builder::new().name("ender").target(register_and_return, ());
+    p.start().unwrap();
+    assert_eq!(p.join().unwrap(), 7);
+    let mine = std::env::temp_dir().join("exit-ender");
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "ran");
+    std::fs::remove_file(&mine).unwrap();
+    let mut q = Builder::new().name("plain").target(square, 2);
+    q.start().unwrap();
+    q.join().unwrap();
+    assert!(!std::env::temp_dir().join("exit-plain").exists(), "a child ran its parent's hook");
+    // The main process's hook runs at its exit: leave nothing for the harness to find.
+    mp_process::register_at_exit(|| {
+        let _ = std::fs::remove_file(std::env::temp_dir().join("exit-MainProcess"));
+    });
 }

@@ -153,6 +153,6 @@ pub use crate::{
         set_start_method,
     },
     target::Target,
-    tree::{ActiveChild, active_children},
+    tree::{ActiveChild, active_children, register_at_exit},
     wait::{Sentinel, Waitable, wait},
 };

@@ -13,7 +13,7 @@ use crate::sys;
 /// child pays one copy-on-write fault for it, not one per variable.
 #[repr(C, align(128))]
 pub(crate) struct ProcessState {
-    ptrs: [AtomicPtr<()>; 10],
+    ptrs: [AtomicPtr<()>; 11],
     /// A re-executed child's [`Who`](crate::wire::bootstrap::Who), still encoded (see [`set_who`]); null elsewhere.
     who: AtomicPtr<u8>,
     who_len: AtomicUsize,
@@ -26,7 +26,7 @@ pub(crate) struct ProcessState {
 const _: () = assert!(std::mem::size_of::<ProcessState>() <= 128);
 
 pub(crate) static STATE: ProcessState = ProcessState {
-    ptrs: [const { AtomicPtr::new(std::ptr::null_mut()) }; 10],
+    ptrs: [const { AtomicPtr::new(std::ptr::null_mut()) }; 11],
     who: AtomicPtr::new(std::ptr::null_mut()),
     who_len: AtomicUsize::new(0),
     server_fd: AtomicI32::new(-1),
@@ -45,6 +45,7 @@ pub(crate) mod slot {
     pub(crate) const ARENA: usize = 7;
     pub(crate) const READY: usize = 8;
     pub(crate) const SETUP_HOOKS: usize = 9;
+    pub(crate) const EXIT_HOOKS: usize = 10;
 }
 
 /// Records who this re-executed child is, still encoded: [`ProcessLocal`]s whose value comes from it decode
@@ -131,10 +132,11 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The values a forked child forgets (their locks may be held by threads it does not have): the children
-/// table, the start lock, the launcher thread, the fork server handle, the inherited settings' writers' lock.
-/// The rest it keeps (who it is is set anew; the outcome slots, the settings, the setup hooks are shared).
-const RESET_AFTER_FORK: [usize; 5] =
-    [slot::CHILDREN, slot::START_LOCK, slot::LAUNCHER, slot::SERVER, slot::INHERITED_WRITING];
+/// table, the start lock, the launcher thread, the fork server handle, the inherited settings' writers' lock,
+/// the exit hooks (they are the parent's). The rest it keeps (who it is is set anew; the outcome slots, the
+/// settings, the setup hooks are shared).
+const RESET_AFTER_FORK: [usize; 6] =
+    [slot::CHILDREN, slot::START_LOCK, slot::LAUNCHER, slot::SERVER, slot::INHERITED_WRITING, slot::EXIT_HOOKS];
 
 /// In a forked child: forget the parent's state that must not be shared (see [`RESET_AFTER_FORK`]), and
 /// close the inherited fork-server request socket, so that the server still sees its program exit.

@@ -68,9 +68,48 @@ pub(crate) fn on_launcher<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'sta
     reply_rx.recv().map_err(|_| std::io::Error::other("the launcher thread failed to start the process"))
 }
 
+/// Hooks run as this process ends (see [`register_at_exit`]); a forked child starts without its parent's.
+static EXIT_HOOKS: ProcessLocal<Mutex<Vec<fn()>>> = ProcessLocal::new(slot::EXIT_HOOKS, || Mutex::new(Vec::new()));
+
+/// Registers `hook` to run when this process ends normally: when `main` returns (or `exit` is called) in the
+/// main program, or, in a child, once its target has returned (or panicked) and its own children have been
+/// joined, just before it reports to its parent. Hooks run after the children are joined, in the order they
+/// were registered; the same function registered twice runs once. Not run for a process killed by a signal,
+/// or a child that calls `exit(n)` itself. A forked child does not inherit its parent's hooks: register them
+/// in a [`register_child_setup`](crate::register_child_setup) hook to have every child run one. CPython's
+/// `multiprocessing.util.Finalize` with an exit priority plays this part.
+///
+/// ```
+/// # mp_process::init();
+/// fn flush() { /* e.g. send what a logger buffered */ }
+/// mp_process::register_at_exit(flush);
+/// ```
+pub fn register_at_exit(hook: fn()) {
+    let mut hooks = lock(EXIT_HOOKS.get());
+    if !hooks.iter().any(|h| std::ptr::fn_addr_eq(*h, hook)) {
+        hooks.push(hook);
+    }
+}
+
+/// Runs the exit hooks (each once: they are taken from the list).
+fn run_exit_hooks() {
+    let Some(hooks) = EXIT_HOOKS.get_if_created() else { return };
+    let hooks = std::mem::take(&mut *lock(hooks));
+    for hook in hooks {
+        // A hook that panics must not keep the others, or the process's report, from running.
+        let _ = std::panic::catch_unwind(hook);
+    }
+}
+
 /// CPython's `_exit_function` for children: terminate daemonic children, then join every child; then let the
-/// fork server go. Runs at normal exit of the main program (via `atexit`) and at the end of every child.
+/// fork server go; then run the exit hooks. Runs at normal exit of the main program (via `atexit`) and at the
+/// end of every child.
 pub(crate) fn shutdown_children() {
+    join_children();
+    run_exit_hooks();
+}
+
+fn join_children() {
     if CHILDREN.get_if_created().is_none() {
         return; // never started a child: nothing to join, no fork server
     }
