@@ -22,6 +22,9 @@
 /// Pipes, connections, queues, listeners and clients (the `mp-ipc` crate; Python's
 /// `multiprocessing.connection` and queues).
 pub use mp_ipc as connection;
+/// Logging from every child, forwarded to the parent (the `mp-log` crate; Python's `multiprocessing`
+/// `get_logger` / `log_to_stderr`).
+pub use mp_log as logging;
 /// Pools of workers and the process pool executor (the `mp-pool` crate).
 pub use mp_pool as pool;
 /// Processes, start methods and contexts (the `mp-process` crate).
@@ -32,6 +35,7 @@ pub use mp_shm as shm;
 pub use mp_sync as sync;
 
 pub use mp_ipc::{Client, Connection, Direction, JoinableQueue, Listener, Queue, SimpleQueue, pipe};
+pub use mp_log::{get_logger, log_to_stderr};
 pub use mp_pool::{AsyncResult, Pool, ProcessPoolExecutor};
 pub use mp_process::{
     Process, StartMethod, active_children, cpu_count, current_process, get_context, get_start_method, init,

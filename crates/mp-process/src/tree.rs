@@ -69,7 +69,10 @@ pub(crate) fn on_launcher<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'sta
 }
 
 /// Hooks run as this process ends (see [`register_at_exit`]); a forked child starts without its parent's.
-static EXIT_HOOKS: ProcessLocal<Mutex<Vec<fn()>>> = ProcessLocal::new(slot::EXIT_HOOKS, || Mutex::new(Vec::new()));
+static EXIT_HOOKS: ProcessLocal<Mutex<Hooks>> = ProcessLocal::new(slot::EXIT_HOOKS, || Mutex::new(Vec::new()));
+
+/// The exit hooks, in the order they were registered.
+type Hooks = Vec<fn()>;
 
 /// Registers `hook` to run when this process ends normally: when `main` returns (or `exit` is called) in the
 /// main program, or, in a child, once its target has returned (or panicked) and its own children have been

@@ -1,0 +1,377 @@
+//! mp's global logger: in the process that installed it, records go to the inner logger; in every child of
+//! that process tree, under every start method, they are forwarded to it over a connection of the child's
+//! own — never into the inner logger, whose locks a forked child may have inherited held.
+
+use std::cell::RefCell;
+use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use log::LevelFilter;
+
+use crate::error::InstallError;
+use crate::listener::{Listener, ListenerStats};
+use crate::record::{DEFAULT_RECORD_CAP, LogRecord, Message};
+use crate::stderr::cpython_line;
+use crate::sys::{self, Sent};
+
+/// The inherited settings that tell a child where its tree's listener is and how to send.
+const ADDRESS: &str = "mp-log.address";
+const LEVEL: &str = "mp-log.level";
+const WAIT: &str = "mp-log.wait-ns";
+const CAP: &str = "mp-log.cap";
+const BUFFER: &str = "mp-log.buffer";
+
+/// The default size of each child's send buffer (and of the listener's receive buffer per child): how far a
+/// parent may fall behind a child before the child's records are dropped (and counted).
+pub const DEFAULT_BUFFER: usize = 1 << 20;
+
+/// What this process does with a record.
+const NONE: u8 = 0;
+/// The installing process: to the inner logger.
+const PARENT: u8 = 1;
+/// A child: forwarded.
+const CHILD: u8 = 2;
+
+static ROLE: AtomicU8 = AtomicU8::new(NONE);
+static INNER: OnceLock<&'static dyn log::Log> = OnceLock::new();
+/// A child's connection to the listener (-1: none).
+static SENDER: AtomicI32 = AtomicI32::new(-1);
+/// How many records this process has sent (the last one's sequence number).
+static SENT: AtomicU64 = AtomicU64::new(0);
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+static KV_FAILED: AtomicU64 = AtomicU64::new(0);
+/// Set once sending found the listener gone: the child writes to its own stderr from then on.
+static PARENT_GONE: AtomicBool = AtomicBool::new(false);
+static WAIT_NS: AtomicU64 = AtomicU64::new(0);
+static RECORD_CAP: AtomicUsize = AtomicUsize::new(DEFAULT_RECORD_CAP);
+/// This process's name and pid, captured when it became a child (a record needs them, cheaply).
+static WHO: AtomicPtr<(String, u32)> = AtomicPtr::new(std::ptr::null_mut());
+/// The installing process's listener, stopped (drained) by the exit hook.
+static LISTENER: Mutex<Option<Listener>> = Mutex::new(None);
+
+/// The global logger (see the module's documentation).
+struct MpLogger;
+
+static LOGGER: MpLogger = MpLogger;
+
+impl log::Log for MpLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        match ROLE.load(Ordering::Relaxed) {
+            PARENT => inner().is_some_and(|inner| inner.enabled(metadata)),
+            CHILD => metadata.level() <= log::max_level(),
+            _ => false,
+        }
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        match ROLE.load(Ordering::Relaxed) {
+            PARENT => {
+                if let Some(inner) = inner()
+                    && inner.enabled(record.metadata())
+                {
+                    inner.log(record);
+                }
+            }
+            CHILD => forward(record),
+            _ => {}
+        }
+    }
+
+    fn flush(&self) {
+        if ROLE.load(Ordering::Relaxed) == PARENT
+            && let Some(inner) = inner()
+        {
+            inner.flush();
+        }
+    }
+}
+
+fn inner() -> Option<&'static dyn log::Log> {
+    INNER.get().copied()
+}
+
+/// Options for [`install`] (level, how long a child may wait for room, record cap, buffer size).
+#[derive(Debug, Clone)]
+pub struct Builder {
+    level: LevelFilter,
+    send_wait: Duration,
+    record_cap: usize,
+    buffer: usize,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            level: LevelFilter::Info,
+            send_wait: Duration::ZERO,
+            record_cap: DEFAULT_RECORD_CAP,
+            buffer: DEFAULT_BUFFER,
+        }
+    }
+}
+
+impl Builder {
+    /// Default options: level `Info`, no wait, 64 KiB records, 1 MiB of buffer per child.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The most verbose level any process of the tree logs (`log::set_max_level`); records above it cost
+    /// one comparison and are never formatted.
+    pub fn level(mut self, level: LevelFilter) -> Self {
+        self.level = level;
+        self
+    }
+
+    /// How long a child may wait for room when its channel to the parent is full (default zero: drop at
+    /// once). A dropped record is counted, and the parent announces the count.
+    pub fn send_wait(mut self, wait: Duration) -> Self {
+        self.send_wait = wait;
+        self
+    }
+
+    /// The largest encoded record (default 64 KiB, at most 100 KiB): a longer message is cut, with a marker.
+    pub fn record_cap(mut self, bytes: usize) -> Self {
+        self.record_cap = bytes.clamp(1024, 100 * 1024);
+        self
+    }
+
+    /// The send buffer of each child's channel (default 1 MiB): how far the parent may fall behind.
+    pub fn buffer(mut self, bytes: usize) -> Self {
+        self.buffer = bytes.max(4096);
+        self
+    }
+
+    /// Installs mp's logger as `log`'s global logger, delivering this process's records (and, through the
+    /// listener, every child's) to `inner`. Children started from now on, and their children, forward.
+    ///
+    /// Errors: [`InstallError::AlreadyInstalled`] when mp's logger already runs in this process (installed
+    /// here, or inherited as a child); [`InstallError::AnotherLogger`] when another logger was set;
+    /// [`InstallError::Io`] when the listener cannot be made.
+    pub fn install(self, inner: impl log::Log + 'static) -> Result<LogHandle, InstallError> {
+        if ROLE.load(Ordering::SeqCst) != NONE {
+            return Err(InstallError::AlreadyInstalled);
+        }
+        let name = format!("mp-log-{}-{:016x}", std::process::id(), sys::random_u64());
+        let socket = sys::listen(&name).map_err(InstallError::Io)?;
+        log::set_logger(&LOGGER).map_err(|_| InstallError::AnotherLogger)?;
+        // It lives as long as the program, as `log`'s loggers do.
+        let inner: &'static dyn log::Log = Box::leak(Box::new(inner));
+        if INNER.set(inner).is_err() {
+            return Err(InstallError::AlreadyInstalled);
+        }
+        ROLE.store(PARENT, Ordering::SeqCst);
+        log::set_max_level(self.level);
+        let listener = Listener::start(socket, inner, self.buffer).map_err(InstallError::Io)?;
+        *LISTENER.lock().unwrap_or_else(|e| e.into_inner()) = Some(listener);
+        mp_process::set_inherited(ADDRESS, Some(&name));
+        mp_process::set_inherited(LEVEL, Some(self.level.as_str()));
+        mp_process::set_inherited(WAIT, Some(&self.send_wait.as_nanos().min(u128::from(u64::MAX)).to_string()));
+        mp_process::set_inherited(CAP, Some(&self.record_cap.to_string()));
+        mp_process::set_inherited(BUFFER, Some(&self.buffer.to_string()));
+        mp_process::register_child_setup(become_child);
+        // At the program's exit, after its children have been joined: read what they sent.
+        mp_process::register_at_exit(stop_listener);
+        Ok(LogHandle { _private: () })
+    }
+}
+
+/// Installs mp's logger with default options (see [`Builder::install`]).
+///
+/// ```
+/// # mp_process::init();
+/// struct Print;
+/// impl log::Log for Print {
+///     fn enabled(&self, _: &log::Metadata<'_>) -> bool { true }
+///     fn log(&self, record: &log::Record<'_>) { println!("{}", record.args()); }
+///     fn flush(&self) {}
+/// }
+///
+/// let handle = mp_log::install(Print)?;
+/// log::info!("from the parent");
+/// let mut p = mp_process::Process::new(|(): ()| log::info!("from a child"), ());
+/// p.start()?;
+/// p.join()?;
+/// let stats = handle.stop(); // reads what the children sent
+/// assert_eq!(stats.records, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn install(inner: impl log::Log + 'static) -> Result<LogHandle, InstallError> {
+    Builder::new().install(inner)
+}
+
+/// The installed logger's listener (see [`install`]). Dropping it leaves the listener running until the
+/// program exits, when it reads what the children sent.
+#[derive(Debug)]
+pub struct LogHandle {
+    _private: (),
+}
+
+impl LogHandle {
+    /// What the listener has received so far.
+    pub fn stats(&self) -> ListenerStats {
+        LISTENER.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(Listener::stats).unwrap_or_default()
+    }
+
+    /// Reads everything the children have sent and stops the listener (records sent afterwards are lost; a
+    /// child then writes them to its own stderr). Returns what it received in all.
+    pub fn stop(self) -> ListenerStats {
+        stop_listener_stats()
+    }
+}
+
+fn stop_listener_stats() -> ListenerStats {
+    let listener = LISTENER.lock().unwrap_or_else(|e| e.into_inner()).take();
+    listener.map(Listener::stop).unwrap_or_default()
+}
+
+fn stop_listener() {
+    stop_listener_stats();
+}
+
+/// In every child (mp-process's setup hook, before its target): forward from now on.
+fn become_child() {
+    let Some(address) = mp_process::inherited(ADDRESS) else { return };
+    let setting = |key: &str| mp_process::inherited(key).and_then(|v| v.parse::<u64>().ok());
+    WAIT_NS.store(setting(WAIT).unwrap_or(0), Ordering::Relaxed);
+    RECORD_CAP.store(setting(CAP).map_or(DEFAULT_RECORD_CAP, |c| c as usize), Ordering::Relaxed);
+    SENT.store(0, Ordering::Relaxed);
+    DROPPED.store(0, Ordering::Relaxed);
+    KV_FAILED.store(0, Ordering::Relaxed);
+    PARENT_GONE.store(false, Ordering::Relaxed);
+    let me = mp_process::current_process();
+    let who = Box::into_raw(Box::new((me.name().to_owned(), me.pid())));
+    // The previous value (a forked child's parent's) is leaked: another thread of the parent may have held it.
+    WHO.store(who, Ordering::Release);
+    let buffer = setting(BUFFER).map_or(DEFAULT_BUFFER, |b| b as usize);
+    let fd = match sys::connect(&address, buffer) {
+        Ok(fd) => fd.into_raw_fd(),
+        Err(_) => {
+            PARENT_GONE.store(true, Ordering::Relaxed);
+            -1
+        }
+    };
+    let old = SENDER.swap(fd, Ordering::AcqRel);
+    if old >= 0 {
+        // SAFETY: the inherited connection (a forked child's parent's) is ours to close: nothing else in this
+        // process uses it once `SENDER` no longer names it.
+        drop(unsafe { OwnedFd::from_raw_fd(old) });
+    }
+    ROLE.store(CHILD, Ordering::SeqCst);
+    // A spawned or fork-server child has no logger yet; a forked one inherited this very one.
+    let _ = log::set_logger(&LOGGER);
+    let level = mp_process::inherited(LEVEL).and_then(|l| l.parse().ok()).unwrap_or(LevelFilter::Info);
+    log::set_max_level(level);
+    mp_process::register_at_exit(child_exit);
+}
+
+/// The child's connection, if it has one.
+fn sender() -> Option<BorrowedFd<'static>> {
+    let fd = SENDER.load(Ordering::Acquire);
+    // SAFETY: `SENDER` owns the descriptor for the rest of the process (it is replaced only in a new child, by
+    // `become_child`, before the target runs and so before any record is sent).
+    (fd >= 0).then(|| unsafe { BorrowedFd::borrow_raw(fd) })
+}
+
+thread_local! {
+    /// Where records are encoded (reused: no allocation per record once warm).
+    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Forwards one record from a child.
+fn forward(record: &log::Record<'_>) {
+    let who = WHO.load(Ordering::Acquire);
+    if who.is_null() {
+        return;
+    }
+    // SAFETY: set by `become_child` from `Box::into_raw` and never freed.
+    let (name, pid) = unsafe { &*who };
+    let (mut rec, kv_failed) = LogRecord::capture(record, name, *pid);
+    if kv_failed {
+        KV_FAILED.fetch_add(1, Ordering::Relaxed);
+    }
+    if PARENT_GONE.load(Ordering::Relaxed) {
+        sys::write_stderr(cpython_line(&rec).as_bytes());
+        return;
+    }
+    let Some(fd) = sender() else { return };
+    rec.seq = SENT.fetch_add(1, Ordering::Relaxed) + 1;
+    let cap = RECORD_CAP.load(Ordering::Relaxed);
+    let wait = Duration::from_nanos(WAIT_NS.load(Ordering::Relaxed));
+    BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let mut message = Message::Record {
+            record: rec,
+            dropped: DROPPED.load(Ordering::Relaxed),
+            kv_failed: KV_FAILED.load(Ordering::Relaxed),
+        };
+        if !encode(&mut buf, &message) || buf.len() > cap {
+            if let Message::Record { record, .. } = &mut message {
+                record.fit(cap - 64, |r| postcard::to_stdvec(r).map_or(usize::MAX, |v| v.len()));
+            }
+            encode(&mut buf, &message);
+        }
+        match sys::send(fd, &buf, wait) {
+            Sent::Delivered => {}
+            Sent::Full => {
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+            }
+            Sent::Gone => {
+                PARENT_GONE.store(true, Ordering::Relaxed);
+                if let Message::Record { record, .. } = &message {
+                    sys::write_stderr(cpython_line(record).as_bytes());
+                }
+            }
+        }
+    });
+}
+
+/// Encodes into `buf` (cleared first); whether it worked.
+fn encode(buf: &mut Vec<u8>, message: &Message) -> bool {
+    buf.clear();
+    match postcard::to_extend(message, std::mem::take(buf)) {
+        Ok(bytes) => {
+            *buf = bytes;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// In a child, once its target has returned: tells the listener its final counts, waiting a little for room
+/// (the records it dropped must not go unsaid); on its own stderr when that fails too.
+fn child_exit() {
+    let who = WHO.load(Ordering::Acquire);
+    if who.is_null() {
+        return;
+    }
+    // SAFETY: as in `forward`.
+    let (name, pid) = unsafe { &*who };
+    let dropped = DROPPED.load(Ordering::Relaxed);
+    let exit = Message::Exit {
+        pid: *pid,
+        process_name: name.clone(),
+        seq: SENT.load(Ordering::Relaxed),
+        dropped,
+        kv_failed: KV_FAILED.load(Ordering::Relaxed),
+    };
+    let delivered = match (sender(), postcard::to_stdvec(&exit)) {
+        (Some(fd), Ok(bytes)) if !PARENT_GONE.load(Ordering::Relaxed) => {
+            let wait = Duration::from_nanos(WAIT_NS.load(Ordering::Relaxed)).max(Duration::from_millis(200));
+            sys::send(fd, &bytes, wait) == Sent::Delivered
+        }
+        _ => false,
+    };
+    if !delivered && dropped > 0 {
+        sys::write_stderr(
+            format!("[WARNING/{name}] mp-log: {name} (pid {pid}) dropped {dropped} records\n").as_bytes(),
+        );
+    }
+}
+
+/// Whether this process forwards its records to a parent (a child of a tree with mp's logger installed).
+pub fn is_forwarding() -> bool {
+    ROLE.load(Ordering::Relaxed) == CHILD
+}

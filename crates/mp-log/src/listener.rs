@@ -1,0 +1,195 @@
+//! The parent's listener: a thread that accepts one connection per child process, reads the records they
+//! send, and re-emits them through the inner logger, saying when a child dropped records.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::record::{LogRecord, Message};
+use crate::sys::{self, Received};
+
+/// How often the listener looks at its stop flag while nothing arrives.
+const TICK: Duration = Duration::from_millis(50);
+
+/// What a listener has seen so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenerStats {
+    /// Records received from children and re-emitted.
+    pub records: u64,
+    /// Records the children reported dropped (their channel was full for longer than they were allowed to
+    /// wait); each was announced by a warning of its own.
+    pub dropped: u64,
+    /// Records that came without their key-values (formatting one failed in the child).
+    pub kv_failed: u64,
+    /// Child processes that connected.
+    pub processes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    records: AtomicU64,
+    dropped: AtomicU64,
+    kv_failed: AtomicU64,
+    processes: AtomicU64,
+}
+
+/// The running listener thread.
+#[derive(Debug)]
+pub(crate) struct Listener {
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What the listener knows of one child's connection.
+#[derive(Debug)]
+struct Peer {
+    fd: OwnedFd,
+    pid: u32,
+    name: String,
+    /// The last sequence number seen, and the counts reported so far.
+    seq: u64,
+    dropped: u64,
+    kv_failed: u64,
+    ended: bool,
+}
+
+impl Listener {
+    /// Starts the thread reading `socket`, re-emitting through `inner`.
+    pub(crate) fn start(socket: OwnedFd, inner: &'static dyn log::Log, buffer: usize) -> std::io::Result<Listener> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(Counters::default());
+        let (flag, seen) = (stop.clone(), counters.clone());
+        let thread = std::thread::Builder::new()
+            .name("mp-log-listener".into())
+            .spawn(move || run(&socket, inner, &flag, &seen, buffer))?;
+        Ok(Listener { stop, counters, thread: Some(thread) })
+    }
+
+    /// What it has seen so far.
+    pub(crate) fn stats(&self) -> ListenerStats {
+        ListenerStats {
+            records: self.counters.records.load(Ordering::Relaxed),
+            dropped: self.counters.dropped.load(Ordering::Relaxed),
+            kv_failed: self.counters.kv_failed.load(Ordering::Relaxed),
+            processes: self.counters.processes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Reads what has been sent, then stops the thread.
+    pub(crate) fn stop(mut self) -> ListenerStats {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.stats()
+    }
+}
+
+fn run(socket: &OwnedFd, inner: &'static dyn log::Log, stop: &AtomicBool, counters: &Counters, buffer: usize) {
+    let mut peers: Vec<Peer> = Vec::new();
+    let mut buf = vec![0u8; sys::MAX_MESSAGE];
+    loop {
+        let stopping = stop.load(Ordering::SeqCst);
+        // Drain everything waiting, then wait (a short while, to look at the stop flag again).
+        let mut busy = false;
+        while let Ok(Some(fd)) = sys::accept(socket.as_fd(), buffer) {
+            counters.processes.fetch_add(1, Ordering::Relaxed);
+            peers.push(Peer { fd, pid: 0, name: String::new(), seq: 0, dropped: 0, kv_failed: 0, ended: false });
+            busy = true;
+        }
+        for peer in &mut peers {
+            // A bounded turn per peer, so that one busy child cannot starve the others.
+            for _ in 0..256 {
+                match sys::recv(peer.fd.as_fd(), &mut buf) {
+                    Received::Message(n) => {
+                        busy = true;
+                        handle(peer, &buf[..n], inner, counters);
+                    }
+                    Received::Empty => break,
+                    Received::Closed => {
+                        peer.ended = true;
+                        break;
+                    }
+                }
+            }
+        }
+        peers.retain(|peer| !peer.ended);
+        if busy {
+            continue;
+        }
+        if stopping {
+            inner.flush();
+            return;
+        }
+        let mut fds = vec![socket.as_fd()];
+        fds.extend(peers.iter().map(|p| p.fd.as_fd()));
+        sys::wait_readable(&fds, TICK);
+    }
+}
+
+/// One message from `peer`.
+fn handle(peer: &mut Peer, bytes: &[u8], inner: &'static dyn log::Log, counters: &Counters) {
+    let Ok(message) = postcard::from_bytes::<Message>(bytes) else {
+        log_from(
+            inner,
+            peer,
+            log::Level::Warn,
+            format!("mp-log: an undecodable record ({} bytes) was skipped", bytes.len()),
+        );
+        return;
+    };
+    match message {
+        Message::Record { record, dropped, kv_failed } => {
+            peer.pid = record.pid;
+            if peer.name != record.process_name {
+                peer.name.clone_from(&record.process_name);
+            }
+            peer.seq = record.seq;
+            counters.records.fetch_add(1, Ordering::Relaxed);
+            report_losses(peer, dropped, kv_failed, inner, counters);
+            record.emit(inner);
+        }
+        Message::Exit { pid, process_name, seq, dropped, kv_failed } => {
+            peer.pid = pid;
+            peer.name = process_name;
+            peer.seq = seq;
+            report_losses(peer, dropped, kv_failed, inner, counters);
+        }
+    }
+}
+
+/// Announces what the child dropped since the last report.
+fn report_losses(peer: &mut Peer, dropped: u64, kv_failed: u64, inner: &'static dyn log::Log, counters: &Counters) {
+    if dropped > peer.dropped {
+        let newly = dropped - peer.dropped;
+        peer.dropped = dropped;
+        counters.dropped.fetch_add(newly, Ordering::Relaxed);
+        let text = format!("{} (pid {}) dropped {newly} records", peer.name, peer.pid);
+        log_from(inner, peer, log::Level::Warn, text);
+    }
+    if kv_failed > peer.kv_failed {
+        counters.kv_failed.fetch_add(kv_failed - peer.kv_failed, Ordering::Relaxed);
+        peer.kv_failed = kv_failed;
+    }
+}
+
+/// A record of mp-log's own (target `mp`), on behalf of `peer`.
+fn log_from(inner: &'static dyn log::Log, peer: &Peer, level: log::Level, message: String) {
+    LogRecord {
+        level: level as usize as u8,
+        target: "mp".into(),
+        module_path: Some(module_path!().into()),
+        file: None,
+        line: None,
+        message,
+        key_values: Vec::new(),
+        process_name: peer.name.clone(),
+        pid: peer.pid,
+        seq: peer.seq,
+        truncated: false,
+    }
+    .emit(inner);
+}

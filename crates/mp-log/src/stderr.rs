@@ -1,0 +1,142 @@
+//! CPython's `log_to_stderr`: lines `[LEVEL/process-name] message` on stderr, from every process of the tree,
+//! and `get_logger()`, the logger of mp's own records (target `mp`).
+
+use std::fmt;
+use std::io::Write as _;
+
+use log::{Level, LevelFilter};
+
+use crate::error::InstallError;
+use crate::record::LogRecord;
+
+/// CPython's `SUBDEBUG` (5, below `DEBUG`): `log`'s `Trace`.
+pub const SUBDEBUG: Level = Level::Trace;
+/// CPython's `SUBWARNING` (25, between `INFO` and `WARNING`): `log`'s `Warn`, which is the nearest level that
+/// still shows by default.
+pub const SUBWARNING: Level = Level::Warn;
+
+/// CPython's level name for `level`: `ERROR`, `WARNING`, `INFO`, `DEBUG`, and `SUBDEBUG` for `Trace`.
+pub fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Error => "ERROR",
+        Level::Warn => "WARNING",
+        Level::Info => "INFO",
+        Level::Debug => "DEBUG",
+        Level::Trace => "SUBDEBUG",
+    }
+}
+
+/// `[LEVEL/process-name] message\n`: CPython's `log_to_stderr` format.
+pub(crate) fn cpython_line(record: &LogRecord) -> String {
+    format!("[{}/{}] {}\n", level_name(record.log_level()), record.process_name, record.message)
+}
+
+/// A logger that writes CPython's `log_to_stderr` lines; a record forwarded from a child names the child (its
+/// `process_name` key-value), any other names this process.
+#[derive(Debug, Clone, Copy)]
+pub struct StderrLogger {
+    level: LevelFilter,
+}
+
+impl StderrLogger {
+    /// Lines for records at `level` and above.
+    pub fn new(level: LevelFilter) -> Self {
+        StderrLogger { level }
+    }
+}
+
+/// Finds the `process_name` key-value.
+struct ProcessName(Option<String>);
+
+impl<'kvs> log::kv::VisitSource<'kvs> for ProcessName {
+    fn visit_pair(&mut self, key: log::kv::Key<'kvs>, value: log::kv::Value<'kvs>) -> Result<(), log::kv::Error> {
+        if key.as_str() == "process_name" {
+            self.0 = Some(value.to_string());
+        }
+        Ok(())
+    }
+}
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= self.level
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let mut name = ProcessName(None);
+        let _ = record.key_values().visit(&mut name);
+        let name = name.0.unwrap_or_else(|| mp_process::current_process().name().to_owned());
+        let line = format!("[{}/{name}] {}\n", level_name(record.level()), record.args());
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {
+        let _ = std::io::stderr().flush();
+    }
+}
+
+/// CPython's `multiprocessing.log_to_stderr(level)`: installs mp's logger with a [`StderrLogger`], so that
+/// every process of the tree — children under every start method, and theirs — logs `[LEVEL/name] message`
+/// lines on the parent's stderr. Returns [`get_logger`]'s logger.
+///
+/// ```
+/// # mp_process::init();
+/// let logger = mp_log::log_to_stderr(log::LevelFilter::Info)?;
+/// logger.info("printed as [INFO/MainProcess] ...");
+/// # Ok::<(), mp_log::InstallError>(())
+/// ```
+pub fn log_to_stderr(level: LevelFilter) -> Result<Logger, InstallError> {
+    crate::Builder::new().level(level).install(StderrLogger::new(level))?;
+    Ok(get_logger())
+}
+
+/// CPython's `multiprocessing.get_logger()`: the logger of mp's own records (target `mp`). mp's crates log
+/// their process starts, joins, terminations, replaced workers and cleanups through it at `debug` and
+/// `trace` (CPython's `util.debug` and `SUBDEBUG`), so `log_to_stderr(Debug)` shows them.
+pub fn get_logger() -> Logger {
+    Logger { _private: () }
+}
+
+/// The logger [`get_logger`] returns: `log` records with target `mp`.
+#[derive(Debug, Clone, Copy)]
+pub struct Logger {
+    _private: (),
+}
+
+impl Logger {
+    /// The target of its records.
+    pub const TARGET: &'static str = "mp";
+
+    /// Logs `message` at `level`.
+    pub fn log(&self, level: Level, message: impl fmt::Display) {
+        log::log!(target: Self::TARGET, level, "{message}");
+    }
+
+    /// At `error`.
+    pub fn error(&self, message: impl fmt::Display) {
+        self.log(Level::Error, message);
+    }
+
+    /// At `warn` (CPython's `warning`).
+    pub fn warning(&self, message: impl fmt::Display) {
+        self.log(Level::Warn, message);
+    }
+
+    /// At `info`.
+    pub fn info(&self, message: impl fmt::Display) {
+        self.log(Level::Info, message);
+    }
+
+    /// At `debug`.
+    pub fn debug(&self, message: impl fmt::Display) {
+        self.log(Level::Debug, message);
+    }
+
+    /// At [`SUBDEBUG`] (`trace`).
+    pub fn subdebug(&self, message: impl fmt::Display) {
+        self.log(SUBDEBUG, message);
+    }
+}

@@ -1,0 +1,153 @@
+//! Linux: abstract `AF_UNIX` `SOCK_SEQPACKET` sockets through rustix.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use mp_process::keep_off_stdio;
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
+
+/// Room for the largest message a listener receives (records are capped below it).
+pub(crate) const MAX_MESSAGE: usize = 128 * 1024;
+
+fn socket() -> io::Result<OwnedFd> {
+    keep_off_stdio(rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?)
+}
+
+/// The parent's listening socket, bound at abstract address `name` (non-blocking).
+pub(crate) fn listen(name: &str) -> io::Result<OwnedFd> {
+    let fd = socket()?;
+    rustix::net::bind(&fd, &SocketAddrUnix::new_abstract_name(name.as_bytes())?)?;
+    rustix::net::listen(&fd, 1024)?;
+    Ok(fd)
+}
+
+/// A connection a child made, if one is waiting (non-blocking); its receive buffer set to `buffer` bytes.
+pub(crate) fn accept(listener: BorrowedFd<'_>, buffer: usize) -> io::Result<Option<OwnedFd>> {
+    loop {
+        match rustix::net::accept_with(listener, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK) {
+            Ok(fd) => {
+                let fd = keep_off_stdio(fd)?;
+                let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, buffer);
+                return Ok(Some(fd));
+            }
+            Err(rustix::io::Errno::INTR | rustix::io::Errno::CONNABORTED) => continue,
+            Err(rustix::io::Errno::AGAIN) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A child's end, connected to the listener at `name` (an error when it is gone), with a send buffer of
+/// `buffer` bytes: records wait there while the parent is busy, and a send finds it full only when the parent
+/// has fallen that far behind.
+pub(crate) fn connect(name: &str, buffer: usize) -> io::Result<OwnedFd> {
+    let fd = socket()?;
+    let _ = rustix::net::sockopt::set_socket_send_buffer_size(&fd, buffer);
+    loop {
+        match rustix::net::connect(&fd, &SocketAddrUnix::new_abstract_name(name.as_bytes())?) {
+            Ok(()) => return Ok(fd),
+            Err(rustix::io::Errno::INTR) => continue,
+            // The listener's backlog is full: it accepts as it reads; a moment later there is room.
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INPROGRESS) => {
+                let mut polls = [PollFd::from_borrowed_fd(fd.as_fd(), PollFlags::OUT)];
+                let spec = Timespec { tv_sec: 1, tv_nsec: 0 };
+                match rustix::event::poll(&mut polls, Some(&spec)) {
+                    Ok(n) if n > 0 => return Ok(fd),
+                    _ => return Err(io::Error::from(io::ErrorKind::TimedOut)),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// How a send went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sent {
+    Delivered,
+    /// The connection's buffer stayed full for the whole wait.
+    Full,
+    /// The listener is gone (its process ended).
+    Gone,
+}
+
+/// Sends one message, waiting at most `wait` for room when the connection's buffer is full.
+pub(crate) fn send(fd: BorrowedFd<'_>, datagram: &[u8], wait: Duration) -> Sent {
+    let deadline = Instant::now().checked_add(wait);
+    loop {
+        match rustix::net::send(fd, datagram, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
+            Ok(_) => return Sent::Delivered,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) => {
+                let left = deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(Instant::now()));
+                if left.is_zero() || !wait_writable(fd, left) {
+                    return Sent::Full;
+                }
+            }
+            Err(_) => return Sent::Gone,
+        }
+    }
+}
+
+fn wait_writable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
+    let spec =
+        Timespec { tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64, tv_nsec: timeout.subsec_nanos().into() };
+    let mut polls = [PollFd::from_borrowed_fd(fd, PollFlags::OUT)];
+    matches!(rustix::event::poll(&mut polls, Some(&spec)), Ok(n) if n > 0)
+}
+
+/// What a receive found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// A message of this many bytes.
+    Message(usize),
+    /// Nothing waiting.
+    Empty,
+    /// The child's end is closed (it ended).
+    Closed,
+}
+
+/// Receives one message into `buf` without waiting.
+pub(crate) fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Received {
+    loop {
+        match rustix::net::recv(fd, &mut *buf, RecvFlags::DONTWAIT) {
+            Ok((0, _)) => return Received::Closed,
+            Ok((n, _)) => return Received::Message(n),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) => return Received::Empty,
+            Err(_) => return Received::Closed,
+        }
+    }
+}
+
+/// Waits at most `timeout` until one of `fds` is readable; which ones are.
+pub(crate) fn wait_readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> Vec<bool> {
+    let spec =
+        Timespec { tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64, tv_nsec: timeout.subsec_nanos().into() };
+    let mut polls: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::from_borrowed_fd(*fd, PollFlags::IN)).collect();
+    match rustix::event::poll(&mut polls, Some(&spec)) {
+        Ok(_) => polls.iter().map(|p| !p.revents().is_empty()).collect(),
+        Err(_) => vec![false; fds.len()],
+    }
+}
+
+/// Writes a whole line to this process's stderr, ignoring failures (the last resort of a child whose parent
+/// is gone).
+pub(crate) fn write_stderr(line: &[u8]) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(line);
+}
+
+/// Random bytes for a listener's name.
+pub(crate) fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    let _ = rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty());
+    u64::from_le_bytes(bytes)
+}
