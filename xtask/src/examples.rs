@@ -1,7 +1,8 @@
 //! Runs every example and compares its standard output with the `Expected output` block of its `//!` doc.
 //!
 //! In the expected text, `{n}` matches a (possibly negative) integer; a block opened with ```` ```text sorted ````
-//! is compared with both sides' lines sorted (for output whose order varies). Each example runs under a watchdog,
+//! is compared with both sides' lines sorted (for output whose order varies), and one marked `stderr`
+//! (```` ```text sorted stderr ````) with the example's standard error instead of its output. Each example runs under a watchdog,
 //! and xtask is a child subreaper while it runs, so a process an example leaves behind is caught.
 
 use std::path::{Path, PathBuf};
@@ -44,9 +45,10 @@ fn find() -> Result<Vec<Example>, String> {
     Ok(found)
 }
 
-/// The lines of the ```text block that follows "Expected output" in the file's `//!` comments, and whether
-/// the block is marked `sorted` (lines whose order varies between runs: both sides are sorted first).
-fn expected(source: &Path) -> Option<(Vec<String>, bool)> {
+/// The lines of the ```text block that follows "Expected output" in the file's `//!` comments, whether the
+/// block is marked `sorted` (lines whose order varies between runs: both sides are sorted first), and whether it
+/// is marked `stderr` (the example's standard error is compared instead of its standard output).
+fn expected(source: &Path) -> Option<(Vec<String>, bool, bool)> {
     let text = std::fs::read_to_string(source).ok()?;
     let docs: Vec<&str> =
         text.lines().map_while(|l| l.strip_prefix("//!")).map(|l| l.strip_prefix(' ').unwrap_or(l)).collect();
@@ -54,7 +56,8 @@ fn expected(source: &Path) -> Option<(Vec<String>, bool)> {
     let open = start + docs[start..].iter().position(|l| l.starts_with("```text"))?;
     let close = open + 1 + docs[open + 1..].iter().position(|l| l.starts_with("```"))?;
     let sorted = docs[open].split_whitespace().any(|w| w == "sorted");
-    Some((docs[open + 1..close].iter().map(|l| (*l).to_owned()).collect(), sorted))
+    let stderr = docs[open].split_whitespace().any(|w| w == "stderr");
+    Some((docs[open + 1..close].iter().map(|l| (*l).to_owned()).collect(), sorted, stderr))
 }
 
 fn line_matches(pattern: &str, line: &str) -> bool {
@@ -96,7 +99,7 @@ pub(crate) fn run_all() -> Result<Vec<(String, bool)>, String> {
 }
 
 fn check(example: &Example) -> bool {
-    let Some((mut expected, sorted)) = expected(&example.source) else {
+    let Some((mut expected, sorted, stderr)) = expected(&example.source) else {
         println!("  {} has no `Expected output` ```text block in its //! docs", example.source.display());
         return false;
     };
@@ -105,7 +108,8 @@ fn check(example: &Example) -> bool {
     let Ok(out) = std::fs::File::create(&out_path) else {
         return false;
     };
-    let mut child = match Command::new(&binary).stdin(Stdio::null()).stdout(out).stderr(Stdio::null()).spawn() {
+    let (stdout, errout) = if stderr { (Stdio::null(), Stdio::from(out)) } else { (Stdio::from(out), Stdio::null()) };
+    let mut child = match Command::new(&binary).stdin(Stdio::null()).stdout(stdout).stderr(errout).spawn() {
         Ok(child) => child,
         Err(e) => {
             println!("  cannot run {}: {e}", binary.display());

@@ -2,7 +2,6 @@
 //! and `get_logger()`, the logger of mp's own records (target `mp`).
 
 use std::fmt;
-use std::io::Write as _;
 
 use log::{Level, LevelFilter};
 
@@ -70,12 +69,10 @@ impl log::Log for StderrLogger {
         let _ = record.key_values().visit(&mut name);
         let name = name.0.unwrap_or_else(|| mp_process::current_process().name().to_owned());
         let line = format!("[{}/{name}] {}\n", level_name(record.level()), record.args());
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        crate::sys::write_stderr(line.as_bytes());
     }
 
-    fn flush(&self) {
-        let _ = std::io::stderr().flush();
-    }
+    fn flush(&self) {}
 }
 
 /// CPython's `multiprocessing.log_to_stderr(level)`: installs mp's logger with a [`StderrLogger`], so that

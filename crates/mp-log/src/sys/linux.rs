@@ -138,11 +138,20 @@ pub(crate) fn wait_readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> Vec<bo
     }
 }
 
-/// Writes a whole line to this process's stderr, ignoring failures (the last resort of a child whose parent
-/// is gone).
-pub(crate) fn write_stderr(line: &[u8]) {
-    use std::io::Write;
-    let _ = std::io::stderr().lock().write_all(line);
+/// Writes a whole line to this process's stderr (descriptor 2) with `write(2)` itself, ignoring failures: no
+/// lock of Rust's `stderr` is taken, so a child forked while this process's listener thread printed does not
+/// inherit that lock held.
+pub(crate) fn write_stderr(mut line: &[u8]) {
+    // SAFETY: descriptor 2 is borrowed for the call only; if it is closed the write fails, harmlessly.
+    let fd = unsafe { BorrowedFd::borrow_raw(2) };
+    while !line.is_empty() {
+        match rustix::io::write(fd, line) {
+            Ok(0) => return,
+            Ok(n) => line = &line[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return,
+        }
+    }
 }
 
 /// Random bytes for a listener's name.
