@@ -286,8 +286,56 @@ def group_pool():
     report("primes_scaling", one / two, "x")
 
 
+LOG_RECORDS = 200_000
+
+
+def log_flood(queue, n):
+    import logging
+    import logging.handlers
+    logger = logging.getLogger("bench")
+    logger.handlers[:] = [logging.handlers.QueueHandler(queue)]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for i in range(n):
+        logger.info("record %d", i)
+
+
+def group_log():
+    """The same workload with CPython's own pattern: QueueHandler on a multiprocessing.Queue, and a
+    QueueListener in the parent whose handler counts."""
+    import logging
+    import logging.handlers
+    import threading
+
+    class Count(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.n = 0
+            self.done = threading.Event()
+
+        def emit(self, record):
+            self.n += 1
+            if self.n == LOG_RECORDS:
+                self.done.set()
+
+    rates = []
+    for _ in range(3):
+        queue = mp.get_context("forkserver").Queue()
+        handler = Count()
+        listener = logging.handlers.QueueListener(queue, handler)
+        listener.start()
+        start = time.perf_counter()
+        p = mp.get_context("forkserver").Process(target=log_flood, args=(queue, LOG_RECORDS))
+        p.start()
+        handler.done.wait(120)
+        rates.append(handler.n / (time.perf_counter() - start))
+        p.join()
+        listener.stop()
+    report("log_forward_throughput", statistics.median(rates), "records/s")
+
+
 if __name__ == "__main__":
-    groups = sys.argv[1:] or ["process", "sync", "ipc", "pool"]
+    groups = sys.argv[1:] or ["process", "sync", "ipc", "pool", "log"]
     if "process" in groups:
         group_process()
     if "sync" in groups:
@@ -296,3 +344,5 @@ if __name__ == "__main__":
         group_ipc()
     if "pool" in groups:
         group_pool()
+    if "log" in groups:
+        group_log()

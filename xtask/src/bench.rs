@@ -1,4 +1,4 @@
-//! `cargo xtask bench [GROUP...]` (groups: process, sync, ipc, pool): mp's workloads (release build), CPython's on the same workloads, the raw
+//! `cargo xtask bench [GROUP...]` (groups: process, sync, ipc, pool, log): mp's workloads (release build), CPython's on the same workloads, the raw
 //! floors, all in one run; the JSON lines as they come, then a table of ratios.
 
 use std::process::{Command, Stdio};

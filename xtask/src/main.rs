@@ -14,7 +14,7 @@ cargo xtask <command>
 commands:
   test [--start-method M]   the test suite once per start method (fork, spawn, forkserver), the doc tests,
                             then every example with its output checked; prints a summary table
-  bench [GROUP...]          release-mode workloads (groups: process, sync, ipc, pool); one JSON line each, CPython and the
+  bench [GROUP...]          release-mode workloads (groups: process, sync, ipc, pool, log); one JSON line each, CPython and the
                             raw floor measured in the same run, then a table of ratios
   tidy                      the crate stack and every crate's module levels (see xtask/src/tidy.rs)
   ci                        cargo fmt --check, clippy -D warnings, rustdoc -D warnings, tidy, then `test`

@@ -6,6 +6,7 @@
 
 mod floor;
 mod ipc;
+mod log;
 mod pool;
 mod process;
 mod sync;
@@ -33,6 +34,10 @@ fn main() {
     }
     if wants("pool") {
         pool::run();
+    }
+    // Last: it installs mp's logger for the rest of the process.
+    if wants("log") {
+        log::run();
     }
 }
 

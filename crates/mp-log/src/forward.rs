@@ -3,6 +3,7 @@
 //! own — never into the inner logger, whose locks a forked child may have inherited held.
 
 use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -12,7 +13,7 @@ use log::LevelFilter;
 
 use crate::error::InstallError;
 use crate::listener::{Listener, ListenerStats};
-use crate::record::{DEFAULT_RECORD_CAP, LogRecord, Message};
+use crate::record::{Collect, DEFAULT_RECORD_CAP, Message, RecordRef};
 use crate::stderr::cpython_line;
 use crate::sys::{self, Sent};
 
@@ -234,6 +235,8 @@ fn stop_listener() {
 /// In every child (mp-process's setup hook, before its target): forward from now on.
 fn become_child() {
     let Some(address) = mp_process::inherited(ADDRESS) else { return };
+    // A forked child has copies of its parent's listener descriptors: closed, or they would outlive the parent.
+    crate::listener::close_inherited();
     let setting = |key: &str| mp_process::inherited(key).and_then(|v| v.parse::<u64>().ok());
     WAIT_NS.store(setting(WAIT).unwrap_or(0), Ordering::Relaxed);
     RECORD_CAP.store(setting(CAP).map_or(DEFAULT_RECORD_CAP, |c| c as usize), Ordering::Relaxed);
@@ -275,12 +278,20 @@ fn sender() -> Option<BorrowedFd<'static>> {
     (fd >= 0).then(|| unsafe { BorrowedFd::borrow_raw(fd) })
 }
 
-thread_local! {
-    /// Where records are encoded (reused: no allocation per record once warm).
-    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+/// A thread's reusable buffers for forwarding: the formatted message, the key-values, the encoded message.
+#[derive(Default)]
+struct Scratch {
+    message: String,
+    key_values: Collect,
+    encoded: Vec<u8>,
 }
 
-/// Forwards one record from a child.
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Forwards one record from a child: encoded straight from the `log::Record` (borrowed strings, reused
+/// buffers: no allocation once a thread's buffers are warm), sent as one message.
 fn forward(record: &log::Record<'_>) {
     let who = WHO.load(Ordering::Acquire);
     if who.is_null() {
@@ -288,40 +299,69 @@ fn forward(record: &log::Record<'_>) {
     }
     // SAFETY: set by `become_child` from `Box::into_raw` and never freed.
     let (name, pid) = unsafe { &*who };
-    let (mut rec, kv_failed) = LogRecord::capture(record, name, *pid);
-    if kv_failed {
-        KV_FAILED.fetch_add(1, Ordering::Relaxed);
-    }
-    if PARENT_GONE.load(Ordering::Relaxed) {
-        sys::write_stderr(cpython_line(&rec).as_bytes());
-        return;
-    }
-    let Some(fd) = sender() else { return };
-    rec.seq = SENT.fetch_add(1, Ordering::Relaxed) + 1;
-    let cap = RECORD_CAP.load(Ordering::Relaxed);
-    let wait = Duration::from_nanos(WAIT_NS.load(Ordering::Relaxed));
-    BUF.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        let mut message = Message::Record {
-            record: rec,
-            dropped: DROPPED.load(Ordering::Relaxed),
-            kv_failed: KV_FAILED.load(Ordering::Relaxed),
-        };
-        if !encode(&mut buf, &message) || buf.len() > cap {
-            if let Message::Record { record, .. } = &mut message {
-                record.fit(cap - 64, |r| postcard::to_stdvec(r).map_or(usize::MAX, |v| v.len()));
-            }
-            encode(&mut buf, &message);
+    SCRATCH.with(|scratch| {
+        let Ok(mut scratch) = scratch.try_borrow_mut() else { return }; // a record logged while formatting one
+        let Scratch { message, key_values, encoded } = &mut *scratch;
+        message.clear();
+        let _ = write!(message, "{}", record.args());
+        key_values.0.clear();
+        key_values.1 = false;
+        if record.key_values().count() > 0 {
+            let _ = record.key_values().visit(key_values);
         }
-        match sys::send(fd, &buf, wait) {
+        if key_values.1 {
+            KV_FAILED.fetch_add(1, Ordering::Relaxed);
+            key_values.0.clear();
+        }
+        let rec = RecordRef {
+            level: record.level() as usize as u8,
+            target: record.target(),
+            module_path: record.module_path(),
+            file: record.file(),
+            line: record.line(),
+            message,
+            key_values: key_values.0.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+            process_name: name,
+            pid: *pid,
+            seq: 0,
+            truncated: false,
+        };
+        if PARENT_GONE.load(Ordering::Relaxed) {
+            sys::write_stderr(cpython_line(&rec.to_owned_record()).as_bytes());
+            return;
+        }
+        let Some(fd) = sender() else { return };
+        let seq = SENT.fetch_add(1, Ordering::Relaxed) + 1;
+        let rec = RecordRef { seq, ..rec };
+        let (dropped, kv_failed) = (DROPPED.load(Ordering::Relaxed), KV_FAILED.load(Ordering::Relaxed));
+        let cap = RECORD_CAP.load(Ordering::Relaxed);
+        let fits = encode(encoded, &Message::Record { record: rec, dropped, kv_failed }) && encoded.len() <= cap;
+        let mut owned = None;
+        if !fits {
+            // Too large (rare): cut an owned copy to fit.
+            let Message::Record { record: rec, .. } = postcard::from_bytes::<Message<'_>>(encoded)
+                .ok()
+                .unwrap_or(Message::Exit { pid: 0, process_name: "", seq: 0, dropped: 0, kv_failed: 0 })
+            else {
+                return;
+            };
+            let mut cut = rec.to_owned_record();
+            cut.fit(cap - 64, |r| postcard::to_stdvec(&r.as_ref()).map_or(usize::MAX, |v| v.len()));
+            owned = Some(cut);
+        }
+        if let Some(cut) = &owned {
+            encode(encoded, &Message::Record { record: cut.as_ref(), dropped, kv_failed });
+        }
+        let wait = Duration::from_nanos(WAIT_NS.load(Ordering::Relaxed));
+        match sys::send(fd, encoded, wait) {
             Sent::Delivered => {}
             Sent::Full => {
                 DROPPED.fetch_add(1, Ordering::Relaxed);
             }
             Sent::Gone => {
                 PARENT_GONE.store(true, Ordering::Relaxed);
-                if let Message::Record { record, .. } = &message {
-                    sys::write_stderr(cpython_line(record).as_bytes());
+                if let Ok(Message::Record { record, .. }) = postcard::from_bytes::<Message<'_>>(encoded) {
+                    sys::write_stderr(cpython_line(&record.to_owned_record()).as_bytes());
                 }
             }
         }
@@ -329,7 +369,7 @@ fn forward(record: &log::Record<'_>) {
 }
 
 /// Encodes into `buf` (cleared first); whether it worked.
-fn encode(buf: &mut Vec<u8>, message: &Message) -> bool {
+fn encode(buf: &mut Vec<u8>, message: &Message<'_>) -> bool {
     buf.clear();
     match postcard::to_extend(message, std::mem::take(buf)) {
         Ok(bytes) => {
@@ -352,7 +392,7 @@ fn child_exit() {
     let dropped = DROPPED.load(Ordering::Relaxed);
     let exit = Message::Exit {
         pid: *pid,
-        process_name: name.clone(),
+        process_name: name,
         seq: SENT.load(Ordering::Relaxed),
         dropped,
         kv_failed: KV_FAILED.load(Ordering::Relaxed),

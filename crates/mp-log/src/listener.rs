@@ -1,9 +1,9 @@
 //! The parent's listener: a thread that accepts one connection per child process, reads the records they
 //! send, and re-emits them through the inner logger, saying when a child dropped records.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -12,6 +12,42 @@ use crate::sys::{self, Received};
 
 /// How often the listener looks at its stop flag while nothing arrives.
 const TICK: Duration = Duration::from_millis(50);
+
+/// The descriptors the listener owns (its listening socket and one connection per child), where a child
+/// forked from this process finds them to close: `fork` copies every descriptor, and a child holding a copy
+/// of the listening socket or of a sibling's connection would keep it open after this process is gone, so
+/// that those senders would never learn it. Lock-free, so that a forked child can read it whatever the
+/// listener thread was doing. Beyond its room, a descriptor is not recorded (then a forked child keeps it).
+static OWNED: [AtomicI32; 4096] = [const { AtomicI32::new(-1) }; 4096];
+
+fn record_owned(fd: i32) {
+    for slot in &OWNED {
+        if slot.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            return;
+        }
+    }
+}
+
+fn forget_owned(fd: i32) {
+    for slot in &OWNED {
+        if slot.compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            return;
+        }
+    }
+}
+
+/// In a child forked from the listener's process: closes the listener's descriptors (see [`OWNED`]).
+pub(crate) fn close_inherited() {
+    for slot in &OWNED {
+        let fd = slot.load(Ordering::Acquire);
+        if fd >= 0 {
+            slot.store(-1, Ordering::Relaxed);
+            // SAFETY: the descriptor was the listener thread's, which does not exist in this child: nothing here
+            // uses it, so closing it is ours to do.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+}
 
 /// What a listener has seen so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -89,24 +125,28 @@ impl Listener {
 }
 
 fn run(socket: &OwnedFd, inner: &'static dyn log::Log, stop: &AtomicBool, counters: &Counters, buffer: usize) {
+    record_owned(socket.as_raw_fd());
     let mut peers: Vec<Peer> = Vec::new();
-    let mut buf = vec![0u8; sys::MAX_MESSAGE];
+    let mut batch = sys::Batch::new();
     loop {
         let stopping = stop.load(Ordering::SeqCst);
         // Drain everything waiting, then wait (a short while, to look at the stop flag again).
         let mut busy = false;
         while let Ok(Some(fd)) = sys::accept(socket.as_fd(), buffer) {
+            record_owned(fd.as_raw_fd());
             counters.processes.fetch_add(1, Ordering::Relaxed);
             peers.push(Peer { fd, pid: 0, name: String::new(), seq: 0, dropped: 0, kv_failed: 0, ended: false });
             busy = true;
         }
         for peer in &mut peers {
             // A bounded turn per peer, so that one busy child cannot starve the others.
-            for _ in 0..256 {
-                match sys::recv(peer.fd.as_fd(), &mut buf) {
+            for _ in 0..16 {
+                match sys::recv_batch(peer.fd.as_fd(), &mut batch) {
                     Received::Message(n) => {
                         busy = true;
-                        handle(peer, &buf[..n], inner, counters);
+                        for i in 0..n {
+                            handle(peer, batch.message(i), inner, counters);
+                        }
                     }
                     Received::Empty => break,
                     Received::Closed => {
@@ -116,12 +156,22 @@ fn run(socket: &OwnedFd, inner: &'static dyn log::Log, stop: &AtomicBool, counte
                 }
             }
         }
-        peers.retain(|peer| !peer.ended);
+        peers.retain(|peer| {
+            if peer.ended {
+                forget_owned(peer.fd.as_raw_fd());
+            }
+            !peer.ended
+        });
         if busy {
             continue;
         }
+
         if stopping {
             inner.flush();
+            for peer in &peers {
+                forget_owned(peer.fd.as_raw_fd());
+            }
+            forget_owned(socket.as_raw_fd());
             return;
         }
         let mut fds = vec![socket.as_fd()];
@@ -132,7 +182,7 @@ fn run(socket: &OwnedFd, inner: &'static dyn log::Log, stop: &AtomicBool, counte
 
 /// One message from `peer`.
 fn handle(peer: &mut Peer, bytes: &[u8], inner: &'static dyn log::Log, counters: &Counters) {
-    let Ok(message) = postcard::from_bytes::<Message>(bytes) else {
+    let Ok(message) = postcard::from_bytes::<Message<'_>>(bytes) else {
         log_from(
             inner,
             peer,
@@ -145,7 +195,7 @@ fn handle(peer: &mut Peer, bytes: &[u8], inner: &'static dyn log::Log, counters:
         Message::Record { record, dropped, kv_failed } => {
             peer.pid = record.pid;
             if peer.name != record.process_name {
-                peer.name.clone_from(&record.process_name);
+                record.process_name.clone_into(&mut peer.name);
             }
             peer.seq = record.seq;
             counters.records.fetch_add(1, Ordering::Relaxed);
@@ -154,7 +204,7 @@ fn handle(peer: &mut Peer, bytes: &[u8], inner: &'static dyn log::Log, counters:
         }
         Message::Exit { pid, process_name, seq, dropped, kv_failed } => {
             peer.pid = pid;
-            peer.name = process_name;
+            process_name.clone_into(&mut peer.name);
             peer.seq = seq;
             report_losses(peer, dropped, kv_failed, inner, counters);
         }

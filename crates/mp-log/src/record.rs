@@ -72,15 +72,26 @@ impl LogRecord {
         (rec, collect.1)
     }
 
+    /// The record borrowed, for encoding.
+    pub(crate) fn as_ref(&self) -> RecordRef<'_> {
+        RecordRef {
+            level: self.level,
+            target: &self.target,
+            module_path: self.module_path.as_deref(),
+            file: self.file.as_deref(),
+            line: self.line,
+            message: &self.message,
+            key_values: self.key_values.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+            process_name: &self.process_name,
+            pid: self.pid,
+            seq: self.seq,
+            truncated: self.truncated,
+        }
+    }
+
     /// The level as `log`'s.
     pub fn log_level(&self) -> log::Level {
-        match self.level {
-            1 => log::Level::Error,
-            2 => log::Level::Warn,
-            3 => log::Level::Info,
-            4 => log::Level::Debug,
-            _ => log::Level::Trace,
-        }
+        level_of(self.level)
     }
 
     /// Hands the record to `logger` as a `log::Record` with its original level, target, module path, file,
@@ -132,7 +143,8 @@ impl LogRecord {
 }
 
 /// Collects key-values as text; the flag says one failed to format.
-struct Collect(Vec<(String, String)>, bool);
+#[derive(Debug, Default)]
+pub(crate) struct Collect(pub(crate) Vec<(String, String)>, pub(crate) bool);
 
 impl<'kvs> log::kv::VisitSource<'kvs> for Collect {
     fn visit_pair(&mut self, key: log::kv::Key<'kvs>, value: log::kv::Value<'kvs>) -> Result<(), log::kv::Error> {
@@ -161,14 +173,100 @@ impl log::kv::Source for Source<'_> {
     }
 }
 
-/// One datagram from a child to its parent's listener.
+/// A [`LogRecord`] borrowed: the same fields in the same order, so that it encodes to the same bytes and
+/// either side can read what the other wrote. A child encodes records from this (no copy of the record's
+/// strings), the listener decodes into it (strings borrowed from the message).
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Message {
+pub(crate) struct RecordRef<'a> {
+    pub(crate) level: u8,
+    pub(crate) target: &'a str,
+    pub(crate) module_path: Option<&'a str>,
+    pub(crate) file: Option<&'a str>,
+    pub(crate) line: Option<u32>,
+    pub(crate) message: &'a str,
+    #[serde(borrow)]
+    pub(crate) key_values: Vec<(&'a str, &'a str)>,
+    pub(crate) process_name: &'a str,
+    pub(crate) pid: u32,
+    pub(crate) seq: u64,
+    pub(crate) truncated: bool,
+}
+
+impl RecordRef<'_> {
+    /// An owned copy.
+    pub(crate) fn to_owned_record(&self) -> LogRecord {
+        LogRecord {
+            level: self.level,
+            target: self.target.to_owned(),
+            module_path: self.module_path.map(str::to_owned),
+            file: self.file.map(str::to_owned),
+            line: self.line,
+            message: self.message.to_owned(),
+            key_values: self.key_values.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            process_name: self.process_name.to_owned(),
+            pid: self.pid,
+            seq: self.seq,
+            truncated: self.truncated,
+        }
+    }
+
+    /// Hands the record to `logger`, as [`LogRecord::emit`] does, without copying it.
+    pub(crate) fn emit(&self, logger: &dyn log::Log) {
+        let metadata = log::Metadata::builder().level(level_of(self.level)).target(self.target).build();
+        if !logger.enabled(&metadata) {
+            return;
+        }
+        let source = SourceRef(self);
+        logger.log(
+            &log::Record::builder()
+                .metadata(metadata)
+                .args(format_args!("{}", self.message))
+                .module_path(self.module_path)
+                .file(self.file)
+                .line(self.line)
+                .key_values(&source)
+                .build(),
+        );
+    }
+}
+
+/// A borrowed record's key-values for `log`, with the process's name, pid and sequence number after them.
+struct SourceRef<'a, 'b>(&'b RecordRef<'a>);
+
+impl log::kv::Source for SourceRef<'_, '_> {
+    fn visit<'kvs>(&'kvs self, visitor: &mut dyn log::kv::VisitSource<'kvs>) -> Result<(), log::kv::Error> {
+        for (key, value) in &self.0.key_values {
+            visitor.visit_pair(log::kv::Key::from_str(key), log::kv::Value::from(*value))?;
+        }
+        visitor.visit_pair(log::kv::Key::from_str("process_name"), log::kv::Value::from(self.0.process_name))?;
+        visitor.visit_pair(log::kv::Key::from_str("pid"), log::kv::Value::from(self.0.pid))?;
+        visitor.visit_pair(log::kv::Key::from_str("seq"), log::kv::Value::from(self.0.seq))
+    }
+}
+
+fn level_of(level: u8) -> log::Level {
+    match level {
+        1 => log::Level::Error,
+        2 => log::Level::Warn,
+        3 => log::Level::Info,
+        4 => log::Level::Debug,
+        _ => log::Level::Trace,
+    }
+}
+
+/// One message from a child to its parent's listener.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Message<'a> {
     /// A record; `dropped` is how many records this process has dropped so far (a full channel), `kv_failed`
     /// how many it sent without their key-values.
-    Record { record: LogRecord, dropped: u64, kv_failed: u64 },
+    Record {
+        #[serde(borrow)]
+        record: RecordRef<'a>,
+        dropped: u64,
+        kv_failed: u64,
+    },
     /// The process ends: its last sequence number and its final counts.
-    Exit { pid: u32, process_name: String, seq: u64, dropped: u64, kv_failed: u64 },
+    Exit { pid: u32, process_name: &'a str, seq: u64, dropped: u64, kv_failed: u64 },
 }
 
 #[cfg(test)]
@@ -189,6 +287,15 @@ mod tests {
             seq: 1,
             truncated: false,
         }
+    }
+
+    #[test]
+    fn borrowed_and_owned_records_encode_alike() {
+        let owned = record("same bytes");
+        let bytes = postcard::to_stdvec(&owned).unwrap();
+        let borrowed: RecordRef<'_> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(borrowed.to_owned_record(), owned);
+        assert_eq!(postcard::to_stdvec(&borrowed).unwrap(), bytes);
     }
 
     #[test]

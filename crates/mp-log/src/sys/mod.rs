@@ -4,7 +4,8 @@
 //!   system, gone with its process), the parent's end, and one connection per child process;
 //! - [`connect`]: a child's non-blocking connection; [`send`] never blocks longer than asked and tells a full
 //!   channel ([`Sent::Full`]) from a parent that is gone ([`Sent::Gone`]);
-//! - [`recv`]: one message (each record is one, kept whole), and [`wait_readable`].
+//! - [`recv_batch`]: the messages waiting, up to 16 with one system call (each record is one, kept whole), and
+//!   [`wait_readable`].
 //!
 //! A connection per child, not one datagram socket for all: a Unix datagram socket that several peers send to
 //! holds at most `net.unix.max_dgram_qlen` messages (10 here), so a parent a moment behind would see drops.
