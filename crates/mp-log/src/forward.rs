@@ -13,8 +13,7 @@ use log::LevelFilter;
 
 use crate::error::InstallError;
 use crate::listener::{Listener, ListenerStats};
-use crate::record::{Collect, DEFAULT_RECORD_CAP, Message, RecordRef};
-use crate::stderr::cpython_line;
+use crate::record::{Collect, DEFAULT_RECORD_CAP, Message, RecordRef, cpython_line};
 use crate::sys::{self, Sent};
 
 /// The inherited settings that tell a child where its tree's listener is and how to send.

@@ -57,8 +57,9 @@
 //! |---|---|---|
 //! | 0 | `sys`, `error` | the sockets; the error type |
 //! | 1 | `record` | a record as it travels |
-//! | 2 | `stderr`, `queue`, `listener` | CPython's stderr lines; queue handler and listener; the parent's listener thread |
+//! | 2 | `queue`, `listener` | queue handler and listener; the parent's listener thread |
 //! | 3 | `forward` | the global logger, `install`, a child's side |
+//! | 4 | `stderr` | CPython's `log_to_stderr` and `get_logger` |
 
 #![warn(missing_docs)]
 
@@ -75,6 +76,6 @@ pub use crate::{
     forward::{Builder, DEFAULT_BUFFER, LogHandle, install, is_forwarding},
     listener::ListenerStats,
     queue::{QueueHandler, QueueListener, RecordQueue},
-    record::{DEFAULT_RECORD_CAP, LogRecord, TRUNCATED_MARKER},
-    stderr::{Logger, SUBDEBUG, SUBWARNING, StderrLogger, get_logger, level_name, log_to_stderr},
+    record::{DEFAULT_RECORD_CAP, LogRecord, TRUNCATED_MARKER, level_name},
+    stderr::{Logger, SUBDEBUG, SUBWARNING, StderrLogger, get_logger, log_to_stderr},
 };

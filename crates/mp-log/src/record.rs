@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use log::Level;
 use serde::{Deserialize, Serialize};
 
 /// The largest encoded record by default (64 KiB): a longer message is cut, with a marker.
@@ -252,6 +253,22 @@ fn level_of(level: u8) -> log::Level {
         4 => log::Level::Debug,
         _ => log::Level::Trace,
     }
+}
+
+/// CPython's level name for `level`: `ERROR`, `WARNING`, `INFO`, `DEBUG`, and `SUBDEBUG` for `Trace`.
+pub fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Error => "ERROR",
+        Level::Warn => "WARNING",
+        Level::Info => "INFO",
+        Level::Debug => "DEBUG",
+        Level::Trace => "SUBDEBUG",
+    }
+}
+
+/// `[LEVEL/process-name] message\n`: CPython's `log_to_stderr` format.
+pub(crate) fn cpython_line(record: &LogRecord) -> String {
+    format!("[{}/{}] {}\n", level_name(record.log_level()), record.process_name, record.message)
 }
 
 /// One message from a child to its parent's listener.

@@ -6,29 +6,13 @@ use std::fmt;
 use log::{Level, LevelFilter};
 
 use crate::error::InstallError;
-use crate::record::LogRecord;
+use crate::record::level_name;
 
 /// CPython's `SUBDEBUG` (5, below `DEBUG`): `log`'s `Trace`.
 pub const SUBDEBUG: Level = Level::Trace;
 /// CPython's `SUBWARNING` (25, between `INFO` and `WARNING`): `log`'s `Warn`, which is the nearest level that
 /// still shows by default.
 pub const SUBWARNING: Level = Level::Warn;
-
-/// CPython's level name for `level`: `ERROR`, `WARNING`, `INFO`, `DEBUG`, and `SUBDEBUG` for `Trace`.
-pub fn level_name(level: Level) -> &'static str {
-    match level {
-        Level::Error => "ERROR",
-        Level::Warn => "WARNING",
-        Level::Info => "INFO",
-        Level::Debug => "DEBUG",
-        Level::Trace => "SUBDEBUG",
-    }
-}
-
-/// `[LEVEL/process-name] message\n`: CPython's `log_to_stderr` format.
-pub(crate) fn cpython_line(record: &LogRecord) -> String {
-    format!("[{}/{}] {}\n", level_name(record.log_level()), record.process_name, record.message)
-}
 
 /// A logger that writes CPython's `log_to_stderr` lines; a record forwarded from a child names the child (its
 /// `process_name` key-value), any other names this process.
