@@ -177,6 +177,7 @@ impl Core {
         }
         let mut process = builder.target(worker_main, args);
         process.start().map_err(|e| PoolError::Start(e.to_string()))?;
+        log::debug!(target: "mp", "pool {}: started worker {} in slot {slot}", self.config.name, process.name());
         Ok(Slot { process: Some(process), tasks, outstanding: VecDeque::new(), ready: false, done: 0, early_deaths: 0 })
     }
 

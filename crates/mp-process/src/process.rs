@@ -262,6 +262,9 @@ impl<R> Process<R> {
             tree::add_child(child.clone());
         }
         self.method = Some(method);
+        if log::log_enabled!(target: "mp", log::Level::Debug) {
+            log::debug!(target: "mp", "started {} (pid {}) with {method}", self.name, child.pid().unwrap_or(0));
+        }
         self.child = Some(child);
         Ok(())
     }
@@ -300,6 +303,7 @@ impl<R> Process<R> {
             return Err(JoinError::AlreadyJoined);
         }
         let (outcome, server_lost) = child.outcome();
+        log::debug!(target: "mp", "joined {} (exit code {})", self.name, child.exitcode().unwrap_or(255));
         let pid = child.pid().unwrap_or(0);
         let code = child.exitcode().unwrap_or(255);
         match outcome {
@@ -336,6 +340,7 @@ impl<R> Process<R> {
     }
 
     fn signal(&self, sig: i32) -> Result<(), ProcessError> {
+        log::debug!(target: "mp", "sending signal {sig} to {}", self.name);
         let child = self.child.as_ref().ok_or(ProcessError::NotStarted)?;
         child.signal(sig).map_err(ProcessError::from)
     }

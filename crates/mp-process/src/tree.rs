@@ -108,6 +108,7 @@ fn run_exit_hooks() {
 /// fork server go; then run the exit hooks. Runs at normal exit of the main program (via `atexit`) and at the
 /// end of every child.
 pub(crate) fn shutdown_children() {
+    log::debug!(target: "mp", "process shutting down");
     join_children();
     run_exit_hooks();
 }

@@ -160,6 +160,7 @@ fn serve(listener: Handle) {
         );
     }
     for name in names.keys().chain(quiet.keys()) {
+        log::debug!(target: "mp", "resource tracker: unlinking shared memory segment {name}");
         let _ = sys::unlink(name);
     }
 }
