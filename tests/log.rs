@@ -26,6 +26,7 @@ fn main() {
         key_values_that_fail_to_format_are_left_out_and_counted,
         log_to_stderr_prints_cpythons_lines_for_every_process,
         queue_handler_and_listener_carry_records,
+        tracing_events_from_children_are_forwarded,
     ]);
 }
 
@@ -361,4 +362,28 @@ fn queue_handler_and_listener_carry_records() {
     assert_eq!(seen.len(), 500);
     assert!(seen.iter().enumerate().all(|(i, s)| s.message == format!("queued {i}")));
     assert_eq!(seen[0].kvs["process_name"], "producer");
+}
+
+fn trace_something(n: u32) {
+    tracing::info!(answer = n, "from tracing");
+    tracing::debug!("filtered out");
+}
+
+fn tracing_events_from_children_are_forwarded() {
+    use tracing_subscriber::prelude::*;
+    let handle = Builder::new().level(log::LevelFilter::Info).install(Collect).unwrap();
+    tracing_subscriber::registry().with(mp_log::LogLayer).try_init().unwrap();
+    mp_log::forward_tracing();
+    tracing::warn!("the parent's own event");
+    let mut p = ProcessBuilder::new().name("tracer").target(trace_something, 42);
+    p.start().unwrap();
+    p.join().unwrap();
+    let stats = handle.stop();
+    assert_eq!(stats.records, 1, "{stats:?}");
+    let seen = seen();
+    let parent = seen.iter().find(|s| s.message == "the parent's own event").expect("the parent's event");
+    assert_eq!(parent.level, log::Level::Warn);
+    let child = seen.iter().find(|s| s.message == "from tracing").expect("the child's event");
+    assert_eq!((child.kvs["answer"].as_str(), child.kvs["process_name"].as_str()), ("42", "tracer"));
+    assert!(!seen.iter().any(|s| s.message == "filtered out"));
 }

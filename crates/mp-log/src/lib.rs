@@ -49,6 +49,12 @@
 //! [`get_logger`] (mp's own records, target `mp`), [`log_to_stderr`], [`SUBDEBUG`] and [`SUBWARNING`];
 //! [`QueueHandler`] and [`QueueListener`] over an mp queue, for CPython's explicit pattern.
 //!
+//! # `tracing`
+//!
+//! With the feature `tracing`, `LogLayer` turns `tracing` events into `log` records (forwarded from children
+//! like any other, re-emitted in the parent through the inner `log` logger), and `forward_tracing()` gives
+//! every child a subscriber with it.
+//!
 //! # Levels
 //!
 //! Each module uses only modules on lower levels (`cargo xtask tidy` checks it):
@@ -59,7 +65,7 @@
 //! | 1 | `record` | a record as it travels |
 //! | 2 | `queue`, `listener` | queue handler and listener; the parent's listener thread |
 //! | 3 | `forward` | the global logger, `install`, a child's side |
-//! | 4 | `stderr` | CPython's `log_to_stderr` and `get_logger` |
+//! | 4 | `stderr`, `tracing_layer` | CPython's `log_to_stderr` and `get_logger`; the `tracing` layer (feature) |
 
 #![warn(missing_docs)]
 
@@ -70,7 +76,11 @@ mod queue;
 mod record;
 mod stderr;
 mod sys;
+#[cfg(feature = "tracing")]
+mod tracing_layer;
 
+#[cfg(feature = "tracing")]
+pub use crate::tracing_layer::{LogLayer, forward_tracing};
 pub use crate::{
     error::InstallError,
     forward::{Builder, DEFAULT_BUFFER, LogHandle, install, is_forwarding},
