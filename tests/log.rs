@@ -27,6 +27,7 @@ fn main() {
         log_to_stderr_prints_cpythons_lines_for_every_process,
         queue_handler_and_listener_carry_records,
         tracing_events_from_children_are_forwarded,
+        records_a_killed_parent_never_read_are_printed_by_the_child,
     ]);
 }
 
@@ -265,6 +266,9 @@ fn children_of_a_killed_parent_fall_back_to_stderr() {
     let mut pid = [0u8; 4];
     reader.read_exact(&mut pid).unwrap();
     let grandchild = u32::from_le_bytes(pid);
+    // Time for the parent to read "before" (one it had not read would be printed by the grandchild: nothing
+    // is lost), then kill it.
+    std::thread::sleep(Duration::from_millis(300));
     p.kill().unwrap();
     let _ = p.join();
     let finished = eventually(Duration::from_secs(20), || {
@@ -386,4 +390,55 @@ fn tracing_events_from_children_are_forwarded() {
     let child = seen.iter().find(|s| s.message == "from tracing").expect("the child's event");
     assert_eq!((child.kvs["answer"].as_str(), child.kvs["process_name"].as_str()), ("42", "tracer"));
     assert!(!seen.iter().any(|s| s.message == "filtered out"));
+}
+
+/// In the grandchild: stderr to `file`; logs ten records (the stalled parent reads one at most), says so on
+/// `pipe`, waits for its parent to go, then logs once more.
+fn unread_logger((file, pipe): (Handle, Handle)) {
+    let fd = OwnedFd::from(file);
+    // SAFETY: dup2 of two valid descriptors.
+    unsafe { libc::dup2(fd.as_raw_fd(), 2) };
+    for i in 0..10 {
+        log::info!("unread {i}");
+    }
+    let parent = mp_process::parent_process().unwrap();
+    File::from(pipe).write_all(&std::process::id().to_le_bytes()).unwrap();
+    assert!(parent.join_timeout(Duration::from_secs(20)).unwrap(), "the parent was to be killed");
+    log::info!("last");
+    eprintln!("exiting normally");
+}
+
+/// The installing process, its logger stalled for good.
+fn install_stalled((file, pipe): (Handle, Handle)) {
+    let _handle = mp_log::install(Collect).unwrap();
+    let _stall = STALL.lock().unwrap();
+    let mut p = ProcessBuilder::new().keep_alive_after_parent(true).target(unread_logger, (file, pipe));
+    p.start().unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// Records a child handed over that its killed parent never read are not lost: the child prints them on its
+/// own stderr (all but the one the parent was handling when it died).
+fn records_a_killed_parent_never_read_are_printed_by_the_child() {
+    let path = std::env::temp_dir().join("unread-stderr");
+    let file = File::create(&path).unwrap();
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let mut p = Process::new(install_stalled, (Handle::from(file), Handle::from(OwnedFd::from(writer))));
+    p.start().unwrap();
+    let mut pid = [0u8; 4];
+    reader.read_exact(&mut pid).unwrap();
+    let grandchild = u32::from_le_bytes(pid);
+    std::thread::sleep(Duration::from_millis(100));
+    p.kill().unwrap();
+    let _ = p.join();
+    let finished = eventually(Duration::from_secs(20), || {
+        std::fs::read_to_string(&path).is_ok_and(|text| text.contains("exiting normally"))
+    });
+    assert!(eventually(Duration::from_secs(5), || !support::process_alive(grandchild)));
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(finished, "{text}");
+    let printed = (0..10).filter(|i| text.contains(&format!("[INFO/Process-1:1] unread {i}\n"))).count();
+    assert!(printed >= 9, "at most the record in flight is lost: {text}");
+    assert!(text.contains("[INFO/Process-1:1] last\n"), "{text}");
 }

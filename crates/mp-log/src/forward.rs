@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -14,6 +14,7 @@ use log::LevelFilter;
 use crate::error::InstallError;
 use crate::listener::{Listener, ListenerStats};
 use crate::record::{Collect, DEFAULT_RECORD_CAP, Message, RecordRef, cpython_line};
+use crate::ring::{Pushed, Ring};
 use crate::sys::{self, Sent};
 
 /// The inherited settings that tell a child where its tree's listener is and how to send.
@@ -36,8 +37,23 @@ const CHILD: u8 = 2;
 
 static ROLE: AtomicU8 = AtomicU8::new(NONE);
 static INNER: OnceLock<&'static dyn log::Log> = OnceLock::new();
-/// A child's connection to the listener (-1: none).
+/// A child's connection to the listener (-1: none): its first message hands over the ring; then it carries
+/// the ring's wake-ups (and records, should the ring be missing); its end tells the parent the child ended.
 static SENDER: AtomicI32 = AtomicI32::new(-1);
+/// A child's ring (see [`Ring`]), where its records go; null: none (records go on the connection).
+static RING: AtomicPtr<ChildRing> = AtomicPtr::new(std::ptr::null_mut());
+
+/// A child's ring and the lock its threads take turns under (this process's own, never shared), with when
+/// the child last looked whether its parent is still there (nanoseconds of `since`).
+struct ChildRing {
+    ring: Ring,
+    lock: Mutex<()>,
+    since: std::time::Instant,
+    checked: AtomicU64,
+}
+
+/// How often a child whose records go into its ring (no system call) looks whether its parent is still there.
+const CHECK_PARENT: Duration = Duration::from_millis(10);
 /// How many records this process has sent (the last one's sequence number).
 static SENT: AtomicU64 = AtomicU64::new(0);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
@@ -248,8 +264,34 @@ fn become_child() {
     // The previous value (a forked child's parent's) is leaked: another thread of the parent may have held it.
     WHO.store(who, Ordering::Release);
     let buffer = setting(BUFFER).map_or(DEFAULT_BUFFER, |b| b as usize);
-    let fd = match sys::connect(&address, buffer) {
-        Ok(fd) => fd.into_raw_fd(),
+    // The previous ring (a forked child's parent's) is left as it is: this process never writes to it again.
+    RING.store(std::ptr::null_mut(), Ordering::Release);
+    let fd = match sys::connect(&address, 64 * 1024) {
+        Ok(conn) => {
+            let hello = match Ring::create(buffer) {
+                Ok((ring, memory)) => {
+                    let sent = sys::send_fd(conn.as_fd(), b'R', memory.as_fd());
+                    if sent.is_ok() {
+                        let child_ring = Box::new(ChildRing {
+                            ring,
+                            lock: Mutex::new(()),
+                            since: std::time::Instant::now(),
+                            checked: AtomicU64::new(0),
+                        });
+                        RING.store(Box::into_raw(child_ring), Ordering::Release);
+                    }
+                    sent
+                }
+                Err(_) => sys::send(conn.as_fd(), b"N", Duration::ZERO)
+                    .eq(&Sent::Delivered)
+                    .then_some(())
+                    .ok_or_else(|| std::io::Error::other("the listener took no first message")),
+            };
+            if hello.is_err() {
+                PARENT_GONE.store(true, Ordering::Relaxed);
+            }
+            conn.into_raw_fd()
+        }
         Err(_) => {
             PARENT_GONE.store(true, Ordering::Relaxed);
             -1
@@ -352,7 +394,7 @@ fn forward(record: &log::Record<'_>) {
             encode(encoded, &Message::Record { record: cut.as_ref(), dropped, kv_failed });
         }
         let wait = Duration::from_nanos(WAIT_NS.load(Ordering::Relaxed));
-        match sys::send(fd, encoded, wait) {
+        match transmit(fd, encoded, wait) {
             Sent::Delivered => {}
             Sent::Full => {
                 DROPPED.fetch_add(1, Ordering::Relaxed);
@@ -363,8 +405,72 @@ fn forward(record: &log::Record<'_>) {
                     sys::write_stderr(cpython_line(&record.to_owned_record()).as_bytes());
                 }
             }
+            // The record was in the ring, and printed with the rest of it.
+            Sent::Orphaned => {}
         }
     });
+}
+
+/// Hands one encoded message to the parent: into the child's ring (waking the listener if it was about to
+/// sleep), waiting at most `wait` for room; over the connection when there is no ring. A full ring is
+/// `Full`, unless probing the connection shows the parent gone.
+fn transmit(conn: BorrowedFd<'_>, bytes: &[u8], wait: Duration) -> Sent {
+    let ring = RING.load(Ordering::Acquire);
+    if ring.is_null() {
+        return sys::send(conn, bytes, wait);
+    }
+    // SAFETY: set by `become_child` from `Box::into_raw` and never freed.
+    let child_ring = unsafe { &*ring };
+    let ChildRing { ring, lock, since, checked } = child_ring;
+    let _turn = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let deadline = std::time::Instant::now().checked_add(wait);
+    loop {
+        match ring.push(bytes) {
+            Pushed::Done { wake: false } => {
+                // No system call on this path: look now and then whether anyone still reads the ring.
+                let now = since.elapsed().as_nanos() as u64;
+                if now.saturating_sub(checked.load(Ordering::Relaxed)) >= CHECK_PARENT.as_nanos() as u64 {
+                    checked.store(now, Ordering::Relaxed);
+                    if sys::peer_gone(conn) {
+                        orphaned(ring);
+                        return Sent::Orphaned;
+                    }
+                }
+                return Sent::Delivered;
+            }
+            Pushed::Done { wake: true } => {
+                return match sys::send(conn, &[0], Duration::ZERO) {
+                    Sent::Gone => {
+                        orphaned(ring);
+                        Sent::Orphaned
+                    }
+                    _ => Sent::Delivered,
+                };
+            }
+            Pushed::Full => {
+                if sys::peer_gone(conn) {
+                    orphaned(ring);
+                    return Sent::Gone;
+                }
+                if deadline.is_none_or(|d| std::time::Instant::now() >= d) {
+                    return Sent::Full;
+                }
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    }
+}
+
+/// The parent is gone: from now on this child writes its records to its own stderr, starting with those it
+/// had put in its ring that the parent never read (so that none is lost without a word).
+fn orphaned(ring: &Ring) {
+    PARENT_GONE.store(true, Ordering::Relaxed);
+    let mut bytes = Vec::new();
+    while ring.pop(&mut bytes) == crate::ring::Popped::Record {
+        if let Ok(Message::Record { record, .. }) = postcard::from_bytes::<Message<'_>>(&bytes) {
+            sys::write_stderr(cpython_line(&record.to_owned_record()).as_bytes());
+        }
+    }
 }
 
 /// Encodes into `buf` (cleared first); whether it worked.
@@ -388,6 +494,18 @@ fn child_exit() {
     }
     // SAFETY: as in `forward`.
     let (name, pid) = unsafe { &*who };
+    // The parent may have gone since the last look: what it did not read is printed here.
+    let ring = RING.load(Ordering::Acquire);
+    if let Some(conn) = sender()
+        && !ring.is_null()
+        && !PARENT_GONE.load(Ordering::Relaxed)
+        && sys::peer_gone(conn)
+    {
+        // SAFETY: as in `transmit`.
+        let child_ring = unsafe { &*ring };
+        let _turn = child_ring.lock.lock().unwrap_or_else(|e| e.into_inner());
+        orphaned(&child_ring.ring);
+    }
     let dropped = DROPPED.load(Ordering::Relaxed);
     let exit = Message::Exit {
         pid: *pid,
@@ -399,7 +517,7 @@ fn child_exit() {
     let delivered = match (sender(), postcard::to_stdvec(&exit)) {
         (Some(fd), Ok(bytes)) if !PARENT_GONE.load(Ordering::Relaxed) => {
             let wait = Duration::from_nanos(WAIT_NS.load(Ordering::Relaxed)).max(Duration::from_millis(200));
-            sys::send(fd, &bytes, wait) == Sent::Delivered
+            transmit(fd, &bytes, wait) == Sent::Delivered
         }
         _ => false,
     };

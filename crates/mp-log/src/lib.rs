@@ -62,7 +62,7 @@
 //! | level | modules | what they hold |
 //! |---|---|---|
 //! | 0 | `sys`, `error` | the sockets; the error type |
-//! | 1 | `record` | a record as it travels |
+//! | 1 | `record`, `ring` | a record as it travels; a child's shared-memory ring |
 //! | 2 | `queue`, `listener` | queue handler and listener; the parent's listener thread |
 //! | 3 | `forward` | the global logger, `install`, a child's side |
 //! | 4 | `stderr`, `tracing_layer` | CPython's `log_to_stderr` and `get_logger`; the `tracing` layer (feature) |
@@ -74,6 +74,7 @@ mod forward;
 mod listener;
 mod queue;
 mod record;
+mod ring;
 mod stderr;
 mod sys;
 #[cfg(feature = "tracing")]

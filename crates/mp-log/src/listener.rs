@@ -8,7 +8,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::record::{LogRecord, Message};
-use crate::sys::{self, Received};
+use crate::ring::{Popped, Ring};
+use crate::sys::{self, Hello, Received};
 
 /// How often the listener looks at its stop flag while nothing arrives.
 const TICK: Duration = Duration::from_millis(50);
@@ -83,6 +84,10 @@ pub(crate) struct Listener {
 #[derive(Debug)]
 struct Peer {
     fd: OwnedFd,
+    /// The child's ring, once its first message handed it over.
+    ring: Option<Ring>,
+    /// The first message has not come yet.
+    greeted: bool,
     pid: u32,
     name: String,
     /// The last sequence number seen, and the counts reported so far.
@@ -128,6 +133,7 @@ fn run(socket: &OwnedFd, inner: &'static dyn log::Log, stop: &AtomicBool, counte
     record_owned(socket.as_raw_fd());
     let mut peers: Vec<Peer> = Vec::new();
     let mut batch = sys::Batch::new();
+    let mut record = Vec::new();
     loop {
         let stopping = stop.load(Ordering::SeqCst);
         // Drain everything waiting, then wait (a short while, to look at the stop flag again).
@@ -135,17 +141,66 @@ fn run(socket: &OwnedFd, inner: &'static dyn log::Log, stop: &AtomicBool, counte
         while let Ok(Some(fd)) = sys::accept(socket.as_fd(), buffer) {
             record_owned(fd.as_raw_fd());
             counters.processes.fetch_add(1, Ordering::Relaxed);
-            peers.push(Peer { fd, pid: 0, name: String::new(), seq: 0, dropped: 0, kv_failed: 0, ended: false });
+            peers.push(Peer {
+                fd,
+                ring: None,
+                greeted: false,
+                pid: 0,
+                name: String::new(),
+                seq: 0,
+                dropped: 0,
+                kv_failed: 0,
+                ended: false,
+            });
             busy = true;
         }
         for peer in &mut peers {
+            if !peer.greeted {
+                match sys::recv_hello(peer.fd.as_fd()) {
+                    Hello::Pending => continue,
+                    Hello::Ring(memory) => {
+                        peer.ring = Ring::open(&memory).ok();
+                        peer.greeted = true;
+                    }
+                    Hello::NoRing => peer.greeted = true,
+                    Hello::Closed => {
+                        peer.ended = true;
+                        continue;
+                    }
+                }
+                busy = true;
+            }
             // A bounded turn per peer, so that one busy child cannot starve the others.
+            if let Some(ring) = peer.ring.take() {
+                let mut keep = true;
+                for _ in 0..4096 {
+                    match ring.pop(&mut record) {
+                        Popped::Record => {
+                            busy = true;
+                            handle(peer, &record, inner, counters);
+                        }
+                        Popped::Empty => break,
+                        Popped::Corrupt => {
+                            let text = "mp-log: a child's ring is corrupt; its records are no longer read".to_owned();
+                            log_from(inner, peer, log::Level::Error, text);
+                            keep = false;
+                            break;
+                        }
+                    }
+                }
+                if keep {
+                    peer.ring = Some(ring);
+                }
+            }
             for _ in 0..16 {
                 match sys::recv_batch(peer.fd.as_fd(), &mut batch) {
                     Received::Message(n) => {
                         busy = true;
                         for i in 0..n {
-                            handle(peer, batch.message(i), inner, counters);
+                            // One byte: a wake-up for the ring; anything longer: a record sent without one.
+                            if batch.message(i).len() > 1 {
+                                handle(peer, batch.message(i), inner, counters);
+                            }
                         }
                     }
                     Received::Empty => break,
@@ -153,6 +208,14 @@ fn run(socket: &OwnedFd, inner: &'static dyn log::Log, stop: &AtomicBool, counte
                         peer.ended = true;
                         break;
                     }
+                }
+            }
+        }
+        // An ended child's ring may still hold records: read them before letting it go.
+        for peer in peers.iter_mut().filter(|p| p.ended) {
+            if let Some(ring) = peer.ring.take() {
+                while ring.pop(&mut record) == Popped::Record {
+                    handle(peer, &record, inner, counters);
                 }
             }
         }
@@ -174,9 +237,16 @@ fn run(socket: &OwnedFd, inner: &'static dyn log::Log, stop: &AtomicBool, counte
             forget_owned(socket.as_raw_fd());
             return;
         }
-        let mut fds = vec![socket.as_fd()];
-        fds.extend(peers.iter().map(|p| p.fd.as_fd()));
-        sys::wait_readable(&fds, TICK);
+        // About to sleep: say so in every ring, then look once more (see `ring`): a record published meanwhile
+        // is seen here, or its writer sees the flag and wakes us.
+        let rings = || peers.iter().filter_map(|p| p.ring.as_ref());
+        rings().for_each(|r| r.set_waiting(true));
+        if rings().all(Ring::is_empty) {
+            let mut fds = vec![socket.as_fd()];
+            fds.extend(peers.iter().map(|p| p.fd.as_fd()));
+            sys::wait_readable(&fds, TICK);
+        }
+        rings().for_each(|r| r.set_waiting(false));
     }
 }
 

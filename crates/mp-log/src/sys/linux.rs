@@ -76,6 +76,9 @@ pub(crate) enum Sent {
     Full,
     /// The listener is gone (its process ended).
     Gone,
+    /// The listener is gone, and what it had not read of the child's ring, this record included, has been
+    /// written to the child's stderr.
+    Orphaned,
 }
 
 /// Sends one message, waiting at most `wait` for room when the connection's buffer is full.
@@ -189,6 +192,14 @@ pub(crate) fn wait_readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> Vec<bo
     }
 }
 
+/// Whether the other end of a child's connection has gone (the parent ended): the connection reads end of file
+/// or reports a hang-up (the parent never sends a child anything). No waiting.
+pub(crate) fn peer_gone(fd: BorrowedFd<'_>) -> bool {
+    let mut polls = [PollFd::from_borrowed_fd(fd, PollFlags::IN | PollFlags::RDHUP)];
+    let spec = Timespec { tv_sec: 0, tv_nsec: 0 };
+    matches!(rustix::event::poll(&mut polls, Some(&spec)), Ok(n) if n > 0)
+}
+
 /// Writes a whole line to this process's stderr (descriptor 2) with `write(2)` itself, ignoring failures: no
 /// lock of Rust's `stderr` is taken, so a child forked while this process's listener thread printed does not
 /// inherit that lock held.
@@ -202,6 +213,85 @@ pub(crate) fn write_stderr(mut line: &[u8]) {
             Err(rustix::io::Errno::INTR) => {}
             Err(_) => return,
         }
+    }
+}
+
+/// A fresh memory file of `size` bytes (zeroed), mapped shared: a child's ring.
+pub(crate) fn ring_memory(size: usize) -> io::Result<(OwnedFd, memmap2::MmapRaw)> {
+    let fd = keep_off_stdio(rustix::fs::memfd_create("mp-log-ring", rustix::fs::MemfdFlags::CLOEXEC)?)?;
+    rustix::fs::ftruncate(&fd, size as u64)?;
+    let map = memmap2::MmapOptions::new().len(size).map_raw(&std::fs::File::from(fd.try_clone()?))?;
+    Ok((fd, map))
+}
+
+/// Maps the whole memory file `fd` (a child's ring, received by the parent).
+pub(crate) fn map_ring(fd: &OwnedFd) -> io::Result<memmap2::MmapRaw> {
+    let size = rustix::fs::fstat(fd)?.st_size as usize;
+    memmap2::MmapOptions::new().len(size).map_raw(&std::fs::File::from(fd.try_clone()?))
+}
+
+/// Sends `byte` with descriptor `fd` attached (`SCM_RIGHTS`).
+pub(crate) fn send_fd(sock: BorrowedFd<'_>, byte: u8, fd: BorrowedFd<'_>) -> io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage};
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let fds = [fd];
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(io::Error::other("control buffer too small"));
+    }
+    loop {
+        match rustix::net::sendmsg(sock, &[std::io::IoSlice::new(&[byte])], &mut control, SendFlags::NOSIGNAL) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A child's first message on its connection.
+#[derive(Debug)]
+pub(crate) enum Hello {
+    /// Not here yet.
+    Pending,
+    /// Its ring's memory file.
+    Ring(OwnedFd),
+    /// It has no ring: its records come on the connection.
+    NoRing,
+    /// The connection ended first.
+    Closed,
+}
+
+/// Receives a child's first message (`b'R'` with its ring's memory file attached, or `b'N'`), without waiting.
+pub(crate) fn recv_hello(sock: BorrowedFd<'_>) -> Hello {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 1];
+    let received = loop {
+        match rustix::net::recvmsg(
+            sock,
+            &mut [std::io::IoSliceMut::new(&mut byte)],
+            &mut control,
+            RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Ok(r) => break r,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) => return Hello::Pending,
+            Err(_) => return Hello::Closed,
+        }
+    };
+    if received.bytes == 0 {
+        return Hello::Closed;
+    }
+    let mut fd = None;
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(mut fds) = message {
+            fd = fds.next();
+        }
+    }
+    match (byte[0], fd.map(keep_off_stdio)) {
+        (b'R', Some(Ok(fd))) => Hello::Ring(fd),
+        _ => Hello::NoRing,
     }
 }
 
