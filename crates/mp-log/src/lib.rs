@@ -35,14 +35,15 @@
 //!
 //! # A transport that cannot hang
 //!
-//! Each child has a connection of its own to the parent's listener (a `SOCK_SEQPACKET` socket at a Linux
-//! abstract address: one record per message, no lock shared between processes, no feeder thread). A send
-//! never blocks: when the parent has fallen a buffer's worth behind, the child waits at most
+//! Each child publishes its records in a ring of memory it shares with the parent's listener (one producer,
+//! one consumer: no lock shared between processes, no feeder thread, no system call on a steady stream), and
+//! keeps a connection to it (a `SOCK_SEQPACKET` socket at a Linux abstract address) for wake-ups and for the
+//! news of either side's end. A child never waits on its parent: when its ring is full, it waits at most
 //! [`Builder::send_wait`] (zero by default), then drops the record and counts it; the count rides on the next
 //! record and on the child's last word as it exits, and the parent logs `Process-3 (pid N) dropped K records`.
-//! A child whose parent is gone writes `[LEVEL/name] message` to its own stderr. A child killed in the middle
-//! of a record loses at most that record, and the parent never waits for anyone: [`LogHandle::stop`] reads
-//! what was sent and returns.
+//! A child whose parent is gone prints what the parent never read, then writes `[LEVEL/name] message` lines,
+//! to its own stderr. A child killed in the middle of a record loses at most that record, and the parent never
+//! waits for anyone: [`LogHandle::stop`] reads what was sent and returns.
 //!
 //! # CPython's API
 //!

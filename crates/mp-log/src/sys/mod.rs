@@ -3,7 +3,8 @@
 //! - [`listen`] / [`accept`]: a `SOCK_SEQPACKET` socket bound at a Linux abstract address (nothing in the file
 //!   system, gone with its process), the parent's end, and one connection per child process;
 //! - [`connect`]: a child's non-blocking connection; [`send`] never blocks longer than asked and tells a full
-//!   channel ([`Sent::Full`]) from a parent that is gone ([`Sent::Gone`]);
+//!   channel ([`Sent::Full`]) from a parent that is gone ([`Sent::Gone`]); [`send_fd`] / [`recv_hello`] hand
+//!   over a child's ring ([`ring_memory`], [`map_ring`]); [`peer_gone`] looks whether the parent ended;
 //! - [`recv_batch`]: the messages waiting, up to 16 with one system call (each record is one, kept whole), and
 //!   [`wait_readable`].
 //!
