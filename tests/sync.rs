@@ -38,6 +38,7 @@ fn main() {
         extreme_timeouts,
         dropped_objects_free_their_memory,
         objects_in_transit_outlive_their_senders,
+        raw_objects_names_and_shared_locks,
     ]);
 }
 
@@ -631,4 +632,38 @@ fn objects_in_transit_outlive_their_senders() {
     assert_eq!(name.value().unwrap(), 42);
     drop(name);
     assert_eq!(shm_entries(), before);
+}
+
+/// In the child: writes through the raw object (no lock), then reports what it sees and whether the shared
+/// lock is the one it holds through the other value.
+fn use_raw_and_shared((value, other, array): (Value<u32>, Value<u32>, Array<u16>)) -> (u32, bool, Vec<u16>, String) {
+    value.get_obj().set(77);
+    array.get_obj().set(1, 9).unwrap();
+    let held = {
+        let _guard = value.lock().acquire().unwrap();
+        other.lock().is_held()
+    };
+    (other.value().unwrap(), held, array.to_vec().unwrap(), value.name().to_owned())
+}
+
+/// `get_obj` is the raw shared object (what the child writes through it, the parent reads), `name()` names the
+/// segment the other side attaches to, and two values made on one lock share it in every process.
+fn raw_objects_names_and_shared_locks() {
+    let lock = RLock::new().unwrap();
+    let value = Value::with_lock(1u32, lock.try_clone().unwrap()).unwrap();
+    let other = Value::with_lock(5u32, lock).unwrap();
+    let array = Array::<u16>::with_lock(3, RLock::new().unwrap()).unwrap();
+    assert!(!value.name().is_empty() && value.name() != array.name());
+    let name = value.name().to_owned();
+    let mut p = Process::new(
+        use_raw_and_shared,
+        (value.try_clone().unwrap(), other.try_clone().unwrap(), array.try_clone().unwrap()),
+    );
+    p.start().unwrap();
+    let (seen_other, held, seen_array, child_name) = p.join().unwrap();
+    assert_eq!((seen_other, held), (5, true), "the two values share one lock in the child too");
+    assert_eq!(seen_array, [0, 9, 0]);
+    assert_eq!(child_name, name, "the child attached to the same segment");
+    assert_eq!(value.value().unwrap(), 77, "written through get_obj in the child");
+    assert_eq!(array.get(1).unwrap(), Some(9));
 }

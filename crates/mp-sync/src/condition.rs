@@ -119,19 +119,24 @@ impl<L: ConditionLock> Condition<L> {
         &self.lock
     }
 
+    /// The name of the condition's shared-memory segment (its lock has a segment of its own).
+    pub fn name(&self) -> &str {
+        self.segment.name()
+    }
+
     /// Acquires the condition's lock.
     pub fn acquire(&self) -> Result<ConditionGuard<'_, L>, SyncError> {
         let owner_died = self.lock.shared().restore(1)?;
-        Ok(ConditionGuard { condition: self, owner_died })
+        Ok(ConditionGuard { condition: self, owner_died, _not_send: std::marker::PhantomData })
     }
 
     /// Acquires the condition's lock, waiting at most `timeout`.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<Option<ConditionGuard<'_, L>>, SyncError> {
-        Ok(self
-            .lock
-            .shared()
-            .lock_once(Deadline::after(Some(timeout)))?
-            .map(|owner_died| ConditionGuard { condition: self, owner_died }))
+        Ok(self.lock.shared().lock_once(Deadline::after(Some(timeout)))?.map(|owner_died| ConditionGuard {
+            condition: self,
+            owner_died,
+            _not_send: std::marker::PhantomData,
+        }))
     }
 
     fn check(&self, guard: &ConditionGuard<'_, L>) -> Result<(), SyncError> {
@@ -256,9 +261,12 @@ impl<'de, L: ConditionLock> Deserialize<'de> for Condition<L> {
 
 /// Holds a [`Condition`]'s lock; dropping it releases the lock.
 #[must_use = "the lock is released as soon as the guard is dropped"]
+///
+/// Not `Send`: the lock is the acquiring thread's, and only that thread can release it.
 pub struct ConditionGuard<'a, L: ConditionLock> {
     condition: &'a Condition<L>,
     owner_died: bool,
+    _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl<L: ConditionLock> ConditionGuard<'_, L> {
@@ -270,7 +278,9 @@ impl<L: ConditionLock> ConditionGuard<'_, L> {
 
 impl<L: ConditionLock> Drop for ConditionGuard<'_, L> {
     fn drop(&mut self) {
-        let _ = self.condition.lock.shared().unlock_once();
+        if let Err(e) = self.condition.lock.shared().unlock_once() {
+            log::error!("mp-sync: releasing the lock of {} failed: {e}", self.condition.segment.name());
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! [`Lock`] and [`RLock`]: process-shared mutexes that survive a dead holder.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -164,7 +165,7 @@ macro_rules! lock_type {
             /// Acquires the lock if it is free; `None` if another holds it.
             #[inline]
             pub fn try_acquire(&self) -> Result<Option<$guard<'_>>, SyncError> {
-                Ok(self.inner.lock(None)?.map(|owner_died| $guard { lock: self, owner_died }))
+                Ok(self.inner.lock(None)?.map(|owner_died| $guard { lock: self, owner_died, _not_send: PhantomData }))
             }
 
             /// Waits at most `timeout` for the lock; `None` when the time ran out (CPython's `False`).
@@ -174,7 +175,7 @@ macro_rules! lock_type {
 
             #[inline]
             fn acquire_until(&self, deadline: Deadline) -> Result<Option<$guard<'_>>, SyncError> {
-                Ok(self.inner.lock(Some(deadline))?.map(|owner_died| $guard { lock: self, owner_died }))
+                Ok(self.inner.lock(Some(deadline))?.map(|owner_died| $guard { lock: self, owner_died, _not_send: PhantomData }))
             }
 
             /// Releases a level of the lock held through a [leaked](`$guard::leak`) guard.
@@ -215,10 +216,20 @@ macro_rules! lock_type {
         }
 
         /// Holds the lock (one level of it, for an `RLock`); dropping it releases.
+        ///
+        /// Not `Send`, as std's `MutexGuard`: the lock is the acquiring thread's, and only that thread can
+        /// release it (a release from another thread would fail, leaving the lock held for good).
+        ///
+        /// ```compile_fail
+        #[doc = concat!("let lock = mp_sync::", stringify!($name), "::new().unwrap();")]
+        /// let guard = lock.acquire().unwrap();
+        /// std::thread::scope(|s| { s.spawn(move || drop(guard)); }); // a guard cannot leave its thread
+        /// ```
         #[must_use = "the lock is released as soon as the guard is dropped"]
         pub struct $guard<'a> {
             lock: &'a $name,
             owner_died: bool,
+            _not_send: PhantomData<*const ()>,
         }
 
         impl $guard<'_> {
@@ -238,7 +249,10 @@ macro_rules! lock_type {
         impl Drop for $guard<'_> {
             #[inline]
             fn drop(&mut self) {
-                let _ = self.lock.inner.unlock();
+                if let Err(e) = self.lock.inner.unlock() {
+                    // Only `Drop` sees this: it is said, never silent.
+                    log::error!("mp-sync: releasing {} failed: {e}", self.lock.name());
+                }
             }
         }
 

@@ -180,7 +180,10 @@ macro_rules! semaphore_type {
 
         impl Drop for $guard<'_> {
             fn drop(&mut self) {
-                let _ = self.semaphore.raw_release();
+                if let Err(e) = self.semaphore.raw_release() {
+                    // A bounded semaphore released past its bound elsewhere: only `Drop` sees it, so it is said.
+                    log::error!("mp-sync: releasing a unit of {} failed: {e}", self.semaphore.name());
+                }
             }
         }
 

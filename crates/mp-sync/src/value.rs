@@ -31,6 +31,21 @@ impl<T: Pod> Value<T> {
         Ok(Value { raw: RawValue::new_for_tree(value)?, lock: RLock::new()? })
     }
 
+    /// A value guarded by a lock the caller supplies (CPython's `Value(..., lock=rlock)`), for instance one
+    /// shared with other values so that one acquisition covers them all.
+    ///
+    /// ```
+    /// # mp_process::init();
+    /// let lock = mp_sync::RLock::new()?;
+    /// let (a, b) = (mp_sync::Value::with_lock(1u32, lock.try_clone()?)?, mp_sync::Value::with_lock(2u32, lock)?);
+    /// let _both = a.lock().acquire()?; // holds b's lock too: it is the same lock
+    /// assert!(b.lock().is_held());
+    /// # Ok::<(), mp_sync::SyncError>(())
+    /// ```
+    pub fn with_lock(value: T, lock: RLock) -> Result<Self, SyncError> {
+        Ok(Value { raw: RawValue::new_for_tree(value)?, lock })
+    }
+
     /// Another handle to the same value and lock, to pass into a child.
     pub fn try_clone(&self) -> Result<Self, SyncError> {
         Ok(Value { raw: self.raw.try_clone()?, lock: self.lock.try_clone()? })
@@ -58,6 +73,17 @@ impl<T: Pod> Value<T> {
     /// The lock (CPython's `get_lock()` without the access).
     pub fn lock(&self) -> &RLock {
         &self.lock
+    }
+
+    /// The shared value without its lock (CPython's `get_obj()`): reads and writes through it are not
+    /// synchronized with the lock's holders.
+    pub fn get_obj(&self) -> &RawValue<T> {
+        &self.raw
+    }
+
+    /// The name of the shared-memory segment holding the value (another process attaches with it).
+    pub fn name(&self) -> &str {
+        self.raw.name()
     }
 }
 
@@ -138,6 +164,11 @@ impl<T: Pod> Array<T> {
         Ok(Array { raw: RawArray::create_for_tree(len)?, lock: RLock::new()? })
     }
 
+    /// A zeroed array guarded by a lock the caller supplies (CPython's `Array(..., lock=rlock)`).
+    pub fn with_lock(len: usize, lock: RLock) -> Result<Self, SyncError> {
+        Ok(Array { raw: RawArray::create_for_tree(len)?, lock })
+    }
+
     /// An array holding a copy of `values`.
     pub fn from_slice(values: &[T]) -> Result<Self, SyncError> {
         let array = Self::new(values.len())?;
@@ -184,6 +215,17 @@ impl<T: Pod> Array<T> {
     /// The lock.
     pub fn lock(&self) -> &RLock {
         &self.lock
+    }
+
+    /// The shared array without its lock (CPython's `get_obj()`): accesses through it are not synchronized
+    /// with the lock's holders.
+    pub fn get_obj(&self) -> &RawArray<T> {
+        &self.raw
+    }
+
+    /// The name of the shared-memory segment holding the elements.
+    pub fn name(&self) -> &str {
+        self.raw.name()
     }
 }
 

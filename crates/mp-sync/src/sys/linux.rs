@@ -342,3 +342,34 @@ pub fn futex_wake(word: &AtomicU32, count: u32) {
     // The kernel reads the count as a signed int: u32::MAX would be -1, which wakes just one.
     let _ = futex::wake(word, futex::Flags::empty(), count.min(i32::MAX as u32));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mutex in a heap block of `MUTEX_SIZE` bytes, 8-aligned (as in a segment).
+    fn mutex(recursive: bool) -> (Vec<u64>, RobustMutex) {
+        let mut block = vec![0u64; MUTEX_SIZE.div_ceil(8)];
+        // SAFETY: the block is MUTEX_SIZE bytes, 8-aligned, zeroed and outlives the handle (returned with it).
+        let mutex = unsafe { RobustMutex::init(block.as_mut_ptr().cast(), recursive) }.unwrap();
+        (block, mutex)
+    }
+
+    /// The two fields of glibc's `pthread_mutex_t` the mutex reads, where it reads them: the owner's thread id
+    /// in the lock word at offset 0, the recursion count at offset 4.
+    #[test]
+    fn the_glibc_fields_are_where_they_are_read() {
+        let (_block, m) = mutex(true);
+        assert_eq!(m.owner(), 0);
+        assert_eq!(m.try_lock().unwrap(), Locked::Yes);
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        assert_eq!(m.owner(), tid, "the owner's tid in __lock");
+        assert_eq!(m.count(), 1, "__count after one lock");
+        assert_eq!(m.try_lock().unwrap(), Locked::Yes);
+        assert_eq!(m.count(), 2, "__count after a second, recursive lock");
+        assert!(m.unlock());
+        assert!(m.unlock());
+        assert_eq!(m.owner(), 0, "released");
+    }
+}
