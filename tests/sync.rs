@@ -39,6 +39,8 @@ fn main() {
         dropped_objects_free_their_memory,
         objects_in_transit_outlive_their_senders,
         raw_objects_names_and_shared_locks,
+        a_party_that_dies_breaks_the_barrier,
+        a_barriers_default_timeout_travels,
     ]);
 }
 
@@ -666,4 +668,65 @@ fn raw_objects_names_and_shared_locks() {
     assert_eq!(child_name, name, "the child attached to the same segment");
     assert_eq!(value.value().unwrap(), 77, "written through get_obj in the child");
     assert_eq!(array.get(1).unwrap(), Some(9));
+}
+
+/// Waits on the barrier, reporting on `pipe` that it is about to; returns what the wait gave.
+fn wait_and_report((barrier, pipe): (Barrier, Handle)) -> Result<u32, String> {
+    File::from(pipe).write_all(b"w").unwrap();
+    barrier.wait_timeout(Duration::from_secs(30)).map_err(|e| e.to_string())
+}
+
+/// Starts a party that waits on `barrier`; returns it once it is waiting.
+fn waiting_party(barrier: &Barrier) -> Process<Result<u32, String>> {
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let mut p = Process::new(wait_and_report, (barrier.try_clone().unwrap(), Handle::from(OwnedFd::from(writer))));
+    p.start().unwrap();
+    let mut byte = [0u8; 1];
+    reader.read_exact(&mut byte).unwrap();
+    assert!(eventually(Duration::from_secs(5), || barrier.n_waiting() >= 1));
+    p
+}
+
+/// A party killed while it waits breaks the barrier: the others waiting learn of it within a bounded time
+/// (instead of their timeout, or never), and one arriving last does not pass one party short.
+fn a_party_that_dies_breaks_the_barrier() {
+    // Two wait, one is killed: the survivor is woken broken, well before its 30 s timeout.
+    let barrier = Barrier::new(3).unwrap();
+    let mut victim = waiting_party(&barrier);
+    let mut survivor = waiting_party(&barrier);
+    assert!(eventually(Duration::from_secs(5), || barrier.n_waiting() == 2));
+    victim.kill().unwrap();
+    let _ = victim.join();
+    let started = Instant::now();
+    let outcome = survivor.join_timeout(Duration::from_secs(10)).unwrap().expect("the survivor is not stranded");
+    assert!(outcome.is_err_and(|e| e.contains("broken")), "the survivor was told the barrier broke");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(barrier.broken());
+    assert_eq!(barrier.n_waiting(), 0, "0 while broken, as CPython's");
+    // Barrier(2): the one waiting party is killed; the last to arrive does not pass alone.
+    barrier.reset();
+    let pair = Barrier::new(2).unwrap();
+    let mut lone = waiting_party(&pair);
+    lone.kill().unwrap();
+    let _ = lone.join();
+    assert!(matches!(pair.wait_timeout(Duration::from_secs(5)), Err(SyncError::BrokenBarrier)));
+    // Once reset, it works again.
+    pair.reset();
+    let mut partner = waiting_party(&pair);
+    assert_eq!(pair.wait_timeout(Duration::from_secs(10)).unwrap() + partner.join().unwrap().unwrap(), 1);
+}
+
+/// A default timeout given at creation is the child's too.
+fn a_barriers_default_timeout_travels() {
+    let barrier = Barrier::with_timeout(2, Duration::from_millis(200)).unwrap();
+    assert_eq!(barrier.timeout(), Some(Duration::from_millis(200)));
+    let mut p =
+        Process::new(|b: Barrier| (b.timeout(), b.wait().map_err(|e| e.to_string())), barrier.try_clone().unwrap());
+    let started = Instant::now();
+    p.start().unwrap();
+    let (timeout, outcome) = p.join().unwrap();
+    assert_eq!(timeout, Some(Duration::from_millis(200)));
+    assert!(outcome.is_err_and(|e| e.contains("broken")), "nobody else came: the default timeout broke it");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(barrier.broken());
 }
