@@ -41,6 +41,8 @@ fn main() {
         raw_objects_names_and_shared_locks,
         a_party_that_dies_breaks_the_barrier,
         a_barriers_default_timeout_travels,
+        a_notification_reaches_the_waiters_of_its_time,
+        dead_and_refused_waiters_leave_no_count,
     ]);
 }
 
@@ -729,4 +731,72 @@ fn a_barriers_default_timeout_travels() {
     assert!(outcome.is_err_and(|e| e.contains("broken")), "nobody else came: the default timeout broke it");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(barrier.broken());
+}
+
+/// Takes the condition's lock, says so on `pipe` (the lock is released only once the wait has begun), waits.
+fn wait_on_condition((cond, pipe, timeout_ms): (Condition, Handle, u64)) -> bool {
+    let mut guard = cond.acquire().unwrap();
+    File::from(pipe).write_all(b"w").unwrap();
+    cond.wait_timeout(&mut guard, Duration::from_millis(timeout_ms)).unwrap()
+}
+
+/// A child waiting on `cond`, once it is in its wait (the parent could take the lock).
+fn waiter(cond: &Condition, timeout_ms: u64) -> Process<bool> {
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let mut p =
+        Process::new(wait_on_condition, (cond.try_clone().unwrap(), Handle::from(OwnedFd::from(writer)), timeout_ms));
+    p.start().unwrap();
+    let mut byte = [0u8; 1];
+    reader.read_exact(&mut byte).unwrap();
+    drop(cond.acquire().unwrap()); // taken once the child's wait has released it
+    p
+}
+
+fn signal(p: &Process<bool>, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(p.pid().unwrap() as i32, sig) };
+}
+
+/// `notify` is for the waiters waiting when it is called: a waiter paused (SIGSTOP) through the notification
+/// still gets it, and the notifier's own wait right after does not take it.
+fn a_notification_reaches_the_waiters_of_its_time() {
+    let cond = Condition::new().unwrap();
+    let mut w = waiter(&cond, 20_000);
+    signal(&w, libc::SIGSTOP);
+    {
+        let mut guard = cond.acquire().unwrap();
+        cond.notify(&guard, 1).unwrap();
+        assert!(
+            !cond.wait_timeout(&mut guard, Duration::from_millis(200)).unwrap(),
+            "the notifier took the notification"
+        );
+    }
+    signal(&w, libc::SIGCONT);
+    assert_eq!(w.join_timeout(Duration::from_secs(10)).unwrap(), Some(true), "the paused waiter lost its wake-up");
+}
+
+/// A waiter killed while it waits, and a wait refused with `NotHeld`, leave no waiter counted: a later
+/// `notify_all` gives the next waiter nothing, so its wait times out instead of returning "notified" at once.
+fn dead_and_refused_waiters_leave_no_count() {
+    let cond = Condition::new().unwrap();
+    let mut dead = waiter(&cond, 20_000);
+    dead.kill().unwrap();
+    let _ = dead.join();
+    {
+        let mut guard = cond.acquire().unwrap();
+        // A refused wait: the lock was released behind the guard's back.
+        cond.lock().release().unwrap();
+        assert!(matches!(cond.wait_timeout(&mut guard, Duration::from_millis(10)), Err(SyncError::NotHeld)));
+        std::mem::forget(guard); // its lock is released already
+    }
+    let mut guard = cond.acquire().unwrap();
+    cond.notify_all(&guard).unwrap();
+    let started = Instant::now();
+    assert!(!cond.wait_timeout(&mut guard, Duration::from_millis(200)).unwrap(), "a phantom waiter's wake-up");
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    // And a live waiter is still woken by one notify.
+    drop(guard);
+    let mut w = waiter(&cond, 20_000);
+    cond.notify(&cond.acquire().unwrap(), 1).unwrap();
+    assert_eq!(w.join_timeout(Duration::from_secs(10)).unwrap(), Some(true));
 }

@@ -1,19 +1,40 @@
 //! [`Condition`]: waiting for a state change announced by another process.
 
 use std::fmt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::lock::SharedMutex;
 use crate::segment::{Kind, Segment};
-use crate::sys::{self, Deadline};
+use crate::sys::{self, Deadline, Locked, RobustMutex};
 use crate::{Lock, RLock, SyncError};
 
-/// State: wake-up tokens (the futex word) and the waiters not yet given one.
-const TOKENS: usize = 0;
-const WAITING: usize = 4;
+/// State. Every waiter takes a slot (under the condition's lock): its state, the ticket that orders it among
+/// the waiters, and a robust presence mutex it holds while it waits, which reports a waiter that died. A
+/// notification marks the slots of the oldest waiters waiting when it is made — never one that starts waiting
+/// later, the notifier's own next wait included — and moves `EPOCH` (the futex word every waiter sleeps on);
+/// each waiter looks at its own slot. A waiter that times out, is refused, or dies frees its slot (a dead one's
+/// is freed by the next notification that finds its mutex's owner dead), so no notification is spent on it.
+/// Waiters beyond [`SLOTS`] at once wait the old way, for tokens (`TOKENS`, `OVERFLOW`) that notifications
+/// hand out once the slotted waiters are served.
+const EPOCH: usize = 0;
+const NEXT: usize = 4;
+const TOKENS: usize = 8;
+const OVERFLOW: usize = 12;
+const TABLE: usize = 64;
+/// Waiters at once that a notification picks exactly.
+const SLOTS: usize = 128;
+const SLOT_SIZE: usize = 64;
+/// In a slot: its state, then the ticket it holds, then the presence mutex.
+const SLOT_STATE: usize = 0;
+const SLOT_TICKET: usize = 4;
+const SLOT_MUTEX: usize = 8;
+const FREE: u32 = 0;
+const WAITING: u32 = 1;
+const NOTIFIED: u32 = 2;
+const _: () = assert!(SLOT_MUTEX + sys::MUTEX_SIZE <= SLOT_SIZE, "the presence mutex must fit its slot");
 
 mod sealed {
     pub trait Sealed {}
@@ -74,8 +95,10 @@ impl ConditionLock for RLock {
 /// A condition variable shared between processes (CPython's `multiprocessing.Condition`).
 ///
 /// Waiting and notifying take the guard of the condition's lock, so doing either without holding the lock
-/// is a compile error rather than CPython's `RuntimeError`. `notify(n)` wakes at most `n` waiters. A waiter
-/// with a timeout is never stranded by a peer that died.
+/// is a compile error rather than CPython's `RuntimeError`. `notify(n)` wakes at most `n` of the waiters that
+/// wait when it is called, oldest first: never a waiter that starts waiting afterwards (the notifier's own next
+/// wait included), and never a waiter that has gone — timed out, refused, or killed while waiting — so a
+/// notification is not wasted on one. A waiter with a timeout is never stranded by a peer that died.
 ///
 /// ```
 /// # mp_process::init();
@@ -101,7 +124,21 @@ impl Condition<RLock> {
 impl<L: ConditionLock> Condition<L> {
     /// A condition over `lock`.
     pub fn with_lock(lock: L) -> Result<Self, SyncError> {
-        Ok(Condition { lock, segment: Segment::create(Kind::Condition, 8)? })
+        let segment = Segment::create(Kind::Condition, TABLE + SLOTS * SLOT_SIZE)?;
+        for slot in 0..SLOTS {
+            // SAFETY: fresh zeroed shared memory living as long as the segment; each slot's mutex has its room.
+            unsafe { RobustMutex::init(segment.at(TABLE + slot * SLOT_SIZE + SLOT_MUTEX), false)? };
+        }
+        Ok(Condition { lock, segment })
+    }
+
+    fn slot_word(&self, slot: usize, field: usize) -> &AtomicU32 {
+        self.segment.word(TABLE + slot * SLOT_SIZE + field)
+    }
+
+    fn presence(&self, slot: usize) -> RobustMutex {
+        // SAFETY: `with_lock` initialised every slot's mutex; the segment outlives the handle (used for one call).
+        unsafe { RobustMutex::attach(self.segment.at(TABLE + slot * SLOT_SIZE + SLOT_MUTEX)) }
     }
 
     /// Attaches to condition `name` over lock `lock_name` (what a child gets when one is passed to it).
@@ -143,18 +180,6 @@ impl<L: ConditionLock> Condition<L> {
         if std::ptr::eq(guard.condition, self) { Ok(()) } else { Err(SyncError::ForeignGuard) }
     }
 
-    fn try_take(&self) -> bool {
-        let tokens = self.segment.word(TOKENS);
-        let mut current = tokens.load(Ordering::Acquire);
-        while current > 0 {
-            match tokens.compare_exchange_weak(current, current - 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return true,
-                Err(actual) => current = actual,
-            }
-        }
-        false
-    }
-
     /// Releases the lock (every level of an `RLock`), waits for a notification, and re-acquires it.
     pub fn wait(&self, guard: &mut ConditionGuard<'_, L>) -> Result<(), SyncError> {
         self.wait_until(guard, Deadline::after(None)).map(drop)
@@ -188,39 +213,123 @@ impl<L: ConditionLock> Condition<L> {
 
     fn wait_until(&self, guard: &mut ConditionGuard<'_, L>, deadline: Deadline) -> Result<bool, SyncError> {
         self.check(guard)?;
-        self.segment.word(WAITING).fetch_add(1, Ordering::AcqRel);
-        let depth = self.lock.shared().release_all()?;
-        let mut notified = false;
-        loop {
-            if self.try_take() {
-                notified = true;
-                break;
+        // The lock is held: slots change only under it (but for a waiter's own slot once notified).
+        let ticket = self.segment.word(NEXT).fetch_add(1, Ordering::AcqRel);
+        let slot = (0..SLOTS).find(|&slot| {
+            self.slot_word(slot, SLOT_STATE).load(Ordering::Acquire) == FREE
+                && matches!(self.presence(slot).try_lock(), Ok(Locked::Yes | Locked::OwnerDied))
+        });
+        match slot {
+            Some(slot) => {
+                self.slot_word(slot, SLOT_TICKET).store(ticket, Ordering::Release);
+                self.slot_word(slot, SLOT_STATE).store(WAITING, Ordering::Release);
             }
-            if !sys::futex_wait(self.segment.word(TOKENS), 0, deadline) {
+            None => {
+                self.segment.word(OVERFLOW).fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        let epoch_word = self.segment.word(EPOCH);
+        let depth = match self.lock.shared().release_all() {
+            Ok(depth) => depth,
+            Err(e) => {
+                // Refused (the lock is not ours after all): leave no waiter behind.
+                self.leave(slot);
+                return Err(e);
+            }
+        };
+        loop {
+            let epoch = epoch_word.load(Ordering::Acquire);
+            let notified = match slot {
+                Some(slot) => self.slot_word(slot, SLOT_STATE).load(Ordering::Acquire) == NOTIFIED,
+                None => self.segment.word(TOKENS).load(Ordering::Acquire) > 0,
+            };
+            if notified || !sys::futex_wait(epoch_word, epoch, deadline) {
                 break;
             }
         }
         guard.owner_died |= self.lock.shared().restore(depth)?;
-        if !notified {
-            // Timed out: a token may have come at the last moment; otherwise withdraw from the waiters.
-            notified = self.try_take();
-            if !notified {
-                let waiting = self.segment.word(WAITING);
-                let _ = waiting.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| w.checked_sub(1));
-            }
-        }
-        Ok(notified)
+        // Under the lock again: notified, or timed out (a notification made after this is for others).
+        Ok(self.leave(slot))
     }
 
-    /// Wakes at most `n` waiters.
+    /// A waiter leaves (lock held): whether it was notified. Its slot is free again.
+    fn leave(&self, slot: Option<usize>) -> bool {
+        match slot {
+            Some(slot) => {
+                let notified = self.slot_word(slot, SLOT_STATE).swap(FREE, Ordering::AcqRel) == NOTIFIED;
+                self.presence(slot).unlock();
+                notified
+            }
+            None => {
+                // Withdraw from the overflow waiters, or take the token that came.
+                let notified = self.take_token();
+                if !notified {
+                    let overflow = self.segment.word(OVERFLOW);
+                    let _ = overflow.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| w.checked_sub(1));
+                }
+                notified
+            }
+        }
+    }
+
+    /// An overflow waiter takes a token, if there is one.
+    fn take_token(&self) -> bool {
+        let tokens = self.segment.word(TOKENS);
+        let mut current = tokens.load(Ordering::Acquire);
+        while current > 0 {
+            match tokens.compare_exchange_weak(current, current - 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
+        false
+    }
+
+    /// Whether the waiter in `slot` (its state `WAITING`) is alive: its presence mutex is held. A dead one's
+    /// slot is freed.
+    fn alive(&self, slot: usize) -> bool {
+        let presence = self.presence(slot);
+        match presence.try_lock() {
+            Ok(Locked::OwnerDied | Locked::Yes) => {
+                self.slot_word(slot, SLOT_STATE).store(FREE, Ordering::Release);
+                presence.unlock();
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Wakes at most `n` of the waiters waiting now, oldest first: never one that starts waiting later (the
+    /// notifier's own next wait included); waiters that have gone (timed out, refused, died) are not counted.
     pub fn notify(&self, guard: &ConditionGuard<'_, L>, n: u32) -> Result<(), SyncError> {
         self.check(guard)?;
-        let waiting = self.segment.word(WAITING);
-        let k = n.min(waiting.load(Ordering::Acquire));
+        let mut waiting: Vec<(u32, usize)> = (0..SLOTS)
+            .filter(|&slot| self.slot_word(slot, SLOT_STATE).load(Ordering::Acquire) == WAITING)
+            .map(|slot| (self.slot_word(slot, SLOT_TICKET).load(Ordering::Acquire), slot))
+            .collect();
+        // Oldest first; tickets wrap around, so they are ordered by how far back from the next one they are.
+        let next = self.segment.word(NEXT).load(Ordering::Acquire);
+        waiting.sort_by_key(|&(ticket, _)| std::cmp::Reverse(next.wrapping_sub(ticket)));
+        let mut woken = 0;
+        for (_, slot) in waiting {
+            if woken == n {
+                break;
+            }
+            if self.alive(slot) {
+                self.slot_word(slot, SLOT_STATE).store(NOTIFIED, Ordering::Release);
+                woken += 1;
+            }
+        }
+        let overflow = self.segment.word(OVERFLOW);
+        let k = (n - woken).min(overflow.load(Ordering::Acquire));
         if k > 0 {
-            waiting.fetch_sub(k, Ordering::AcqRel);
+            overflow.fetch_sub(k, Ordering::AcqRel);
             self.segment.word(TOKENS).fetch_add(k, Ordering::AcqRel);
-            sys::futex_wake(self.segment.word(TOKENS), k);
+            woken += k;
+        }
+        if woken > 0 {
+            self.segment.word(EPOCH).fetch_add(1, Ordering::AcqRel);
+            sys::futex_wake(self.segment.word(EPOCH), u32::MAX);
         }
         Ok(())
     }
