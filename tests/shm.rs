@@ -29,6 +29,8 @@ fn main() {
         raw_values_cross_into_children,
         shareable_lists_cross_into_children,
         shareable_list_errors_are_typed,
+        creators_killed_at_any_moment_leave_nothing,
+        a_tracker_killed_with_its_tree_is_swept_by_the_next,
     ]);
 }
 
@@ -314,4 +316,61 @@ fn shareable_list_errors_are_typed() {
         l.unlink().unwrap();
         assert!(!in_dev_shm(&name));
     }
+}
+
+/// Creates segments (and leaks them) as fast as it can, until killed.
+fn create_forever(_: ()) {
+    loop {
+        let shm = SharedMemory::create(4096).unwrap();
+        std::mem::forget(shm); // left for the tracker
+    }
+}
+
+/// Creators SIGKILLed at random moments — during their first creation too, while the tracker itself is being
+/// started — leave nothing in /dev/shm once the tree has ended (the harness checks /dev/shm after the case).
+fn creators_killed_at_any_moment_leave_nothing() {
+    let mut seed = std::process::id() as u64;
+    for _ in 0..200 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut p = Process::new(create_forever, ());
+        p.start().unwrap();
+        std::thread::sleep(Duration::from_micros(seed >> 54)); // 0 to 1 ms
+        p.kill().unwrap();
+        let _ = p.join();
+    }
+}
+
+/// In a tree of its own (the tracker setting cleared, so a tracker of its own starts): creates a segment and
+/// reports its name and its tracker's pid.
+fn own_tree_segment(_: ()) -> (String, u32) {
+    mp_process::set_inherited("mp-shm.tracker", None);
+    mp_process::set_inherited("mp-shm.tracker-id", None);
+    let shm = SharedMemory::create(4096).unwrap();
+    let name = shm.name().to_owned();
+    std::mem::forget(shm);
+    let id = mp_process::inherited("mp-shm.tracker-id").expect("the tracker's identity");
+    (name, u32::from_str_radix(id.split('-').next().unwrap(), 16).unwrap())
+}
+
+/// When a tree's tracker is killed with the tree, nobody cleans up that tree: the next tracker to start does,
+/// for the trees whose tracker is gone — never for a live one's.
+fn a_tracker_killed_with_its_tree_is_swept_by_the_next() {
+    let live = SharedMemory::create(4096).unwrap(); // this tree's: its tracker lives
+    // Spawned, so that the child does not share this process's connection to its tracker (a forked one would).
+    let spawn = mp_process::get_context(mp_process::StartMethod::Spawn).unwrap();
+    let mut p = spawn.process(own_tree_segment, ());
+    p.start().unwrap();
+    let (orphan, tracker) = p.join().unwrap();
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(tracker as i32, libc::SIGKILL) };
+    assert!(eventually(Duration::from_secs(5), || !support::process_alive(tracker)));
+    assert!(in_dev_shm(&orphan), "left behind: its tracker is gone");
+    // Another tree starts a tracker, which sweeps.
+    let mut q = spawn.process(own_tree_segment, ());
+    q.start().unwrap();
+    let (theirs, _) = q.join().unwrap();
+    assert!(eventually(Duration::from_secs(5), || !in_dev_shm(&orphan)), "the next tracker swept it");
+    assert!(in_dev_shm(live.name()), "a live tree's segment is never touched");
+    assert!(theirs != orphan);
+    live.unlink().unwrap();
 }

@@ -50,12 +50,28 @@ unsafe impl Send for SharedMemory {}
 unsafe impl Sync for SharedMemory {}
 
 impl SharedMemory {
-    /// Creates a segment of `size` bytes with a fresh random name (`mp_` and 16 hex digits), zero-filled.
+    /// Creates a segment of `size` bytes with a fresh random name (`mp_`, the tracker's identity and 16 hex
+    /// digits), zero-filled. It is registered with the resource tracker *before* it exists, so that a creator
+    /// killed at any moment leaves nothing behind.
     pub fn create(size: usize) -> Result<Self, ShmError> {
+        Self::create_fresh(size, tracker::Registration::Reported)
+    }
+
+    fn create_fresh(size: usize, registration: tracker::Registration) -> Result<Self, ShmError> {
+        if size == 0 {
+            return Err(ShmError::ZeroSize);
+        }
         loop {
-            match Self::create_named(&format!("mp_{}", sys::random_suffix()), size) {
-                Err(ShmError::AlreadyExists(_)) => continue,
-                other => return other,
+            let name = tracker::fresh_name();
+            tracker::register(&name, registration);
+            match Self::create_unregistered(&name, size) {
+                Ok(shm) => return Ok(shm),
+                Err(e) => {
+                    tracker::unregister(&name);
+                    if !matches!(e, ShmError::AlreadyExists(_)) {
+                        return Err(e);
+                    }
+                }
             }
         }
     }
@@ -65,21 +81,24 @@ impl SharedMemory {
     /// memory that are never unlinked by hand (mp-sync's locks, for instance), as CPython's semaphores are
     /// cleaned up at exit.
     pub fn create_for_tree(size: usize) -> Result<Self, ShmError> {
-        loop {
-            match Self::create_registered(&format!("mp_{}", sys::random_suffix()), size, tracker::Registration::Quiet) {
-                Err(ShmError::AlreadyExists(_)) => continue,
-                other => return other,
-            }
-        }
+        Self::create_fresh(size, tracker::Registration::Quiet)
     }
 
     /// Creates a segment named `name` of `size` bytes, zero-filled. Fails with [`ShmError::AlreadyExists`]
-    /// if the name is taken, [`ShmError::InvalidName`], or [`ShmError::ZeroSize`].
+    /// if the name is taken, [`ShmError::InvalidName`], or [`ShmError::ZeroSize`]. The name is yours, so it is
+    /// registered with the resource tracker only once the segment exists (registering first could have the
+    /// tracker unlink someone else's segment of that name): a creator killed in that moment leaves it behind.
     pub fn create_named(name: &str, size: usize) -> Result<Self, ShmError> {
         Self::create_registered(name, size, tracker::Registration::Reported)
     }
 
     fn create_registered(name: &str, size: usize, registration: tracker::Registration) -> Result<Self, ShmError> {
+        let shm = Self::create_unregistered(name, size)?;
+        tracker::register(name, registration);
+        Ok(shm)
+    }
+
+    fn create_unregistered(name: &str, size: usize) -> Result<Self, ShmError> {
         check_name(name)?;
         if size == 0 {
             return Err(ShmError::ZeroSize);
@@ -92,7 +111,6 @@ impl SharedMemory {
                 return Err(ShmError::Io(e));
             }
         };
-        tracker::register(name, registration);
         Ok(SharedMemory { name: name.to_owned(), size, map, owner: true })
     }
 

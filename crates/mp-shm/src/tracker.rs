@@ -21,6 +21,11 @@ use crate::sys;
 
 /// The inherited setting that holds the tracker's address.
 const ADDRESS_KEY: &str = "mp-shm.tracker";
+/// The inherited setting that holds the tracker's identity: its pid and start time, in hex, `PID-START`. The
+/// segments its tree creates with random names carry it (`mp_PID-START-RANDOM`), so that a later tracker can
+/// tell, if this one was killed with its tree, which segments are left over: those of a tracker no longer
+/// alive.
+const ID_KEY: &str = "mp-shm.tracker-id";
 
 /// This process's connection to the tracker (`None`: tracking is unavailable; a warning was logged).
 static CONNECTION: OnceLock<Option<OwnedFd>> = OnceLock::new();
@@ -52,7 +57,47 @@ fn connect_or_start() -> io::Result<OwnedFd> {
         .target(serve, Handle::from(listener));
     tracker.start().map_err(io::Error::other)?;
     mp_process::set_inherited(ADDRESS_KEY, Some(&address));
+    if let Some(pid) = tracker.pid()
+        && let Some(start) = sys::process_start_time(pid)
+    {
+        mp_process::set_inherited(ID_KEY, Some(&format!("{pid:x}-{start:x}")));
+    }
     sys::connect(&address)
+}
+
+/// A fresh random name for a segment of this tree: `mp_` then the tracker's identity (starting the tracker if
+/// need be) and 16 random hex digits, or `mp_` and the random digits alone without a tracker.
+pub(crate) fn fresh_name() -> String {
+    let _ = connection();
+    match mp_process::inherited(ID_KEY) {
+        Some(id) => format!("mp_{id}-{}", sys::random_suffix()),
+        None => format!("mp_{}", sys::random_suffix()),
+    }
+}
+
+/// The tracker identity a segment name carries (`mp_PID-START-RANDOM`): its pid and start time.
+fn tree_of(name: &str) -> Option<(u32, u64)> {
+    let mut parts = name.strip_prefix("mp_")?.split('-');
+    let (pid, start, random) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || random.len() != 16 {
+        return None;
+    }
+    Some((u32::from_str_radix(pid, 16).ok()?, u64::from_str_radix(start, 16).ok()?))
+}
+
+/// At a tracker's start: unlinks the segments left by trees whose tracker is gone (killed with its tree, so
+/// that nobody cleaned up). A live tracker's segments are never touched: its pid and start time still name a
+/// live process.
+fn sweep_orphans(me: (u32, u64)) {
+    for name in sys::segment_names() {
+        if let Some((pid, start)) = tree_of(&name)
+            && (pid, start) != me
+            && sys::process_start_time(pid) != Some(start)
+        {
+            log::debug!(target: "mp", "resource tracker: unlinking {name}, left by a tracker that is gone");
+            let _ = sys::unlink(&name);
+        }
+    }
 }
 
 fn tell(op: u8, name: &str) {
@@ -91,6 +136,8 @@ pub(crate) fn unregister(name: &str) {
 /// The tracker process.
 fn serve(listener: Handle) {
     sys::ignore_termination_signals();
+    let me = std::process::id();
+    sweep_orphans((me, sys::process_start_time(me).unwrap_or(0)));
     let listener = OwnedFd::from(listener);
     let mut root = sys::ProcessWatch::new(mp_process::parent_process().map_or(0, |p| p.pid()));
     let mut connections: Vec<OwnedFd> = Vec::new();
@@ -152,14 +199,17 @@ fn serve(listener: Handle) {
             }
         }
     }
-    if !names.is_empty() {
+    // A name registered before its segment was made (a creator killed in between) has nothing to unlink and
+    // is not reported.
+    let leaked: Vec<&String> = names.keys().filter(|name| sys::unlink(name).is_ok()).collect();
+    if !leaked.is_empty() {
         eprintln!(
             "mp-shm resource tracker: there appear to be {} leaked shared memory segment(s) to clean up at shutdown: {:?}",
-            names.len(),
-            names.keys().collect::<Vec<_>>()
+            leaked.len(),
+            leaked
         );
     }
-    for name in names.keys().chain(quiet.keys()) {
+    for name in quiet.keys() {
         log::debug!(target: "mp", "resource tracker: unlinking shared memory segment {name}");
         let _ = sys::unlink(name);
     }

@@ -47,6 +47,24 @@ pub(crate) fn map(fd: BorrowedFd<'_>, size: usize) -> io::Result<MmapRaw> {
 }
 
 /// 16 random hex digits.
+/// When process `pid` started (clock ticks since boot, field 22 of `/proc/PID/stat`); `None` if there is no
+/// such live process. With the pid, it names one process for good.
+pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    if matches!(fields.next()?, "Z" | "X" | "x") {
+        return None;
+    }
+    fields.nth(22 - 4)?.parse().ok()
+}
+
+/// The names of the shared-memory segments that exist (`/dev/shm`).
+pub(crate) fn segment_names() -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+        .unwrap_or_default()
+}
+
 pub(crate) fn random_suffix() -> String {
     let mut bytes = [0u8; 8];
     if rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).is_err() {
