@@ -31,6 +31,7 @@ fn main() {
         shareable_list_errors_are_typed,
         creators_killed_at_any_moment_leave_nothing,
         a_tracker_killed_with_its_tree_is_swept_by_the_next,
+        a_manager_scope_unlinks_what_it_made,
     ]);
 }
 
@@ -373,4 +374,33 @@ fn a_tracker_killed_with_its_tree_is_swept_by_the_next() {
     assert!(in_dev_shm(live.name()), "a live tree's segment is never touched");
     assert!(theirs != orphan);
     live.unlink().unwrap();
+}
+
+/// Reads what the parent wrote into the segment and the list, by name.
+fn read_by_name((shm, list): (String, String)) -> (Vec<u8>, Item) {
+    let shm = SharedMemory::open(&shm).unwrap();
+    let mut bytes = vec![0u8; 5];
+    shm.read_at(0, &mut bytes).unwrap();
+    (bytes, ShareableList::open(&list).unwrap().get(1).unwrap())
+}
+
+/// Everything a `SharedMemoryManager` made is unlinked when its scope ends, by a panic too; a child could
+/// attach while it lasted.
+fn a_manager_scope_unlinks_what_it_made() {
+    let names = std::panic::catch_unwind(|| {
+        let smm = mp_shm::SharedMemoryManager::new();
+        let shm = smm.shared_memory(64).unwrap();
+        shm.write_at(0, b"hello").unwrap();
+        let list = smm.shareable_list(["a", "b"]).unwrap();
+        let mut p = Process::new(read_by_name, (shm.name().to_owned(), list.name().to_owned()));
+        p.start().unwrap();
+        assert_eq!(p.join().unwrap(), (b"hello".to_vec(), Item::Str("b".into())));
+        assert_eq!(smm.names().len(), 2);
+        let names = (shm.name().to_owned(), list.name().to_owned());
+        std::panic::panic_any(names);
+    })
+    .unwrap_err();
+    let (shm, list) = *names.downcast::<(String, String)>().unwrap();
+    assert!(!in_dev_shm(&shm) && !in_dev_shm(&list), "unlinked as the scope unwound");
+    assert!(matches!(SharedMemory::open(&shm), Err(ShmError::NotFound(_))));
 }

@@ -44,6 +44,8 @@
 //!
 //! # Cleanup
 //!
+//! [`SharedMemoryManager`] is CPython's scope that unlinks what it made when it ends, panics included.
+//!
 //! A resource tracker process unlinks the segments a process tree created and did not unlink once every
 //! process of the tree has ended, SIGKILL included. Only creators register segments; attaching never causes
 //! an unlink.
@@ -58,10 +60,12 @@
 //! | 1 | `tracker` | the resource tracker process that unlinks what a crashed tree left |
 //! | 2 | `segment` | `SharedMemory` segments |
 //! | 3 | `raw`, `shareable` | `RawValue` / `RawArray`; `ShareableList` |
+//! | 4 | `manager` | `SharedMemoryManager`, a scope that unlinks what it made |
 
 #![warn(missing_docs)]
 
 mod error;
+mod manager;
 mod pod;
 mod raw;
 mod segment;
@@ -71,6 +75,7 @@ mod tracker;
 
 pub use crate::{
     error::ShmError,
+    manager::SharedMemoryManager,
     pod::{Integer, Pod},
     raw::{RawArray, RawValue},
     segment::SharedMemory,

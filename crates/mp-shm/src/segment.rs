@@ -2,7 +2,8 @@
 
 use std::fmt;
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64};
 
 use memmap2::MmapRaw;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -160,18 +161,24 @@ impl SharedMemory {
     }
 
     /// Copies `buf.len()` bytes out of the segment, starting at `offset`.
+    ///
+    /// Other processes may write the same bytes meanwhile: the copy is made of relaxed atomic loads (eight
+    /// bytes at a time where aligned), so such a race gives a torn value — some old bytes, some new, as
+    /// CPython's `buf[a:b]` would — and never undefined behaviour. Order reads and writes with a lock or the
+    /// atomics ([`atomic_u32`](Self::atomic_u32)) when the bytes must be consistent.
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<(), ShmError> {
         let src = self.range(offset, buf.len())?;
-        // SAFETY: the range lies inside the mapping (checked) and `buf` is a distinct local buffer.
-        unsafe { std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), buf.len()) };
+        // SAFETY: the range lies inside the mapping (checked), which lives as long as `self`.
+        unsafe { atomic_copy_out(src, buf) };
         Ok(())
     }
 
-    /// Copies `data` into the segment, starting at `offset`.
+    /// Copies `data` into the segment, starting at `offset`, with relaxed atomic stores (see
+    /// [`read_at`](Self::read_at)).
     pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<(), ShmError> {
         let dst = self.range(offset, data.len())?;
-        // SAFETY: the range lies inside the mapping (checked); `data` cannot overlap it mutably.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
+        // SAFETY: as in `read_at`.
+        unsafe { atomic_copy_in(dst, data) };
         Ok(())
     }
 
@@ -257,5 +264,82 @@ impl<'de> Deserialize<'de> for SharedMemory {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let name = String::deserialize(deserializer)?;
         SharedMemory::open(&name).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Copies `src` to shared memory at `dst` with relaxed atomic stores: eight bytes at a time once `dst` is
+/// aligned, single bytes at the edges.
+///
+/// # Safety
+///
+/// `dst .. dst + src.len()` lies inside a live mapping.
+unsafe fn atomic_copy_in(dst: *mut u8, src: &[u8]) {
+    let head = dst.align_offset(8).min(src.len());
+    let (edge, rest) = src.split_at(head);
+    for (i, byte) in edge.iter().enumerate() {
+        // SAFETY: inside the range (caller); a byte is always aligned for `AtomicU8`.
+        unsafe { AtomicU8::from_ptr(dst.add(i)) }.store(*byte, Relaxed);
+    }
+    let words = rest.chunks_exact(8);
+    let tail = words.remainder();
+    for (i, word) in words.enumerate() {
+        let value = u64::from_ne_bytes(word.try_into().expect("8 bytes"));
+        // SAFETY: inside the range, and 8-aligned (`head` aligned `dst`).
+        unsafe { AtomicU64::from_ptr(dst.add(head + 8 * i).cast()) }.store(value, Relaxed);
+    }
+    let tail_at = src.len() - tail.len();
+    for (i, byte) in tail.iter().enumerate() {
+        // SAFETY: inside the range.
+        unsafe { AtomicU8::from_ptr(dst.add(tail_at + i)) }.store(*byte, Relaxed);
+    }
+}
+
+/// Copies from shared memory at `src` into `dst` with relaxed atomic loads (as [`atomic_copy_in`]).
+///
+/// # Safety
+///
+/// `src .. src + dst.len()` lies inside a live mapping.
+unsafe fn atomic_copy_out(src: *mut u8, dst: &mut [u8]) {
+    let head = src.align_offset(8).min(dst.len());
+    let len = dst.len();
+    let (edge, rest) = dst.split_at_mut(head);
+    for (i, byte) in edge.iter_mut().enumerate() {
+        // SAFETY: inside the range (caller); a byte is always aligned for `AtomicU8`.
+        *byte = unsafe { AtomicU8::from_ptr(src.add(i)) }.load(Relaxed);
+    }
+    let mut words = rest.chunks_exact_mut(8);
+    for (i, word) in words.by_ref().enumerate() {
+        // SAFETY: inside the range, and 8-aligned.
+        let value = unsafe { AtomicU64::from_ptr(src.add(head + 8 * i).cast()) }.load(Relaxed);
+        word.copy_from_slice(&value.to_ne_bytes());
+    }
+    let tail = words.into_remainder();
+    let tail_at = len - tail.len();
+    for (i, byte) in tail.iter_mut().enumerate() {
+        // SAFETY: inside the range.
+        *byte = unsafe { AtomicU8::from_ptr(src.add(tail_at + i)) }.load(Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every offset and length across the word boundaries round-trips.
+    #[test]
+    fn atomic_copies_round_trip_at_any_alignment() {
+        let mut memory = vec![0u64; 8];
+        let base = memory.as_mut_ptr().cast::<u8>();
+        for offset in 0..16 {
+            for len in 0..40 {
+                let data: Vec<u8> = (0..len).map(|i| (i * 7 + offset + 1) as u8).collect();
+                // SAFETY: offset + len ≤ 56 < 64 bytes of `memory`.
+                unsafe { atomic_copy_in(base.add(offset), &data) };
+                let mut back = vec![0u8; len];
+                // SAFETY: as above.
+                unsafe { atomic_copy_out(base.add(offset), &mut back) };
+                assert_eq!(back, data, "offset {offset}, len {len}");
+            }
+        }
     }
 }
