@@ -257,18 +257,23 @@ fn install_then_wait((file, pipe): (Handle, Handle)) {
     std::thread::sleep(Duration::from_secs(60));
 }
 
-fn children_of_a_killed_parent_fall_back_to_stderr() {
+/// Runs `parent` (which installs mp-log and starts a grandchild that outlives it, its stderr in a file, and
+/// reports the grandchild's pid), kills it after `grace`, and returns what the grandchild wrote on its stderr
+/// once it has finished.
+fn stderr_of_an_orphan<F, M>(parent: F, grace: Duration) -> String
+where
+    F: mp_process::Target<M, (Handle, Handle), Output = ()>,
+    M: 'static,
+{
     let path = std::env::temp_dir().join("orphan-stderr");
     let file = File::create(&path).unwrap();
     let (mut reader, writer) = std::io::pipe().unwrap();
-    let mut p = Process::new(install_then_wait, (Handle::from(file), Handle::from(OwnedFd::from(writer))));
+    let mut p = Process::new(parent, (Handle::from(file), Handle::from(OwnedFd::from(writer))));
     p.start().unwrap();
     let mut pid = [0u8; 4];
     reader.read_exact(&mut pid).unwrap();
     let grandchild = u32::from_le_bytes(pid);
-    // Time for the parent to read "before" (one it had not read would be printed by the grandchild: nothing
-    // is lost), then kill it.
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(grace);
     p.kill().unwrap();
     let _ = p.join();
     let finished = eventually(Duration::from_secs(20), || {
@@ -278,6 +283,13 @@ fn children_of_a_killed_parent_fall_back_to_stderr() {
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
     assert!(finished, "the grandchild did not finish: {text}");
+    text
+}
+
+fn children_of_a_killed_parent_fall_back_to_stderr() {
+    // Time for the parent to read "before" (one it had not read would be printed by the grandchild: nothing
+    // is lost), then kill it.
+    let text = stderr_of_an_orphan(install_then_wait, Duration::from_millis(300));
     assert!(text.contains("[WARNING/Process-1:1] after the parent"), "{text}");
     assert!(!text.contains("before"), "a record that reached the parent is not printed again: {text}");
 }
@@ -420,24 +432,7 @@ fn install_stalled((file, pipe): (Handle, Handle)) {
 /// Records a child handed over that its killed parent never read are not lost: the child prints them on its
 /// own stderr (all but the one the parent was handling when it died).
 fn records_a_killed_parent_never_read_are_printed_by_the_child() {
-    let path = std::env::temp_dir().join("unread-stderr");
-    let file = File::create(&path).unwrap();
-    let (mut reader, writer) = std::io::pipe().unwrap();
-    let mut p = Process::new(install_stalled, (Handle::from(file), Handle::from(OwnedFd::from(writer))));
-    p.start().unwrap();
-    let mut pid = [0u8; 4];
-    reader.read_exact(&mut pid).unwrap();
-    let grandchild = u32::from_le_bytes(pid);
-    std::thread::sleep(Duration::from_millis(100));
-    p.kill().unwrap();
-    let _ = p.join();
-    let finished = eventually(Duration::from_secs(20), || {
-        std::fs::read_to_string(&path).is_ok_and(|text| text.contains("exiting normally"))
-    });
-    assert!(eventually(Duration::from_secs(5), || !support::process_alive(grandchild)));
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::remove_file(&path).unwrap();
-    assert!(finished, "{text}");
+    let text = stderr_of_an_orphan(install_stalled, Duration::from_millis(100));
     let printed = (0..10).filter(|i| text.contains(&format!("[INFO/Process-1:1] unread {i}\n"))).count();
     assert!(printed >= 9, "at most the record in flight is lost: {text}");
     assert!(text.contains("[INFO/Process-1:1] last\n"), "{text}");

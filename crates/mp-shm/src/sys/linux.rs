@@ -79,14 +79,14 @@ fn abstract_address(name: &str) -> io::Result<SocketAddrUnix> {
     SocketAddrUnix::new_abstract_name(name.as_bytes()).map_err(io::Error::from)
 }
 
+/// A close-on-exec Unix sequenced-packet socket.
+fn seqpacket() -> io::Result<OwnedFd> {
+    keep_off_stdio(rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)?)
+}
+
 /// A listening sequenced-packet socket at an abstract address (nothing in the file system to clean up).
 pub(crate) fn listen(name: &str) -> io::Result<OwnedFd> {
-    let fd = keep_off_stdio(rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )?)?;
+    let fd = seqpacket()?;
     rustix::net::bind(&fd, &abstract_address(name)?)?;
     rustix::net::listen(&fd, 64)?;
     Ok(fd)
@@ -99,12 +99,7 @@ pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 
 /// Connects to the listener at abstract address `name`.
 pub(crate) fn connect(name: &str) -> io::Result<OwnedFd> {
-    let fd = keep_off_stdio(rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )?)?;
+    let fd = seqpacket()?;
     rustix::net::connect(&fd, &abstract_address(name)?)?;
     Ok(fd)
 }
