@@ -26,8 +26,12 @@ use std::sync::atomic::{
 ///
 /// Any bytes another process writes must read back as a valid `Self` through [`Pod::load`]: every bit
 /// pattern of `size_of::<Self>()` bytes must be a valid value (or `load` must be overridden to validate,
-/// as `bool`'s is), and `Self` must hold no pointers, references or resources. Its alignment must not exceed
-/// 64 bytes.
+/// as `bool`'s is), and `Self` must hold no pointers, references or resources. It must have **no padding**
+/// bytes: a value is written to shared memory as its bytes, and padding bytes are uninitialised, so reading
+/// them there (as the other process does) would be undefined behaviour — use `#[repr(C)]` with fields laid
+/// out so that none is needed, or explicit padding fields. Its alignment must not exceed 64 bytes.
+/// (bytemuck's `Pod` states the same contract with a derive that checks it; mp-shm keeps its own marker
+/// for the `TYPE_NAME` its segments record and for `bool`, which bytemuck's `Pod` cannot admit.)
 pub unsafe trait Pod: Copy + Send + Sync + 'static {
     /// Names the type in a segment's header, so that attaching with another type is an error. Two types
     /// with the same name and size are taken as the same.
