@@ -44,6 +44,7 @@ fn main() {
         queue_survives_a_consumer_killed_while_waiting,
         joinable_queue_counts_tasks,
         simple_queue_across_processes,
+        connect_honours_its_timeout_when_the_backlog_is_full,
     ]);
 }
 
@@ -802,4 +803,30 @@ fn simple_queue_across_processes() {
     inbox.put(String::new()).unwrap();
     p.join().unwrap();
     assert!(inbox.empty() && outbox.empty());
+}
+
+/// A listener that never accepts: its backlog fills, and a client's `connect` must still give up at its timeout
+/// (a blocking connect waited for good).
+fn connect_honours_its_timeout_when_the_backlog_is_full() {
+    let listener = Listener::builder().bind().unwrap();
+    let address = listener.address().clone();
+    let mut held = Vec::new();
+    let mut timed_out = None;
+    for _ in 0..256 {
+        let started = Instant::now();
+        match Client::new(address.clone()).timeout(Duration::from_millis(200)).connect() {
+            Ok(conn) => held.push(conn),
+            Err(ConnectError::Timeout) => {
+                timed_out = Some(started.elapsed());
+                break;
+            }
+            Err(other) => panic!("unexpected: {other}"),
+        }
+    }
+    let took = timed_out.expect("the backlog never filled");
+    assert!(took >= Duration::from_millis(150) && took < Duration::from_secs(2), "{took:?}");
+    // Accepting one makes room: the next connect succeeds.
+    let _first = listener.accept_timeout(Duration::from_secs(5)).unwrap();
+    assert!(Client::new(address).timeout(Duration::from_secs(5)).connect().is_ok());
+    drop(held);
 }

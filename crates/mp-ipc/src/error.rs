@@ -102,7 +102,8 @@ pub enum ConnectError {
     /// Nobody listens at the address.
     #[error("nobody is listening at {0}")]
     Refused(Address),
-    /// No client arrived within `accept_timeout`'s timeout.
+    /// No client arrived within `accept_timeout`'s timeout, or a client's `connect` (and its handshake) did not
+    /// complete within its timeout (a listener whose backlog is full, a host that does not answer).
     #[error("timed out waiting for a connection")]
     Timeout,
     /// The listener was closed.
@@ -122,6 +123,7 @@ impl ConnectError {
         match e.kind() {
             io::ErrorKind::AddrInUse => ConnectError::AddressInUse(address.clone()),
             io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => ConnectError::Refused(address.clone()),
+            io::ErrorKind::TimedOut => ConnectError::Timeout,
             _ => ConnectError::Io(e),
         }
     }

@@ -203,7 +203,7 @@ impl Client {
         self
     }
 
-    /// How long connecting and the handshake may take.
+    /// How long connecting and the handshake may take, together ([`ConnectError::Timeout`] after it).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

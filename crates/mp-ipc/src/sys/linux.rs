@@ -2,7 +2,7 @@
 
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -155,21 +155,71 @@ pub(crate) fn accept(socket: BorrowedFd<'_>, timeout: Option<Duration>) -> io::R
     }
 }
 
-/// A stream connected to `address`. TCP gets `TCP_NODELAY` (every message leaves in one write anyway).
-pub(crate) fn connect(address: &Address, _timeout: Duration) -> io::Result<OwnedFd> {
+/// A stream connected to `address`, within `timeout` (`io::ErrorKind::TimedOut` after it). The socket connects
+/// non-blocking and is waited on for writability, so that neither a full Unix backlog (where a blocking
+/// connect waits for good) nor a silent TCP host (minutes of SYN retries) outlasts the timeout; it is blocking
+/// again once connected. TCP gets `TCP_NODELAY` (every message leaves in one write anyway).
+pub(crate) fn connect(address: &Address, timeout: Duration) -> io::Result<OwnedFd> {
+    let deadline = Instant::now().checked_add(timeout);
+    let left = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
     let socket = stream_socket(address)?;
+    set_nonblocking(socket.as_fd(), true)?;
     let addr = socket_addr(address)?;
     loop {
         match rustix::net::connect(&socket, &addr) {
             Ok(()) => break,
             Err(rustix::io::Errno::INTR) => continue,
+            // TCP: under way; done when the socket is writable, with the outcome in SO_ERROR.
+            Err(rustix::io::Errno::INPROGRESS) => {
+                if !wait_writable(socket.as_fd(), left())? {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                match rustix::net::sockopt::socket_error(&socket)? {
+                    Ok(()) => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            // A Unix listener's backlog is full: nothing is queued, so try again in a moment, until the
+            // deadline.
+            Err(rustix::io::Errno::AGAIN) => {
+                let wait = left().map_or(Duration::from_millis(5), |l| l.min(Duration::from_millis(5)));
+                if wait.is_zero() {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                std::thread::sleep(wait);
+            }
             Err(e) => return Err(e.into()),
         }
     }
+    set_nonblocking(socket.as_fd(), false)?;
     if let Address::Tcp(_) = address {
         rustix::net::sockopt::set_tcp_nodelay(&socket, true)?;
     }
     Ok(socket)
+}
+
+/// Turns `O_NONBLOCK` on or off.
+fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let flags = rustix::fs::fcntl_getfl(fd)?;
+    let flags = if on { flags | rustix::fs::OFlags::NONBLOCK } else { flags - rustix::fs::OFlags::NONBLOCK };
+    rustix::fs::fcntl_setfl(fd, flags).map_err(Into::into)
+}
+
+/// Waits until `fd` is writable or `timeout` (`None`: no limit) passes; whether it became writable.
+fn wait_writable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    loop {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let spec = left
+            .map(|l| Timespec { tv_sec: l.as_secs().min(i64::MAX as u64) as i64, tv_nsec: l.subsec_nanos().into() });
+        let mut polls = [PollFd::from_borrowed_fd(fd, PollFlags::OUT)];
+        match rustix::event::poll(&mut polls, spec.as_ref()) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// A shared mapping of a fresh anonymous memory file of `size` bytes (zeroed), and the file.
