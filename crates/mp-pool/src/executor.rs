@@ -1,4 +1,4 @@
-//! [`ProcessPoolExecutor`]: CPython's `concurrent.futures.ProcessPoolExecutor`, with [`Future`],
+//! [`ProcessPoolExecutor`]: CPython's `concurrent.futures.ProcessPoolExecutor`, with [`TaskFuture`],
 //! [`as_completed`] and [`wait`].
 
 use std::pin::Pin;
@@ -69,7 +69,7 @@ impl ExecutorBuilder {
     }
 }
 
-/// A pool of worker processes handing out [`Future`]s (CPython's `ProcessPoolExecutor`).
+/// A pool of worker processes handing out [`TaskFuture`]s (CPython's `ProcessPoolExecutor`).
 ///
 /// A worker that dies fails only the future it was running, with [`TaskError::WorkerLost`]; the others
 /// complete, and a new worker takes its place (CPython fails every pending future and breaks the pool).
@@ -106,7 +106,7 @@ impl ProcessPoolExecutor {
     }
 
     /// Schedules `f(args)`; after `shutdown` it is [`PoolError::Closed`].
-    pub fn submit<F, M, A>(&self, f: F, args: A) -> Result<Future<F::Result>, PoolError>
+    pub fn submit<F, M, A>(&self, f: F, args: A) -> Result<TaskFuture<F::Result>, PoolError>
     where
         F: Task<M, A>,
         A: Serialize + DeserializeOwned,
@@ -115,7 +115,7 @@ impl ProcessPoolExecutor {
         let cell = Arc::new(Cell::new());
         let job = call_job(f, &args, cell.clone())?;
         let id = self.core.submit(vec![job])?[0];
-        Ok(Future { cell, core: self.core.clone(), id })
+        Ok(TaskFuture { cell, core: self.core.clone(), id })
     }
 
     /// Applies `f` to every item in chunks of `chunksize` (CPython's default is 1), all submitted now; the
@@ -205,14 +205,28 @@ impl<R> std::fmt::Debug for MapResults<R> {
 }
 
 /// The eventual result of a submitted task (CPython's `concurrent.futures.Future`). It is also a
-/// `std::future::Future`, so async code can `.await` it.
-pub struct Future<R> {
+/// `std::future::Future`, so async code can `.await` it. (It was called `Future`, which shadowed the
+/// prelude's `Future` trait in every module that did `use mp_pool::*`; now that trait is there as usual.)
+///
+/// ```
+/// use mp_pool::*;
+///
+/// // `Future` here is the prelude's trait, not a type of mp-pool's.
+/// fn is_a_future<F: Future>(_: &F) {}
+/// # mp_process::init();
+/// let executor = ProcessPoolExecutor::new(1)?;
+/// let future: TaskFuture<u32> = executor.submit(|x: u32| x + 1, 1)?;
+/// is_a_future(&future);
+/// assert_eq!(future.result()?, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct TaskFuture<R> {
     cell: Arc<Cell<R>>,
     core: Arc<Core>,
     id: u64,
 }
 
-impl<R> Future<R> {
+impl<R> TaskFuture<R> {
     /// Waits for the result and takes it.
     pub fn result(self) -> Result<R, TaskError> {
         self.cell.take(None)
@@ -255,7 +269,7 @@ impl<R> Future<R> {
     }
 }
 
-impl<R> std::future::Future for Future<R> {
+impl<R> std::future::Future for TaskFuture<R> {
     type Output = Result<R, TaskError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -266,15 +280,15 @@ impl<R> std::future::Future for Future<R> {
     }
 }
 
-impl<R> std::fmt::Debug for Future<R> {
+impl<R> std::fmt::Debug for TaskFuture<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Future").field("id", &self.id).field("done", &self.done()).finish()
+        f.debug_struct("TaskFuture").field("id", &self.id).field("done", &self.done()).finish()
     }
 }
 
 /// Yields the indices of `futures` as they complete (CPython's `as_completed`); after `timeout` from now,
 /// one `Err(TaskError::Timeout)` ends it.
-pub fn as_completed<R>(futures: &[Future<R>], timeout: Option<Duration>) -> AsCompleted {
+pub fn as_completed<R>(futures: &[TaskFuture<R>], timeout: Option<Duration>) -> AsCompleted {
     let (tx, rx) = mpsc::channel();
     for (index, future) in futures.iter().enumerate() {
         let tx = tx.clone();
@@ -330,7 +344,11 @@ pub enum ReturnWhen {
 
 /// Waits for `futures` as `return_when` says, at most `timeout`; returns the indices of the done ones and
 /// of the others (CPython's `concurrent.futures.wait`).
-pub fn wait<R>(futures: &[Future<R>], timeout: Option<Duration>, return_when: ReturnWhen) -> (Vec<usize>, Vec<usize>) {
+pub fn wait<R>(
+    futures: &[TaskFuture<R>],
+    timeout: Option<Duration>,
+    return_when: ReturnWhen,
+) -> (Vec<usize>, Vec<usize>) {
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let mut completions = as_completed(futures, timeout);
     loop {

@@ -28,7 +28,8 @@
 //!
 //! # Executor
 //!
-//! [`ProcessPoolExecutor`] hands out [`Future`]s (also `std::future::Future`s), with `map`, `shutdown`,
+//! [`ProcessPoolExecutor`] hands out [`TaskFuture`]s (also `std::future::Future`s; named so as not to shadow the prelude's `Future`
+//! in a `use mp_pool::*` module), with `map`, `shutdown`,
 //! [`as_completed`] and [`wait`].
 //!
 //! # When things go wrong
@@ -64,7 +65,9 @@ mod worker;
 
 pub use crate::{
     error::{PoolError, TaskError},
-    executor::{AsCompleted, ExecutorBuilder, Future, MapResults, ProcessPoolExecutor, ReturnWhen, as_completed, wait},
+    executor::{
+        AsCompleted, ExecutorBuilder, MapResults, ProcessPoolExecutor, ReturnWhen, TaskFuture, as_completed, wait,
+    },
     pool::{AsyncResult, Imap, Pool, PoolBuilder},
     task::Task,
 };
