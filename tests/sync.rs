@@ -43,6 +43,7 @@ fn main() {
         a_barriers_default_timeout_travels,
         a_notification_reaches_the_waiters_of_its_time,
         dead_and_refused_waiters_leave_no_count,
+        a_childs_handles_keep_objects_alive_after_the_parent_drops_its_own,
     ]);
 }
 
@@ -799,4 +800,35 @@ fn dead_and_refused_waiters_leave_no_count() {
     let mut w = waiter(&cond, 20_000);
     cond.notify(&cond.acquire().unwrap(), 1).unwrap();
     assert_eq!(w.join_timeout(Duration::from_secs(10)).unwrap(), Some(true));
+}
+
+fn segment_exists(name: &str) -> bool {
+    std::path::Path::new("/dev/shm").join(name).exists()
+}
+
+/// In the child: waits until the parent has dropped its handles (`pipe`), then clones and uses its own.
+fn use_after_parent_dropped((lock, value, raw, pipe): (Lock, Value<u64>, RawValue<u64>, Handle)) -> (u64, u64) {
+    let mut byte = [0u8; 1];
+    File::from(pipe).read_exact(&mut byte).unwrap();
+    let lock = lock.try_clone().expect("the lock is still there");
+    drop(lock.acquire().unwrap());
+    *value.try_clone().expect("the value is still there").get_lock().unwrap() += 1;
+    raw.set(raw.get() + 1);
+    (value.value().unwrap(), raw.get())
+}
+
+/// A child's handles keep their objects alive under every start method, a forked child's in-memory copies
+/// included: the parent may drop its own at once after `start`. Once the child has ended too, the objects
+/// are gone (the child released what it still held).
+fn a_childs_handles_keep_objects_alive_after_the_parent_drops_its_own() {
+    let (lock, value, raw) = (Lock::new().unwrap(), Value::new(41u64).unwrap(), RawValue::new_for_tree(1u64).unwrap());
+    let names = [lock.name().to_owned(), value.name().to_owned(), raw.name().to_owned()];
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    let mut p = Process::new(use_after_parent_dropped, (lock, value, raw, Handle::from(OwnedFd::from(reader))));
+    p.start().unwrap(); // the arguments (the parent's handles) are dropped by `start`, as in CPython
+    writer.write_all(b"g").unwrap();
+    assert_eq!(p.join().unwrap(), (42, 2));
+    for name in &names {
+        assert!(eventually(Duration::from_secs(5), || !segment_exists(name)), "{name} outlived every handle");
+    }
 }

@@ -149,8 +149,8 @@ pub use crate::{
     method::StartMethod,
     process::{Builder, CloseError, Process},
     settings::{
-        all_start_methods, get_start_method, inherited, register_child_setup, set_executable, set_inherited,
-        set_start_method,
+        all_start_methods, get_start_method, inherited, register_before_fork, register_child_setup, set_executable,
+        set_inherited, set_start_method,
     },
     target::Target,
     tree::{ActiveChild, active_children, register_at_exit},

@@ -96,6 +96,28 @@ pub(crate) fn setup_hooks() -> &'static [Hook] {
     SETUP.get()
 }
 
+/// Hooks a `fork` start runs in the parent just before it forks (see [`register_before_fork`]).
+static BEFORE_FORK: Mutex<Vec<fn()>> = Mutex::new(Vec::new());
+
+/// Registers `hook` to run in this process just before each `fork` start (and in its forked children's, which
+/// inherit the list): the moment to count, for the child about to be made, what the child will inherit in
+/// memory — after the fork, the parent may already have dropped it. (CPython's
+/// `os.register_at_fork(before=…)`, for mp's own starts.) The same function registered twice runs once.
+pub fn register_before_fork(hook: fn()) {
+    let mut hooks = lock(&BEFORE_FORK);
+    if !hooks.iter().any(|h| std::ptr::fn_addr_eq(*h, hook)) {
+        hooks.push(hook);
+    }
+}
+
+/// Runs the before-fork hooks (a `fork` start, in the parent).
+pub(crate) fn run_before_fork() {
+    let hooks = lock(&BEFORE_FORK).clone();
+    for hook in hooks {
+        hook();
+    }
+}
+
 /// In a re-executed child: forget any table inherited from the fork server, so that the child's comes from
 /// its bootstrap.
 pub(crate) fn forget() {

@@ -58,12 +58,13 @@
 //! |---|---|---|
 //! | 0 | `sys`, `error`, `pod` | system calls; the error types; the plain-old-data marker |
 //! | 1 | `tracker` | the resource tracker process that unlinks what a crashed tree left |
-//! | 2 | `segment` | `SharedMemory` segments |
+//! | 2 | `segment`, `counted` | `SharedMemory` segments; reference counts across `fork` |
 //! | 3 | `raw`, `shareable` | `RawValue` / `RawArray`; `ShareableList` |
 //! | 4 | `manager` | `SharedMemoryManager`, a scope that unlinks what it made |
 
 #![warn(missing_docs)]
 
+mod counted;
 mod error;
 mod manager;
 mod pod;
@@ -72,6 +73,13 @@ mod segment;
 mod shareable;
 mod sys;
 mod tracker;
+
+/// Reference counts kept in segments, across `fork` (a building block for the crates on mp-shm; see the
+/// `counted` module's notes in the source).
+#[doc(hidden)]
+pub mod refs {
+    pub use crate::counted::{counts_here, hold, release};
+}
 
 pub use crate::{
     error::ShmError,

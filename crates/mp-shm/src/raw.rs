@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::counted;
 use crate::{Integer, Pod, SharedMemory, ShmError};
 
 /// Where the elements start; the header fills the bytes before.
@@ -63,8 +64,8 @@ fn describe(h: &[u8; DATA_OFFSET]) -> String {
 pub struct RawArray<T: Pod> {
     shm: SharedMemory,
     len: usize,
-    /// For a tree-lifetime segment: the process whose reference this handle holds. A copy of the handle in
-    /// a forked child (another pid) holds none, and its drop releases none.
+    /// For a tree-lifetime segment: the process whose reference this handle holds. A copy of the handle in a
+    /// forked child is counted for the child too, before its target runs (see `counted`).
     counted_by: Option<u32>,
     _type: PhantomData<T>,
 }
@@ -84,7 +85,7 @@ impl<T: Pod> RawArray<T> {
     pub fn create_for_tree(len: usize) -> Result<Self, ShmError> {
         let mut array = Self::init(SharedMemory::create_for_tree(Self::bytes(len)?)?, len)?;
         array.shm.write_at(REFS, &[1, 0, 0, 0, 1, 0, 0, 0])?;
-        array.counted_by = Some(std::process::id());
+        array.counted_by = Some(counted::hold(array.shm.name(), array.refs()));
         Ok(array)
     }
 
@@ -120,7 +121,7 @@ impl<T: Pod> RawArray<T> {
         let mut array = Self::attach(name)?;
         if array.is_counted() {
             array.refs().fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            array.counted_by = Some(std::process::id());
+            array.counted_by = Some(counted::hold(array.shm.name(), array.refs()));
         }
         Ok(array)
     }
@@ -129,7 +130,7 @@ impl<T: Pod> RawArray<T> {
     fn adopt(name: &str) -> Result<Self, ShmError> {
         let mut array = Self::attach(name)?;
         if array.is_counted() {
-            array.counted_by = Some(std::process::id());
+            array.counted_by = Some(counted::hold(array.shm.name(), array.refs()));
         }
         Ok(array)
     }
@@ -276,10 +277,13 @@ impl<T: Pod + fmt::Debug> fmt::Debug for RawArray<T> {
 /// Releases this process's reference to a tree-lifetime segment; the last one removes its name.
 impl<T: Pod> Drop for RawArray<T> {
     fn drop(&mut self) {
-        if self.counted_by == Some(std::process::id())
-            && self.refs().fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1
+        if let Some(counted_by) = self.counted_by
+            && counted::counts_here(counted_by)
         {
-            let _ = self.shm.unlink();
+            counted::release(self.shm.name(), self.refs());
+            if self.refs().fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                let _ = self.shm.unlink();
+            }
         }
     }
 }

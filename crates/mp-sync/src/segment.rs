@@ -3,8 +3,9 @@
 //!
 //! Every handle, in every process, holds one reference: creating or opening one counts +1, a handle
 //! serialized for another process counts +1 for the receiver (who adopts it), and dropping a handle counts
-//! −1 — only in the process that counted it, so the copies a forked child has in memory count nothing. The
-//! last reference removes the segment's name. A process killed while holding references leaves them; the
+//! −1 in the process that counted it. The copies a forked child has in memory are counted again for the child
+//! before its target runs, and what a child still holds is released at its end (mp-shm's `refs`). The last
+//! reference removes the segment's name. A process killed while holding references leaves them; the
 //! resource tracker removes the segment when the process tree ends.
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -60,7 +61,9 @@ impl Segment {
         header[8..16].copy_from_slice(&(kind as u64).to_le_bytes());
         header[REFS..REFS + 4].copy_from_slice(&1u32.to_le_bytes());
         shm.write_at(0, &header)?;
-        Ok(Segment { shm, counted_by: std::process::id() })
+        let mut segment = Segment { shm, counted_by: 0 };
+        segment.counted_by = mp_shm::refs::hold(segment.name(), segment.refs());
+        Ok(segment)
     }
 
     /// Attaches to `name`, which must hold a `kind`, counting a reference.
@@ -90,7 +93,9 @@ impl Segment {
         {
             return Err(SyncError::WrongKind { name: name.to_owned(), expected: kind.name() });
         }
-        Ok(Segment { shm, counted_by: std::process::id() })
+        let mut segment = Segment { shm, counted_by: 0 };
+        segment.counted_by = mp_shm::refs::hold(segment.name(), segment.refs());
+        Ok(segment)
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -112,8 +117,11 @@ impl Segment {
 /// Releases this process's reference; the last one removes the name.
 impl Drop for Segment {
     fn drop(&mut self) {
-        if self.counted_by == std::process::id() && self.refs().fetch_sub(1, Ordering::SeqCst) == 1 {
-            let _ = self.shm.unlink();
+        if mp_shm::refs::counts_here(self.counted_by) {
+            mp_shm::refs::release(self.shm.name(), self.refs());
+            if self.refs().fetch_sub(1, Ordering::SeqCst) == 1 {
+                let _ = self.shm.unlink();
+            }
         }
     }
 }

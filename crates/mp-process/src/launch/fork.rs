@@ -18,6 +18,7 @@ pub(crate) fn launch(info: LaunchSpec, job: Box<dyn Job>) -> Result<Arc<Launched
     warn_if_threaded();
     // Made now if need be, so that the child reads it without allocating.
     crate::settings::setup_hooks();
+    crate::settings::run_before_fork();
     // The outcome goes into a slot of shared memory, or over a socket when every slot is taken.
     let (slot, ours, report) = match Slot::reserve(info.parent.pid) {
         Some(slot) => {
