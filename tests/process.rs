@@ -67,6 +67,7 @@ fn main() {
         terminal_signals_spare_the_fork_servers_children,
         a_target_that_closes_every_descriptor,
         exit_hooks_run_as_a_child_ends,
+        before_fork_hooks_run_in_the_parent_before_each_fork,
     ]);
 }
 
@@ -1339,4 +1340,31 @@ fn exit_hooks_run_as_a_child_ends() {
     mp_process::register_at_exit(|| {
         let _ = std::fs::remove_file(std::env::temp_dir().join("exit-MainProcess"));
     });
+}
+
+static FORKS_SEEN: AtomicU32 = AtomicU32::new(0);
+
+fn count_fork() {
+    FORKS_SEEN.fetch_add(1, Ordering::SeqCst);
+}
+
+/// A before-fork hook runs in the parent just before each `fork` start (never for the other methods), so the
+/// child sees the count it made.
+fn before_fork_hooks_run_in_the_parent_before_each_fork() {
+    mp_process::register_before_fork(count_fork);
+    mp_process::register_before_fork(count_fork); // once is enough
+    for round in 1..=3 {
+        let mut p = Process::new(|(): ()| FORKS_SEEN.load(Ordering::SeqCst), ());
+        p.start().unwrap();
+        let seen = p.join().unwrap();
+        if method() == StartMethod::Fork {
+            assert_eq!(
+                (seen, FORKS_SEEN.load(Ordering::SeqCst)),
+                (round, round),
+                "the child inherits the parent's count"
+            );
+        } else {
+            assert_eq!((seen, FORKS_SEEN.load(Ordering::SeqCst)), (0, 0), "only fork starts run it");
+        }
+    }
 }
