@@ -38,7 +38,8 @@ pub(crate) fn launch(info: LaunchSpec, job: Box<dyn Job>) -> Result<Arc<Launched
     let mut info = info;
     let me = me_for(&mut info);
     // Where the kernel reaps our children itself, the child waits until we hold its pidfd (see `adopt`).
-    let gate = if sys::children_autoreaped() { Some(sys::pipe()?) } else { None };
+    let autoreaped = sys::children_autoreaped();
+    let gate = if autoreaped { Some(sys::pipe()?) } else { None };
     let raw_gate = gate.as_ref().map(|(read, write)| (read.as_raw_fd(), write.as_raw_fd()));
     let guard = start_lock();
     let start = Start {
@@ -51,7 +52,7 @@ pub(crate) fn launch(info: LaunchSpec, job: Box<dyn Job>) -> Result<Arc<Launched
     let (pid, me) = runtime::fork_and_run(&start, me, &report, job, raw_gate)?;
     drop(guard);
     drop(report);
-    let adopted = child.adopt(pid);
+    let adopted = child.adopt(pid, autoreaped);
     if let Some((_, write)) = &gate {
         let _ = sys::write_fd_all(write.as_fd(), &[1]);
     }

@@ -88,9 +88,10 @@ impl Launched {
     /// Records the pid of a just-created child of ours. If the kernel reaps our children itself, its pid may
     /// name another process as soon as it ends, so its pidfd is opened now; if that fails, the child is
     /// killed so that nothing is left behind.
-    pub(crate) fn adopt(&self, pid: u32) -> io::Result<()> {
+    /// `autoreaped` is [`sys::children_autoreaped`], which the caller asked already.
+    pub(crate) fn adopt(&self, pid: u32, autoreaped: bool) -> io::Result<()> {
         let _ = self.identity.set(Some(Identity { pid, pidfd: None }));
-        if sys::children_autoreaped() {
+        if autoreaped {
             // Killed on failure; the kernel reaps it (a wait here would block until every child has ended).
             let pidfd = sys::pidfd_open(pid).inspect_err(|_| {
                 let _ = sys::send_signal(pid, libc::SIGKILL);

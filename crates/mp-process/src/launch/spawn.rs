@@ -43,7 +43,7 @@ pub(crate) fn launch(info: LaunchSpec, job: Box<dyn Job>, args: Vec<String>) -> 
     };
     drop(theirs);
     let child = Arc::new(Launched::direct(&info, Some(ours), slot));
-    child.adopt(pid)?;
+    child.adopt(pid, sys::children_autoreaped())?;
     let sock = child.sock.as_ref().expect("a spawned child has a socket");
     if let Err(e) = send_bootstrap(sock.as_fd(), &frame, &fds) {
         let _ = child.signal(libc::SIGKILL);
