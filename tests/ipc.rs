@@ -45,6 +45,7 @@ fn main() {
         joinable_queue_counts_tasks,
         simple_queue_across_processes,
         connect_honours_its_timeout_when_the_backlog_is_full,
+        a_connection_that_lost_its_place_says_so,
     ]);
 }
 
@@ -829,4 +830,23 @@ fn connect_honours_its_timeout_when_the_backlog_is_full() {
     let _first = listener.accept_timeout(Duration::from_secs(5)).unwrap();
     assert!(Client::new(address).timeout(Duration::from_secs(5)).connect().is_ok());
     drop(held);
+}
+
+fn send_big_then_small(mut conn: Connection) {
+    conn.send_bytes(&vec![7u8; 100_000]).unwrap();
+    conn.send_bytes(b"small").unwrap();
+}
+
+/// After `recv_bytes_max` refuses an oversized message the connection has lost its place: `poll`, `readable`
+/// and `wait` say so (a `wait` loop ends instead of spinning on a "ready" connection that never delivers).
+fn a_connection_that_lost_its_place_says_so() {
+    let (mut ours, theirs) = pipe(Direction::Duplex).unwrap();
+    let mut p = Process::new(send_big_then_small, theirs);
+    p.start().unwrap();
+    p.join().unwrap();
+    assert!(matches!(ours.recv_bytes_max(1000), Err(RecvError::TooLarge { len: 100_000, max: 1000 })));
+    assert!(!ours.readable(), "readable() after losing its place");
+    assert!(matches!(ours.poll(Some(Duration::ZERO)), Err(RecvError::NotReadable)), "poll says it is broken");
+    assert_eq!(wait(&[&ours], Some(Duration::from_secs(1))).unwrap(), [0], "wait hands it back at once");
+    assert!(matches!(ours.recv_bytes(), Err(RecvError::NotReadable)));
 }

@@ -104,9 +104,10 @@ impl Connection {
         self.fd.is_none()
     }
 
-    /// Whether this end can receive.
+    /// Whether this end can receive: not once it has lost its place in the stream (a refused oversized
+    /// message, a truncated or forged frame), after which receiving is [`RecvError::NotReadable`].
     pub fn readable(&self) -> bool {
-        self.readable && self.fd.is_some()
+        self.readable && self.fd.is_some() && !self.lost_place
     }
 
     /// Whether this end can send.
@@ -275,10 +276,12 @@ impl Connection {
     /// Whether a message (or end of file) is ready to be received, waiting at most `timeout` (`None`: no
     /// limit; CPython's `poll`).
     pub fn poll(&mut self, timeout: Option<Duration>) -> Result<bool, RecvError> {
+        // A connection that lost its place has nothing to receive ever again: said at once, not "ready".
+        let fd = self.recv_fd()?;
         if self.buffered() > 0 {
             return Ok(true);
         }
-        sys::poll_readable(self.recv_fd()?, timeout).map_err(RecvError::Io)
+        sys::poll_readable(fd, timeout).map_err(RecvError::Io)
     }
 }
 
@@ -304,8 +307,10 @@ impl Waitable for Connection {
         Ok(self.fd.as_ref().filter(|_| self.readable).map(|fd| Sentinel::new(fd.as_fd())))
     }
 
+    /// A connection that lost its place is ready at once, so that a `wait` loop calls `recv` and learns it
+    /// (a sentinel that never fires would leave it waiting).
     fn ready_now(&self) -> bool {
-        self.readable && self.buffered() > 0
+        (self.readable && self.buffered() > 0) || self.lost_place
     }
 }
 
