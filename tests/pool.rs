@@ -31,6 +31,7 @@ fn main() {
         one_pool_serves_many_threads,
         large_inputs_of_unfinished_tasks_are_freed,
         workers_print_in_a_program_without_standard_streams,
+        timed_out_gets_can_be_tried_again,
     ]);
 }
 
@@ -450,4 +451,19 @@ fn workers_print_in_a_program_without_standard_streams() {
     let (squares, one) = result.unwrap();
     assert_eq!(squares, (0..200u64).map(|x| x * x).collect::<Vec<_>>());
     assert_eq!(one, 144);
+}
+
+/// A `get_timeout` / `result_timeout` that times out leaves the result to be collected later (the task runs
+/// on, as in CPython); once handed out, another call says so.
+fn timed_out_gets_can_be_tried_again() {
+    let pool = new_pool(1);
+    let pending = pool.apply_async(nap, 300).unwrap();
+    assert!(matches!(pending.get_timeout(Duration::from_millis(10)), Err(TaskError::Timeout)));
+    assert_eq!(pending.get_timeout(Duration::from_secs(20)).unwrap(), 300);
+    assert!(matches!(pending.get_timeout(Duration::from_secs(1)), Err(TaskError::AlreadyTaken)));
+    let executor = mp_pool::ProcessPoolExecutor::new(1).unwrap();
+    let future = executor.submit(nap, 300).unwrap();
+    assert!(matches!(future.result_timeout(Duration::from_millis(10)), Err(TaskError::Timeout)));
+    assert_eq!(future.result_timeout(Duration::from_secs(20)).unwrap(), 300);
+    assert!(matches!(future.result_timeout(Duration::from_secs(1)), Err(TaskError::AlreadyTaken)));
 }

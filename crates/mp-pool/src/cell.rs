@@ -26,6 +26,8 @@ pub(crate) struct Cell<T> {
 struct CellState<T> {
     outcome: Option<Result<T, TaskError>>,
     done: bool,
+    /// The outcome was handed out by `take_again`.
+    taken: bool,
     callbacks: Vec<Callback<T>>,
     waker: Option<Waker>,
 }
@@ -33,7 +35,13 @@ struct CellState<T> {
 impl<T> Cell<T> {
     pub(crate) fn new() -> Self {
         Cell {
-            state: Mutex::new(CellState { outcome: None, done: false, callbacks: Vec::new(), waker: None }),
+            state: Mutex::new(CellState {
+                outcome: None,
+                done: false,
+                taken: false,
+                callbacks: Vec::new(),
+                waker: None,
+            }),
             ready: Condvar::new(),
         }
     }
@@ -114,6 +122,23 @@ impl<T> Cell<T> {
             return Err(TaskError::Timeout);
         }
         self.lock().outcome.take().unwrap_or(Err(TaskError::Cancelled))
+    }
+
+    /// Like [`take`](Self::take), for a handle that stays: a second take after the outcome was handed out is
+    /// [`TaskError::AlreadyTaken`].
+    pub(crate) fn take_again(&self, timeout: Option<Duration>) -> Result<T, TaskError> {
+        if !self.wait(timeout) {
+            return Err(TaskError::Timeout);
+        }
+        let mut state = self.lock();
+        match state.outcome.take() {
+            Some(outcome) => {
+                state.taken = true;
+                outcome
+            }
+            None if state.taken => Err(TaskError::AlreadyTaken),
+            None => Err(TaskError::Cancelled),
+        }
     }
 
     /// For `Future::poll`: the outcome if done, else remember the waker.

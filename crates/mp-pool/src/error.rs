@@ -70,6 +70,9 @@ pub enum TaskError {
     /// No result within the timeout.
     #[error("timed out waiting for the result")]
     Timeout,
+    /// The result was taken already by an earlier `get_timeout` / `result_timeout` on this handle.
+    #[error("the result was already taken")]
+    AlreadyTaken,
     /// The worker could not decode the arguments.
     #[error("the worker could not decode the arguments: {0}")]
     ArgumentDecode(String),

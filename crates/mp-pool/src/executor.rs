@@ -232,9 +232,11 @@ impl<R> TaskFuture<R> {
         self.cell.take(None)
     }
 
-    /// Waits at most `timeout` ([`TaskError::Timeout`] then).
-    pub fn result_timeout(self, timeout: Duration) -> Result<R, TaskError> {
-        self.cell.take(Some(timeout))
+    /// Waits at most `timeout` ([`TaskError::Timeout`] then, and the task runs on: call again later, as
+    /// CPython's `result(timeout)` may be). Once it has handed the result out, another call is
+    /// [`TaskError::AlreadyTaken`].
+    pub fn result_timeout(&self, timeout: Duration) -> Result<R, TaskError> {
+        self.cell.take_again(Some(timeout))
     }
 
     /// Waits at most `timeout` (`None`: no limit); whether it is done.

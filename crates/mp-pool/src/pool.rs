@@ -415,10 +415,11 @@ impl<T> AsyncResult<T> {
         self.cell.take(None)
     }
 
-    /// Waits at most `timeout` for the result ([`TaskError::Timeout`] then). To wait and try again, use
-    /// [`wait_timeout`](Self::wait_timeout) first.
-    pub fn get_timeout(self, timeout: Duration) -> Result<T, TaskError> {
-        self.cell.take(Some(timeout))
+    /// Waits at most `timeout` for the result ([`TaskError::Timeout`] then, and the task runs on: call again
+    /// later, as CPython's `get(timeout)` may be). Once it has handed the result out, another call is
+    /// [`TaskError::AlreadyTaken`].
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, TaskError> {
+        self.cell.take_again(Some(timeout))
     }
 
     /// Waits until the result is ready.
