@@ -32,6 +32,7 @@ fn main() {
         large_inputs_of_unfinished_tasks_are_freed,
         workers_print_in_a_program_without_standard_streams,
         timed_out_gets_can_be_tried_again,
+        polling_wait_leaves_nothing_behind,
     ]);
 }
 
@@ -466,4 +467,29 @@ fn timed_out_gets_can_be_tried_again() {
     assert!(matches!(future.result_timeout(Duration::from_millis(10)), Err(TaskError::Timeout)));
     assert_eq!(future.result_timeout(Duration::from_secs(20)).unwrap(), 300);
     assert!(matches!(future.result_timeout(Duration::from_secs(1)), Err(TaskError::AlreadyTaken)));
+}
+
+/// Resident memory of this process, in bytes.
+fn resident() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    statm.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
+}
+
+/// `wait` and `as_completed` take back what they left on the futures when they return: a loop polling a
+/// pending future does not grow (it grew ~700 bytes a call, ~140 MiB over 200,000 calls).
+fn polling_wait_leaves_nothing_behind() {
+    let executor = mp_pool::ProcessPoolExecutor::new(1).unwrap();
+    let pending = [executor.submit(nap, 10_000).unwrap()];
+    for _ in 0..1000 {
+        let _ = mp_pool::wait(&pending, Some(Duration::ZERO), mp_pool::ReturnWhen::FirstCompleted);
+    }
+    let before = resident();
+    for _ in 0..100_000 {
+        let (done, _) = mp_pool::wait(&pending, Some(Duration::ZERO), mp_pool::ReturnWhen::FirstCompleted);
+        assert!(done.is_empty());
+        drop(mp_pool::as_completed(&pending, Some(Duration::ZERO)));
+    }
+    let grown = resident().saturating_sub(before);
+    assert!(grown < 8 << 20, "grew {grown} bytes over 200,000 calls");
+    assert!(pending[0].cancel() || !pending[0].done());
 }

@@ -28,7 +28,9 @@ struct CellState<T> {
     done: bool,
     /// The outcome was handed out by `take_again`.
     taken: bool,
-    callbacks: Vec<Callback<T>>,
+    /// Waiting callbacks, each with the key `on_done_keyed` handed out (0 for ones that stay).
+    callbacks: Vec<(u64, Callback<T>)>,
+    next_key: u64,
     waker: Option<Waker>,
 }
 
@@ -40,6 +42,7 @@ impl<T> Cell<T> {
                 done: false,
                 taken: false,
                 callbacks: Vec::new(),
+                next_key: 1,
                 waker: None,
             }),
             ready: Condvar::new(),
@@ -61,7 +64,7 @@ impl<T> Cell<T> {
         state.done = true;
         let callbacks = std::mem::take(&mut state.callbacks);
         if let Some(outcome) = &state.outcome {
-            for callback in callbacks {
+            for (_, callback) in callbacks {
                 run_callback(callback, outcome.as_ref());
             }
         }
@@ -75,12 +78,30 @@ impl<T> Cell<T> {
 
     /// Runs `callback` when the outcome is set (now, on this thread, if it is already).
     pub(crate) fn on_done(&self, callback: Callback<T>) {
+        let _ = self.on_done_keyed(callback);
+    }
+
+    /// [`on_done`](Self::on_done), returning a key to take the callback back with
+    /// [`forget_callback`](Self::forget_callback) while it waits (`None`: it ran at once).
+    pub(crate) fn on_done_keyed(&self, callback: Callback<T>) -> Option<u64> {
         let mut state = self.lock();
         match (&state.outcome, state.done) {
             (Some(outcome), _) => run_callback(callback, outcome.as_ref()),
             (None, true) => run_callback(callback, Err(&TaskError::Cancelled)),
-            (None, false) => state.callbacks.push(callback),
+            (None, false) => {
+                let key = state.next_key;
+                state.next_key += 1;
+                state.callbacks.push((key, callback));
+                return Some(key);
+            }
         }
+        None
+    }
+
+    /// Drops a waiting callback (a `wait` or `as_completed` that has returned): a polling loop must not pile
+    /// them up on a future that stays pending.
+    pub(crate) fn forget_callback(&self, key: u64) {
+        self.lock().callbacks.retain(|(k, _)| *k != key);
     }
 
     pub(crate) fn is_done(&self) -> bool {

@@ -290,23 +290,50 @@ impl<R> std::fmt::Debug for TaskFuture<R> {
 
 /// Yields the indices of `futures` as they complete (CPython's `as_completed`); after `timeout` from now,
 /// one `Err(TaskError::Timeout)` ends it.
-pub fn as_completed<R>(futures: &[TaskFuture<R>], timeout: Option<Duration>) -> AsCompleted {
+///
+/// The iterator takes back what it left with the futures when it is dropped, so calling it again and again
+/// on futures that stay pending (a polling loop) costs no memory.
+pub fn as_completed<R: Send + 'static>(futures: &[TaskFuture<R>], timeout: Option<Duration>) -> AsCompleted {
     let (tx, rx) = mpsc::channel();
+    let mut cleanup: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
     for (index, future) in futures.iter().enumerate() {
         let tx = tx.clone();
-        future.cell.on_done(Box::new(move |_| {
+        let key = future.cell.on_done_keyed(Box::new(move |_| {
             let _ = tx.send(index);
         }));
+        if let Some(key) = key {
+            let cell = Arc::downgrade(&future.cell);
+            cleanup.push(Box::new(move || {
+                if let Some(cell) = cell.upgrade() {
+                    cell.forget_callback(key);
+                }
+            }));
+        }
     }
-    AsCompleted { rx, left: futures.len(), deadline: timeout.and_then(|t| Instant::now().checked_add(t)) }
+    AsCompleted { rx, left: futures.len(), deadline: timeout.and_then(|t| Instant::now().checked_add(t)), cleanup }
 }
 
 /// The iterator of [`as_completed`].
-#[derive(Debug)]
 pub struct AsCompleted {
     rx: mpsc::Receiver<usize>,
     left: usize,
     deadline: Option<Instant>,
+    /// Takes back the callbacks still waiting on the futures.
+    cleanup: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+impl Drop for AsCompleted {
+    fn drop(&mut self) {
+        for forget in self.cleanup.drain(..) {
+            forget();
+        }
+    }
+}
+
+impl std::fmt::Debug for AsCompleted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsCompleted").field("left", &self.left).field("deadline", &self.deadline).finish()
+    }
 }
 
 impl Iterator for AsCompleted {
@@ -346,7 +373,7 @@ pub enum ReturnWhen {
 
 /// Waits for `futures` as `return_when` says, at most `timeout`; returns the indices of the done ones and
 /// of the others (CPython's `concurrent.futures.wait`).
-pub fn wait<R>(
+pub fn wait<R: Send + 'static>(
     futures: &[TaskFuture<R>],
     timeout: Option<Duration>,
     return_when: ReturnWhen,
