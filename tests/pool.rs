@@ -33,6 +33,7 @@ fn main() {
         workers_print_in_a_program_without_standard_streams,
         timed_out_gets_can_be_tried_again,
         polling_wait_leaves_nothing_behind,
+        imap_next_timeout_times_out_and_goes_on,
     ]);
 }
 
@@ -492,4 +493,16 @@ fn polling_wait_leaves_nothing_behind() {
     let grown = resident().saturating_sub(before);
     assert!(grown < 8 << 20, "grew {grown} bytes over 200,000 calls");
     assert!(pending[0].cancel() || !pending[0].done());
+}
+
+/// `Imap::next_timeout` (CPython's `next(timeout)`): a result that is late times out without being lost, and
+/// the iterator goes on in order.
+fn imap_next_timeout_times_out_and_goes_on() {
+    let pool = new_pool(2);
+    let mut results = pool.imap(nap, [400u64, 0, 0], 1).unwrap();
+    assert!(matches!(results.next_timeout(Duration::from_millis(20)), Some(Err(TaskError::Timeout))));
+    assert_eq!(results.next_timeout(Duration::from_secs(20)).unwrap().unwrap(), 400, "nothing was lost");
+    assert_eq!(results.next_timeout(Duration::from_secs(20)).unwrap().unwrap(), 0);
+    assert_eq!(results.next().unwrap().unwrap(), 0);
+    assert!(results.next_timeout(Duration::ZERO).is_none(), "the end");
 }

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::iter::Fuse;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mp_process::{StartMethod, Target};
 
@@ -548,8 +548,9 @@ where
         }
     }
 
-    /// Waits for the next chunk (the next in order, or any), returning its index and result.
-    fn next_chunk(&mut self) -> (usize, Result<Vec<u8>, TaskError>) {
+    /// Waits for the next chunk (the next in order, or any) until `deadline` (`None`: no limit), returning its
+    /// index and result; `None` when the deadline passed first (nothing is consumed).
+    fn next_chunk(&mut self, deadline: Option<Instant>) -> Option<(usize, Result<Vec<u8>, TaskError>)> {
         let (lock, ready) = &*self.arrivals;
         let mut arrivals = lock.lock().unwrap_or_else(|p| p.into_inner());
         loop {
@@ -561,10 +562,53 @@ where
                 Some(0)
             };
             if let Some(at) = found {
-                return arrivals.chunks.remove(at).expect("found");
+                return arrivals.chunks.remove(at);
             }
-            arrivals = ready.wait(arrivals).unwrap_or_else(|p| p.into_inner());
+            arrivals = match deadline {
+                None => ready.wait(arrivals).unwrap_or_else(|p| p.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    ready.wait_timeout(arrivals, left).unwrap_or_else(|p| p.into_inner()).0
+                }
+            };
         }
+    }
+
+    /// The next result, waiting at most until `deadline`: `Some(Err(TaskError::Timeout))` when it passes
+    /// first (nothing is consumed; the iterator goes on).
+    fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<R, TaskError>> {
+        loop {
+            if let Some(item) = self.current.pop_front() {
+                return Some(item);
+            }
+            self.fill();
+            if !self.current.is_empty() {
+                continue;
+            }
+            if self.submitted == self.yielded {
+                return None;
+            }
+            let Some((index, result)) = self.next_chunk(deadline) else {
+                return Some(Err(TaskError::Timeout));
+            };
+            self.yielded += 1;
+            let len = self.lens.remove(&index).unwrap_or(0);
+            match result
+                .and_then(|b| postcard::from_bytes::<Vec<R>>(&b).map_err(|e| TaskError::ResultDecode(e.to_string())))
+            {
+                Ok(items) => self.current.extend(items.into_iter().map(Ok)),
+                Err(e) => self.current.extend(std::iter::repeat_n(e, len).map(Err)),
+            }
+        }
+    }
+
+    /// The next result, waiting at most `timeout` (CPython's `next(timeout)`): `Some(Err(TaskError::Timeout))`
+    /// when none came in time — nothing is consumed, and the iterator goes on — and `None` at the end.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R, TaskError>> {
+        self.next_until(Instant::now().checked_add(timeout))
     }
 }
 
@@ -577,27 +621,7 @@ where
     type Item = Result<R, TaskError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(item) = self.current.pop_front() {
-                return Some(item);
-            }
-            self.fill();
-            if !self.current.is_empty() {
-                continue;
-            }
-            if self.submitted == self.yielded {
-                return None;
-            }
-            let (index, result) = self.next_chunk();
-            self.yielded += 1;
-            let len = self.lens.remove(&index).unwrap_or(0);
-            match result
-                .and_then(|b| postcard::from_bytes::<Vec<R>>(&b).map_err(|e| TaskError::ResultDecode(e.to_string())))
-            {
-                Ok(items) => self.current.extend(items.into_iter().map(Ok)),
-                Err(e) => self.current.extend(std::iter::repeat_n(e, len).map(Err)),
-            }
-        }
+        self.next_until(None)
     }
 }
 
