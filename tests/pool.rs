@@ -34,6 +34,7 @@ fn main() {
         timed_out_gets_can_be_tried_again,
         polling_wait_leaves_nothing_behind,
         imap_next_timeout_times_out_and_goes_on,
+        callbacks_may_call_back_into_their_future_and_executor,
     ]);
 }
 
@@ -505,4 +506,33 @@ fn imap_next_timeout_times_out_and_goes_on() {
     assert_eq!(results.next_timeout(Duration::from_secs(20)).unwrap().unwrap(), 0);
     assert_eq!(results.next().unwrap().unwrap(), 0);
     assert!(results.next_timeout(Duration::ZERO).is_none(), "the end");
+}
+
+/// A done-callback may ask its own future anything (`done`, `cancelled`, `running`, another callback, even its
+/// result: `InCallback`, since it holds it by reference) and submit more work, without deadlocking the
+/// executor (callbacks ran under the result's lock: `done()` there hung every future, shutdown and drop).
+fn callbacks_may_call_back_into_their_future_and_executor() {
+    let executor = std::sync::Arc::new(mp_pool::ProcessPoolExecutor::new(2).unwrap());
+    let future = std::sync::Arc::new(executor.submit(square, 7).unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (me, pool) = (future.clone(), executor.clone());
+    future.add_done_callback(move |result| {
+        let seen = (*result.unwrap(), me.done(), me.cancelled(), me.running());
+        let again = matches!(me.result_timeout(Duration::from_secs(1)), Err(TaskError::InCallback));
+        let tx2 = tx.clone();
+        me.add_done_callback(move |inner| {
+            let _ = tx2.send(("nested", *inner.unwrap()));
+        });
+        let next = pool.submit(square, 8).unwrap();
+        let _ = tx.send(("first", seen.0));
+        let _ = tx.send(("flags", u64::from(seen.1) * 100 + u64::from(seen.2) * 10 + u64::from(seen.3)));
+        let _ = tx.send(("again", u64::from(again)));
+        std::thread::spawn(move || {
+            let _ = tx.send(("submitted", next.result_timeout(Duration::from_secs(20)).unwrap()));
+        });
+    });
+    let mut got: Vec<(&str, u64)> = (0..5).map(|_| rx.recv_timeout(Duration::from_secs(20)).unwrap()).collect();
+    got.sort();
+    assert_eq!(got, [("again", 1), ("first", 49), ("flags", 100), ("nested", 49), ("submitted", 64)]);
+    assert_eq!(future.result_timeout(Duration::from_secs(5)).unwrap(), 49, "the result is still there after");
 }

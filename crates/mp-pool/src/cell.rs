@@ -1,8 +1,15 @@
 //! [`Cell`]: where a result waits for whoever asks for it — blocking, with a timeout, through callbacks, or
 //! as a `std::future::Future`.
+//!
+//! Callbacks run with the cell's lock released, so that a callback may call anything on its own future or
+//! pool (`done()`, `cancelled()`, `running()`, `add_done_callback`, `submit`, …). While they run, the outcome
+//! is lent to them: it is out of the cell (`delivering` names the thread holding it), takers on other threads
+//! wait for it, and a taker on that very thread — a callback asking for its own future's result, which it
+//! holds by reference — is told so ([`TaskError::InCallback`]).
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::task::Waker;
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use crate::TaskError;
@@ -26,9 +33,14 @@ pub(crate) struct Cell<T> {
 struct CellState<T> {
     outcome: Option<Result<T, TaskError>>,
     done: bool,
+    /// How it ended (known from the moment it is done, even while the outcome is lent to callbacks).
+    succeeded: bool,
+    cancelled: bool,
     /// The outcome was handed out by `take_again`.
     taken: bool,
-    /// Waiting callbacks, each with the key `on_done_keyed` handed out (0 for ones that stay).
+    /// The thread running callbacks with the outcome lent to them (the outcome is out of the cell meanwhile).
+    delivering: Option<ThreadId>,
+    /// Waiting callbacks, each with the key `on_done_keyed` handed out.
     callbacks: Vec<(u64, Callback<T>)>,
     next_key: u64,
     waker: Option<Waker>,
@@ -40,7 +52,10 @@ impl<T> Cell<T> {
             state: Mutex::new(CellState {
                 outcome: None,
                 done: false,
+                succeeded: false,
+                cancelled: false,
                 taken: false,
+                delivering: None,
                 callbacks: Vec::new(),
                 next_key: 1,
                 waker: None,
@@ -53,21 +68,45 @@ impl<T> Cell<T> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stores the outcome (the first one wins), runs the callbacks and wakes every waiter. The outcome is
-    /// stored first, so that a panicking callback cannot keep it from the waiters.
+    /// Stores the outcome (the first one wins), runs the callbacks and wakes every waiter.
     pub(crate) fn set(&self, outcome: Result<T, TaskError>) {
         let mut state = self.lock();
         if state.done {
             return;
         }
-        state.outcome = Some(outcome);
         state.done = true;
-        let callbacks = std::mem::take(&mut state.callbacks);
-        if let Some(outcome) = &state.outcome {
+        state.succeeded = outcome.is_ok();
+        state.cancelled = matches!(outcome, Err(TaskError::Cancelled));
+        let state = self.deliver(state, outcome);
+        self.release(state);
+    }
+
+    /// Runs the waiting callbacks (and any that arrive meanwhile) with `outcome` lent to them and the lock
+    /// released, then puts the outcome in the cell. Returns the lock, held again.
+    fn deliver<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, CellState<T>>,
+        outcome: Result<T, TaskError>,
+    ) -> MutexGuard<'a, CellState<T>> {
+        loop {
+            let callbacks = std::mem::take(&mut state.callbacks);
+            if callbacks.is_empty() {
+                break;
+            }
+            state.delivering = Some(std::thread::current().id());
+            drop(state);
             for (_, callback) in callbacks {
                 run_callback(callback, outcome.as_ref());
             }
+            state = self.lock();
         }
+        state.delivering = None;
+        state.outcome = Some(outcome);
+        state
+    }
+
+    /// Lets go of the lock and wakes whoever waits.
+    fn release(&self, mut state: MutexGuard<'_, CellState<T>>) {
         let waker = state.waker.take();
         drop(state);
         self.ready.notify_all();
@@ -85,14 +124,23 @@ impl<T> Cell<T> {
     /// [`forget_callback`](Self::forget_callback) while it waits (`None`: it ran at once).
     pub(crate) fn on_done_keyed(&self, callback: Callback<T>) -> Option<u64> {
         let mut state = self.lock();
-        match (&state.outcome, state.done) {
-            (Some(outcome), _) => run_callback(callback, outcome.as_ref()),
-            (None, true) => run_callback(callback, Err(&TaskError::Cancelled)),
-            (None, false) => {
-                let key = state.next_key;
-                state.next_key += 1;
-                state.callbacks.push((key, callback));
-                return Some(key);
+        if !state.done || state.delivering.is_some() {
+            // Pending — or done and being delivered: the deliverer runs it in turn.
+            let key = state.next_key;
+            state.next_key += 1;
+            state.callbacks.push((key, callback));
+            return Some(key);
+        }
+        match state.outcome.take() {
+            Some(outcome) => {
+                state.callbacks.push((0, callback));
+                let state = self.deliver(state, outcome);
+                self.release(state);
+            }
+            // Taken already: what it was is all that is left to tell.
+            None => {
+                drop(state);
+                run_callback(callback, Err(&TaskError::Cancelled));
             }
         }
         None
@@ -111,47 +159,60 @@ impl<T> Cell<T> {
     /// Whether it ended well: `None` before it ends.
     pub(crate) fn succeeded(&self) -> Option<bool> {
         let state = self.lock();
-        state.done.then(|| matches!(state.outcome, Some(Ok(_))))
+        state.done.then_some(state.succeeded)
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
-        matches!(self.lock().outcome, Some(Err(TaskError::Cancelled)))
+        let state = self.lock();
+        state.done && state.cancelled
     }
 
-    /// Waits until done or `timeout`; whether it is done.
+    /// Whether this thread runs the callbacks now (holding the outcome).
+    fn delivering_here(state: &CellState<T>) -> bool {
+        state.delivering == Some(std::thread::current().id())
+    }
+
+    /// Waits until done (and delivered) or `timeout`; whether it is done. A callback waiting on its own
+    /// future returns at once.
     pub(crate) fn wait(&self, timeout: Option<Duration>) -> bool {
+        self.wait_locked(timeout).is_some()
+    }
+
+    /// [`wait`](Self::wait), returning the lock held when done.
+    fn wait_locked(&self, timeout: Option<Duration>) -> Option<MutexGuard<'_, CellState<T>>> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut state = self.lock();
-        while !state.done {
+        while !state.done || (state.delivering.is_some() && !Self::delivering_here(&state)) {
             match deadline {
                 None => state = self.ready.wait(state).unwrap_or_else(|p| p.into_inner()),
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        return false;
+                        return None;
                     }
                     state = self.ready.wait_timeout(state, left).unwrap_or_else(|p| p.into_inner()).0;
                 }
             }
         }
-        true
+        Some(state)
     }
 
     /// Takes the outcome, waiting at most `timeout` ([`TaskError::Timeout`] then; the outcome stays).
     pub(crate) fn take(&self, timeout: Option<Duration>) -> Result<T, TaskError> {
-        if !self.wait(timeout) {
-            return Err(TaskError::Timeout);
+        let mut state = self.wait_locked(timeout).ok_or(TaskError::Timeout)?;
+        if Self::delivering_here(&state) {
+            return Err(TaskError::InCallback);
         }
-        self.lock().outcome.take().unwrap_or(Err(TaskError::Cancelled))
+        state.outcome.take().unwrap_or(Err(TaskError::Cancelled))
     }
 
     /// Like [`take`](Self::take), for a handle that stays: a second take after the outcome was handed out is
     /// [`TaskError::AlreadyTaken`].
     pub(crate) fn take_again(&self, timeout: Option<Duration>) -> Result<T, TaskError> {
-        if !self.wait(timeout) {
-            return Err(TaskError::Timeout);
+        let mut state = self.wait_locked(timeout).ok_or(TaskError::Timeout)?;
+        if Self::delivering_here(&state) {
+            return Err(TaskError::InCallback);
         }
-        let mut state = self.lock();
         match state.outcome.take() {
             Some(outcome) => {
                 state.taken = true;
@@ -162,10 +223,10 @@ impl<T> Cell<T> {
         }
     }
 
-    /// For `Future::poll`: the outcome if done, else remember the waker.
+    /// For `Future::poll`: the outcome if done (and delivered), else remember the waker.
     pub(crate) fn poll_take(&self, waker: &Waker) -> Option<Result<T, TaskError>> {
         let mut state = self.lock();
-        if state.done {
+        if state.done && state.delivering.is_none() {
             return Some(state.outcome.take().unwrap_or(Err(TaskError::Cancelled)));
         }
         state.waker = Some(waker.clone());

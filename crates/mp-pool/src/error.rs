@@ -73,6 +73,9 @@ pub enum TaskError {
     /// The result was taken already by an earlier `get_timeout` / `result_timeout` on this handle.
     #[error("the result was already taken")]
     AlreadyTaken,
+    /// A done-callback asked for its own future's result, which it is being handed by reference.
+    #[error("the result is being handed to this callback (by reference): it cannot also be taken here")]
+    InCallback,
     /// The worker could not decode the arguments.
     #[error("the worker could not decode the arguments: {0}")]
     ArgumentDecode(String),
