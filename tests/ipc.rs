@@ -291,15 +291,29 @@ struct Unserializable;
 
 impl Serialize for Unserializable {
     fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
-        Err(serde::ser::Error::custom("no"))
+        Err(serde::ser::Error::custom("Unserializable refuses"))
     }
 }
 
 fn unserializable_value_is_an_error_before_sending() {
     let (mut a, mut b) = pipe(Direction::Duplex).unwrap();
-    assert!(matches!(a.send(&Unserializable), Err(SendError::Serialize(_))));
+    // The serializer's own words, not postcard's "Serde Serialization Error".
+    assert!(matches!(a.send(&Unserializable), Err(SendError::Serialize(m)) if m == "Unserializable refuses"));
     a.send(&1u8).unwrap();
     assert_eq!(b.recv::<u8>().unwrap(), 1, "nothing of the failed message was sent");
+    // A child's failed send says why too: the child reports the error's text over the same pipe.
+    let mut p = Process::new(send_unserializable, a);
+    p.start().unwrap();
+    assert_eq!(b.recv::<String>().unwrap(), "failed to serialize the message: Unserializable refuses");
+    p.join().unwrap();
+    // A Handle is refused with a message that says where handles can go.
+    let err = b.send(&mp_process::Handle::from(std::fs::File::open("/dev/null").unwrap()));
+    assert!(matches!(&err, Err(SendError::Serialize(m)) if m.contains("to_bytes_with_handles")), "{err:?}");
+}
+
+fn send_unserializable(mut conn: Connection) {
+    let err = conn.send(&vec![Some(Unserializable)]).unwrap_err();
+    conn.send(&err.to_string()).unwrap();
 }
 
 fn ask_to_add((address, key): (Address, Vec<u8>)) -> i64 {
@@ -591,7 +605,9 @@ fn queue_close_and_bad_items() {
     assert_eq!(other.get().unwrap(), "kept", "other handles go on");
     // An item that fails to serialize: an error from put, nothing in the queue.
     let bad: Queue<Unserializable> = Queue::new().unwrap();
-    assert!(matches!(bad.put(Unserializable), Err(PutError::Serialize { .. })));
+    assert!(
+        matches!(bad.put(Unserializable), Err(PutError::Serialize { message, .. }) if message == "Unserializable refuses")
+    );
     assert!(bad.empty());
     // An item that fails to decode: an error from get, and the queue goes on.
     let numbers: Queue<u64> = Queue::new().unwrap();

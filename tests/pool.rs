@@ -240,6 +240,7 @@ fn close_join_and_terminate() {
     assert!(matches!(queued.get_timeout(Duration::from_secs(5)), Err(TaskError::Cancelled)));
 }
 
+#[derive(Debug)]
 struct NoSerialize;
 
 impl Serialize for NoSerialize {
@@ -260,8 +261,14 @@ fn make_unserializable(_: ()) -> NoSerialize {
 
 fn unserializable_result_fails_only_its_task() {
     let pool = new_pool(1);
-    assert!(matches!(pool.apply(make_unserializable, ()), Err(PoolError::Task(TaskError::ResultEncode(_)))));
-    assert!(matches!(pool.apply(takes_unserializable, NoSerialize), Err(PoolError::Serialize(_))));
+    // The serializer's own words (in the worker, then in the parent), not postcard's "Serde Serialization Error".
+    let in_worker = pool.apply(make_unserializable, ());
+    assert!(
+        matches!(&in_worker, Err(PoolError::Task(TaskError::ResultEncode(m))) if m == "not today"),
+        "{in_worker:?}"
+    );
+    let in_parent = pool.apply(takes_unserializable, NoSerialize);
+    assert!(matches!(&in_parent, Err(PoolError::Serialize(m)) if m == "not today"), "{in_parent:?}");
     assert_eq!(pool.apply(square, 5).unwrap(), 25, "the pool stays healthy");
 }
 

@@ -30,6 +30,7 @@ fn main() {
         close_rules,
         argument_that_fails_to_serialize,
         argument_that_fails_to_decode,
+        result_that_fails_to_serialize_says_why,
         child_from_a_copy_of_the_build_runs,
         child_from_a_different_build_refuses,
         closures_need_fork,
@@ -361,10 +362,34 @@ fn argument_that_fails_to_serialize() {
         assert!(p.join().unwrap());
     } else {
         let err = p.start().unwrap_err();
-        assert!(matches!(err, StartError::Serialize(_)), "{err:?}");
+        // The serializer's own words, not postcard's "Serde Serialization Error".
+        assert!(matches!(&err, StartError::Serialize(m) if m == "Picky refuses to be serialized"), "{err:?}");
         assert!(p.pid().is_none());
         assert!(active_children().is_empty());
     }
+}
+
+fn make_picky(serializable: bool) -> Picky {
+    Picky { serializable, decodable: true }
+}
+
+fn result_that_fails_to_serialize_says_why() {
+    let mut p = Process::new(make_picky, false);
+    p.start().unwrap();
+    match p.join() {
+        Err(JoinError::Child(e)) => {
+            assert_eq!(e.kind, ChildErrorKind::ResultEncode);
+            assert_eq!(
+                e.message, "Picky refuses to be serialized",
+                "the child's serializer's message reaches the parent"
+            );
+        }
+        other => panic!("expected a result encode error, got {other:?}"),
+    }
+    assert_eq!(p.exitcode(), Some(1));
+    let mut q = Process::new(make_picky, true);
+    q.start().unwrap();
+    assert!(q.join().unwrap().decodable);
 }
 
 fn argument_that_fails_to_decode() {

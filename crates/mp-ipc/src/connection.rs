@@ -145,7 +145,7 @@ impl Connection {
     /// Sends a value, serialized with postcard inside this call (an unserializable value is an error here,
     /// and nothing is sent).
     pub fn send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), SendError> {
-        let bytes = postcard::to_stdvec(value).map_err(|e| SendError::Serialize(e.to_string()))?;
+        let bytes = mp_process::codec::to_vec(value).map_err(SendError::Serialize)?;
         self.send_bytes(&bytes)
     }
 

@@ -203,7 +203,7 @@ impl<T: Serialize> Queue<T> {
         let encoded = ENCODE.with(|buf| {
             let mut buf = buf.take();
             buf.clear();
-            postcard::to_extend(&item, buf).map_err(|e| e.to_string())
+            mp_process::codec::to_extend(&item, buf)
         });
         let bytes = match encoded {
             Ok(bytes) => bytes,

@@ -19,7 +19,7 @@ use mp_process::offset::FnOffset;
 
 /// Serializes a task input.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, PoolError> {
-    postcard::to_stdvec(value).map_err(|e| PoolError::Serialize(e.to_string()))
+    mp_process::codec::to_vec(value).map_err(PoolError::Serialize)
 }
 
 /// CPython's default chunk size for `map`: `ceil(len / (4 × workers))`.
@@ -61,7 +61,7 @@ impl PoolBuilder {
     {
         let _ = f;
         let entry = FnOffset::of(task::call_entry::<F, M, A> as Entry);
-        self.initializer = Some((entry, postcard::to_stdvec(&args).map_err(|e| e.to_string())));
+        self.initializer = Some((entry, mp_process::codec::to_vec(&args)));
         self
     }
 

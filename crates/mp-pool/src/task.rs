@@ -68,7 +68,7 @@ where
     let items: Vec<A> = postcard::from_bytes(input).map_err(|e| Failure::ArgumentDecode(e.to_string()))?;
     let f: F = offset::conjure();
     let outputs = catch(|| items.into_iter().map(|a| f.call(a)).collect::<Vec<_>>())?;
-    postcard::to_stdvec(&outputs).map_err(|e| Failure::ResultEncode(e.to_string()))
+    mp_process::codec::to_vec(&outputs).map_err(Failure::ResultEncode)
 }
 
 /// The trampoline that calls `F` once: `A` in, `R` out.
@@ -81,7 +81,7 @@ where
     let args: A = postcard::from_bytes(input).map_err(|e| Failure::ArgumentDecode(e.to_string()))?;
     let f: F = offset::conjure();
     let output = catch(|| f.call(args))?;
-    postcard::to_stdvec(&output).map_err(|e| Failure::ResultEncode(e.to_string()))
+    mp_process::codec::to_vec(&output).map_err(Failure::ResultEncode)
 }
 
 /// Runs `f`, turning a panic into [`Failure::Panicked`] (message, location, process name and pid).

@@ -163,7 +163,7 @@ impl Serialize for Handle {
         let index = OUTGOING.with(|table| -> Result<u32, String> {
             let mut table = table.borrow_mut();
             let table = table.as_mut().ok_or_else(|| {
-                "an OS handle can only be serialized as part of a child's arguments or an mp message".to_owned()
+                "an OS handle travels only in a process's arguments or through `to_bytes_with_handles`; `Connection::send`, `Queue::put` and pool tasks cannot carry one".to_owned()
             })?;
             let copy = self.fd.try_clone().map_err(|e| format!("failed to duplicate handle: {e}"))?;
             table.push(copy);
@@ -197,16 +197,22 @@ pub struct CodecError(String);
 
 /// Serializes `value` with postcard, collecting a duplicate of every [`Handle`] inside it, in order.
 pub fn to_bytes_with_handles<T: Serialize + ?Sized>(value: &T) -> Result<(Vec<u8>, Vec<OwnedFd>), CodecError> {
+    HANDLE_ERROR.with(|slot| slot.borrow_mut().take());
     let outer = OUTGOING.with(|table| table.borrow_mut().replace(Vec::new()));
-    let bytes = postcard::to_stdvec(value);
+    let bytes = postcard::to_stdvec(value).map_err(|e| match HANDLE_ERROR.with(|slot| slot.borrow_mut().take()) {
+        Some(message) => CodecError(message),
+        // While the table is still this call's, so a second pass's duplicates are dropped with it.
+        None => CodecError(crate::codec::explain(value, &e)),
+    });
     let fds = OUTGOING.with(|table| std::mem::replace(&mut *table.borrow_mut(), outer)).unwrap_or_default();
-    let bytes = bytes.map_err(codec_error)?;
+    let bytes = bytes?;
     Ok((bytes, fds))
 }
 
 /// Deserializes a value made by [`to_bytes_with_handles`], handing `fds` to its [`Handle`]s. Descriptors
 /// that no handle claims are closed.
 pub fn from_bytes_with_handles<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T, CodecError> {
+    HANDLE_ERROR.with(|slot| slot.borrow_mut().take());
     let outer = INCOMING.with(|table| table.borrow_mut().replace(fds.into_iter().map(Some).collect()));
     let value = postcard::from_bytes(bytes);
     INCOMING.with(|table| *table.borrow_mut() = outer);

@@ -127,9 +127,9 @@ where
 /// Runs `f`, catching a panic, and encodes what happened.
 pub(crate) fn run_target<R: Serialize>(f: impl FnOnce() -> R) -> Outcome {
     match crate::job::catch_panic(f) {
-        Ok(value) => match postcard::to_stdvec(&value) {
+        Ok(value) => match crate::codec::to_vec(&value) {
             Ok(bytes) => Outcome::Returned(bytes),
-            Err(e) => Outcome::Failed(ChildError { kind: ChildErrorKind::ResultEncode, message: e.to_string() }),
+            Err(message) => Outcome::Failed(ChildError { kind: ChildErrorKind::ResultEncode, message }),
         },
         Err(info) => Outcome::Panicked(info),
     }

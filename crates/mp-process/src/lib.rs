@@ -69,7 +69,7 @@
 //!
 //! | level | modules | what they hold |
 //! |---|---|---|
-//! | 0 | `sys`, `method`, `target` | system calls; `StartMethod`; the `Target` trait |
+//! | 0 | `sys`, `method`, `target`, `codec` | system calls; `StartMethod`; the `Target` trait; encoding that keeps the serializer's message |
 //! | 1 | `error`, `handle`, `wait`, `state`, `call` | error types; `Handle` and its codec; `wait`; process-local state; calling by offset and the build id |
 //! | 2 | `wire/` | what crosses a process boundary: environment names, bootstrap, outcome, fork-server request |
 //! | 3 | `settings`, `identity`, `slots` | inherited settings, start method, setup hooks; who this process is; outcome slots |
@@ -83,6 +83,7 @@
 #![warn(missing_docs)]
 
 mod call;
+pub mod codec;
 mod context;
 mod error;
 mod handle;
