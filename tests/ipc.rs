@@ -46,6 +46,7 @@ fn main() {
         simple_queue_across_processes,
         connect_honours_its_timeout_when_the_backlog_is_full,
         a_connection_that_lost_its_place_says_so,
+        receiving_holds_a_message_once_and_gives_the_memory_back,
     ]);
 }
 
@@ -865,4 +866,68 @@ fn a_connection_that_lost_its_place_says_so() {
     assert!(matches!(ours.poll(Some(Duration::ZERO)), Err(RecvError::NotReadable)), "poll says it is broken");
     assert_eq!(wait(&[&ours], Some(Duration::from_secs(1))).unwrap(), [0], "wait hands it back at once");
     assert!(matches!(ours.recv_bytes(), Err(RecvError::NotReadable)));
+}
+
+/// A field of `/proc/self/status` in KiB (`VmRSS`, `VmSize`, ...).
+fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Reports its memory around large receives, then waits in a receive whose header was forged.
+fn memory_probe((mut data, mut report): (Connection, Connection)) {
+    report.send(&status_kib("VmRSS")).unwrap();
+    let big = data.recv_bytes().unwrap();
+    assert!(big == pattern(64 << 20, 1), "the 64 MiB message arrives whole");
+    drop(big);
+    report.send(&status_kib("VmRSS")).unwrap();
+    let typed: Vec<u8> = data.recv().unwrap();
+    assert!(typed == pattern(48 << 20, 2), "the 48 MiB typed message arrives whole");
+    drop(typed);
+    report.send(&status_kib("VmRSS")).unwrap();
+    // Back to back: a large message's read must not swallow the one after it.
+    for (len, seed) in [(2 << 20, 3), (100, 4), (3 << 20, 5), (0, 6)] {
+        assert!(data.recv_bytes().unwrap() == pattern(len, seed), "message of {len} bytes in order");
+    }
+    report.send(&status_kib("VmSize")).unwrap();
+    let forged = data.recv_bytes();
+    panic!("the forged message cannot complete: {forged:?}");
+}
+
+fn receiving_holds_a_message_once_and_gives_the_memory_back() {
+    let (a, mut raw) = UnixStream::pair().unwrap();
+    let (report_here, report_there) = pipe(Direction::Duplex).unwrap();
+    let mut report = report_here;
+    let mut p = Process::new(memory_probe, (conn_from(a), report_there));
+    p.start().unwrap();
+    let frame = |raw: &mut UnixStream, payload: &[u8]| {
+        raw.write_all(&(payload.len() as u32).to_be_bytes()).unwrap();
+        raw.write_all(payload).unwrap();
+    };
+    let rss0: u64 = report.recv().unwrap();
+    frame(&mut raw, &pattern(64 << 20, 1));
+    let rss1: u64 = report.recv().unwrap();
+    // Before: the receive buffer kept the message's 64 MiB until the connection was dropped.
+    assert!(rss1 < rss0 + (24 << 10), "64 MiB received and dropped: RSS {rss0} KiB -> {rss1} KiB");
+    frame(&mut raw, &postcard::to_stdvec(&pattern(48 << 20, 2)).unwrap());
+    let rss2: u64 = report.recv().unwrap();
+    assert!(rss2 < rss0 + (24 << 10), "48 MiB typed message received and dropped: RSS {rss0} KiB -> {rss2} KiB");
+    let mut burst = Vec::new();
+    for (len, seed) in [(2 << 20, 3), (100, 4), (3 << 20, 5), (0, 6)] {
+        burst.extend_from_slice(&(len as u32).to_be_bytes());
+        burst.extend_from_slice(&pattern(len, seed));
+    }
+    raw.write_all(&burst).unwrap();
+    let size0: u64 = report.recv().unwrap();
+    // A header claiming just under the 1 GiB limit, and a few bytes: nothing near a gigabyte is reserved.
+    raw.write_all(&((mp_ipc::DEFAULT_MAX_MESSAGE - 16) as u32).to_be_bytes()).unwrap();
+    raw.write_all(&[7; 1000]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid().unwrap())).unwrap();
+    let size1: u64 =
+        status.lines().find(|l| l.starts_with("VmSize")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(size1 < size0 + (64 << 10), "a forged 1 GiB header: VmSize {size0} KiB -> {size1} KiB");
+    p.kill().unwrap();
+    assert!(matches!(p.join(), Err(mp_process::JoinError::Signaled { .. })));
 }

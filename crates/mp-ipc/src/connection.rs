@@ -17,6 +17,8 @@ pub const DEFAULT_MAX_MESSAGE: usize = 1 << 30;
 
 /// How much is read from the socket at once; small messages then cost one system call each.
 const READ_CHUNK: usize = 64 * 1024;
+/// A receive buffer that grew past this for one large message is given back once it is empty.
+const KEPT_BUFFER: usize = 1 << 20;
 
 /// Which ways a [`pipe`] carries messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +178,9 @@ impl Connection {
                 self.buf.drain(..self.pos);
                 self.pos = 0;
             }
-            self.buf.reserve((need - self.buffered()).max(READ_CHUNK));
+            // Grow as bytes arrive (at most doubling), not by what a header claims: a forged header that
+            // claims a gigabyte reserves nothing more until the bytes come.
+            self.buf.reserve((need - self.buffered()).min(self.buf.len().max(READ_CHUNK)).max(READ_CHUNK));
             if sys::recv_append(fd, &mut self.buf).map_err(RecvError::Io)? == 0 {
                 return Ok(false);
             }
@@ -229,22 +233,74 @@ impl Connection {
         }
         let result = f(&self.buf[self.pos..self.pos + len]);
         self.pos += len;
-        if self.pos == self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-        }
+        self.settle();
         Ok(result)
+    }
+
+    /// An emptied buffer starts again at the front; one that grew for a large message is given back.
+    fn settle(&mut self) {
+        if self.pos == self.buf.len() {
+            self.pos = 0;
+            if self.buf.capacity() > KEPT_BUFFER {
+                self.buf = Vec::new();
+            } else {
+                self.buf.clear();
+            }
+        }
+    }
+
+    /// Receives one frame's payload as an owned vector. A payload larger than a read chunk is read straight
+    /// into the vector, grown as its bytes arrive: the message is held once, not buffered and then copied.
+    fn owned_frame(&mut self, max: usize) -> Result<Vec<u8>, RecvError> {
+        self.recv_fd()?;
+        let len = self.frame_len(max)?;
+        if len <= READ_CHUNK || self.buffered() >= len {
+            if !self.fill(len).map_err(|e| self.lose_place(e))? {
+                let got = self.buffered();
+                return Err(self.lose_place(RecvError::Truncated { got, expected: len }));
+            }
+            let out = self.buf[self.pos..self.pos + len].to_vec();
+            self.pos += len;
+            self.settle();
+            return Ok(out);
+        }
+        // Everything buffered belongs to this message (it is longer than what is buffered).
+        let mut out = self.buf[self.pos..].to_vec();
+        self.pos = self.buf.len();
+        self.settle();
+        let mut filled = out.len();
+        while filled < len {
+            let fd = self.recv_fd()?;
+            if let Some(deadline) = self.read_deadline {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if !sys::poll_readable(fd, Some(remaining)).map_err(RecvError::Io)? {
+                    return Err(self.lose_place(RecvError::Timeout));
+                }
+            }
+            if out.len() == filled {
+                out.resize(len.min(filled.max(READ_CHUNK) * 2), 0);
+            }
+            let n = match sys::recv_into(fd, &mut out[filled..]) {
+                Ok(n) => n,
+                Err(e) => return Err(self.lose_place(RecvError::Io(e))),
+            };
+            if n == 0 {
+                return Err(self.lose_place(RecvError::Truncated { got: filled, expected: len }));
+            }
+            filled += n;
+        }
+        Ok(out)
     }
 
     /// Receives one message's bytes (CPython's `recv_bytes`).
     pub fn recv_bytes(&mut self) -> Result<Vec<u8>, RecvError> {
-        self.with_frame(self.max_message, <[u8]>::to_vec)
+        self.owned_frame(self.max_message)
     }
 
     /// Receives one message's bytes, refusing one longer than `max_length` (CPython's
     /// `recv_bytes(maxlength)`; like CPython, the connection is unusable for receiving afterwards).
     pub fn recv_bytes_max(&mut self, max_length: usize) -> Result<Vec<u8>, RecvError> {
-        self.with_frame(max_length.min(self.max_message), <[u8]>::to_vec)
+        self.owned_frame(max_length.min(self.max_message))
     }
 
     /// Receives one message into `buf`, returning its length (CPython's `recv_bytes_into`). A message longer

@@ -50,6 +50,17 @@ pub(crate) fn recv_append(sock: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result
     }
 }
 
+/// One `recv` into `buf` (which must not be empty); 0 at end of stream.
+pub(crate) fn recv_into(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match rustix::net::recv(sock, &mut *buf, RecvFlags::empty()) {
+            Ok((n, _)) => return Ok(n),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Waits until `fd` is readable (or hung up), at most `timeout` (`None`: no limit).
 pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
