@@ -35,6 +35,8 @@ fn main() {
         polling_wait_leaves_nothing_behind,
         imap_next_timeout_times_out_and_goes_on,
         callbacks_may_call_back_into_their_future_and_executor,
+        a_worker_that_cannot_be_started_is_tried_again,
+        a_worker_that_never_starts_breaks_the_pool,
     ]);
 }
 
@@ -542,4 +544,51 @@ fn callbacks_may_call_back_into_their_future_and_executor() {
     got.sort();
     assert_eq!(got, [("again", 1), ("first", 49), ("flags", 100), ("nested", 49), ("submitted", 64)]);
     assert_eq!(future.result_timeout(Duration::from_secs(5)).unwrap(), 49, "the result is still there after");
+}
+
+fn nofile_limit(soft: libc::rlim_t) -> libc::rlim_t {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read or write one rlimit struct that lives on this stack.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        let old = limit.rlim_cur;
+        limit.rlim_cur = soft;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        old
+    }
+}
+
+fn a_worker_that_cannot_be_started_is_tried_again() {
+    let pool = new_pool(1);
+    let worker = pool.apply(pid, 0).unwrap();
+    // From here no descriptor can be made in this process (limit 3: every new one is EMFILE), so starting
+    // the replacement of a killed worker fails, for about 200 ms.
+    let old = nofile_limit(3);
+    // SAFETY: kill(2) with a pid and a signal number.
+    assert_eq!(unsafe { libc::kill(worker as i32, libc::SIGKILL) }, 0);
+    let queued = pool.apply_async(square, 7).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    nofile_limit(old);
+    // Before: the first failed start broke the pool for good (TaskError::WorkerStart).
+    assert_eq!(queued.get_timeout(Duration::from_secs(20)).unwrap(), 49, "the queued task ran once a worker started");
+    let replacement = pool.apply(pid, 0).unwrap();
+    assert_ne!(replacement, worker);
+    assert_eq!(pool.apply(square, 8).unwrap(), 64, "the pool is healthy");
+}
+
+fn a_worker_that_never_starts_breaks_the_pool() {
+    let pool = new_pool(1);
+    let worker = pool.apply(pid, 0).unwrap();
+    let old = nofile_limit(3);
+    // SAFETY: kill(2) with a pid and a signal number.
+    assert_eq!(unsafe { libc::kill(worker as i32, libc::SIGKILL) }, 0);
+    let queued = pool.apply_async(square, 7).unwrap();
+    // A persistent failure: eight starts in a row over about 2.5 s, then the pool is broken.
+    let outcome = queued.get_timeout(Duration::from_secs(20));
+    nofile_limit(old);
+    match outcome {
+        Err(TaskError::WorkerStart(message)) => assert!(message.contains("8 times in a row"), "{message}"),
+        other => panic!("expected a broken pool, got {other:?}"),
+    }
+    assert!(matches!(pool.apply(square, 8), Err(PoolError::Broken(TaskError::WorkerStart(_)))));
 }

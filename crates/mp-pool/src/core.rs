@@ -31,6 +31,11 @@ const LIVENESS_INTERVAL: Duration = Duration::from_millis(20);
 const INLINE_MAX: usize = 256 * 1024;
 /// A slot whose workers die this many times in a row before starting up breaks the pool.
 const MAX_EARLY_DEATHS: u32 = 3;
+/// A worker that cannot be started (say a transient `EMFILE`) is tried again after this, doubling each time
+/// up to [`RESPAWN_BACKOFF_MAX`]; this many failures in a row (about 2.5 s of them) break the pool.
+const RESPAWN_BACKOFF_FIRST: Duration = Duration::from_millis(20);
+const RESPAWN_BACKOFF_MAX: Duration = Duration::from_secs(1);
+const MAX_RESPAWN_FAILURES: u32 = 8;
 
 /// What to call when a job ends: its encoded output, or why it has none.
 pub(crate) type Completion = Box<dyn FnOnce(Result<Vec<u8>, TaskError>) + Send>;
@@ -84,6 +89,9 @@ struct Slot {
     ready: bool,
     done: u64,
     early_deaths: u32,
+    /// Starts of this slot's worker that failed in a row, and when to try again (the slot has no process).
+    respawn_failures: u32,
+    retry_at: Option<Instant>,
 }
 
 struct State {
@@ -178,7 +186,16 @@ impl Core {
         let mut process = builder.target(worker_main, args);
         process.start().map_err(|e| PoolError::Start(e.to_string()))?;
         log::debug!(target: "mp", "pool {}: started worker {} in slot {slot}", self.config.name, process.name());
-        Ok(Slot { process: Some(process), tasks, outstanding: VecDeque::new(), ready: false, done: 0, early_deaths: 0 })
+        Ok(Slot {
+            process: Some(process),
+            tasks,
+            outstanding: VecDeque::new(),
+            ready: false,
+            done: 0,
+            early_deaths: 0,
+            respawn_failures: 0,
+            retry_at: None,
+        })
     }
 
     /// Queues jobs (`entry`, serialized input, completion); they run in order of submission.
@@ -394,8 +411,17 @@ impl Core {
     /// the job that was running fails, and a new worker takes the slot.
     fn check_workers(&self, state: &mut State, finished: &mut Finished) {
         for index in 0..state.slots.len() {
-            let alive = state.slots[index].process.as_ref().is_none_or(Process::is_alive);
-            if alive {
+            let Some(process) = state.slots[index].process.as_ref() else {
+                // A slot whose worker could not be started: try again when its backoff is over.
+                if state.slots[index].retry_at.is_some_and(|at| Instant::now() >= at) {
+                    let early_deaths = state.slots[index].early_deaths;
+                    if !self.respawn(state, index, early_deaths, finished) {
+                        return;
+                    }
+                }
+                continue;
+            };
+            if process.is_alive() {
                 continue;
             }
             // Answers the worker gave before it ended are in the inbox: take them all first.
@@ -447,17 +473,37 @@ impl Core {
                 finished.extend(Self::fail_all(state, error));
                 return;
             }
-            match self.new_slot(state, index) {
-                Ok(mut fresh) => {
-                    fresh.early_deaths = if retired { 0 } else { early_deaths };
-                    state.slots[index] = fresh;
-                }
-                Err(e) => {
-                    let error = TaskError::WorkerStart(e.to_string());
+            if !self.respawn(state, index, if retired { 0 } else { early_deaths }, finished) {
+                return;
+            }
+        }
+    }
+
+    /// Starts a new worker in slot `index`. A failed start is tried again with backoff; only
+    /// [`MAX_RESPAWN_FAILURES`] in a row break the pool (then `false`).
+    fn respawn(&self, state: &mut State, index: usize, early_deaths: u32, finished: &mut Finished) -> bool {
+        match self.new_slot(state, index) {
+            Ok(mut fresh) => {
+                fresh.early_deaths = early_deaths;
+                state.slots[index] = fresh;
+                true
+            }
+            Err(e) => {
+                let slot = &mut state.slots[index];
+                slot.respawn_failures += 1;
+                let failures = slot.respawn_failures;
+                if failures >= MAX_RESPAWN_FAILURES {
+                    let error =
+                        TaskError::WorkerStart(format!("failed to start a worker {failures} times in a row: {e}"));
+                    log::error!("mp-pool: {error}; the pool stops");
                     state.phase = Phase::Broken(error.clone());
                     finished.extend(Self::fail_all(state, error));
-                    return;
+                    return false;
                 }
+                let backoff = RESPAWN_BACKOFF_FIRST.saturating_mul(1 << (failures - 1)).min(RESPAWN_BACKOFF_MAX);
+                slot.retry_at = Some(Instant::now() + backoff);
+                log::warn!("mp-pool: failed to start a worker in slot {index} ({e}); trying again in {backoff:?}");
+                true
             }
         }
     }

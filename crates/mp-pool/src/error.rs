@@ -61,7 +61,8 @@ pub enum TaskError {
     /// A worker's initializer failed: the pool stopped, and every unfinished task got this error.
     #[error("the pool's initializer failed: {0}")]
     Initializer(Box<TaskError>),
-    /// Workers could not be started (or kept dying before they started): the pool stopped.
+    /// Workers could not be started (8 failed starts of one slot in a row, retried with backoff from 20 ms to
+    /// 1 s, or 3 deaths in a row before starting): the pool stopped.
     #[error("workers could not be started: {0}")]
     WorkerStart(String),
     /// The pool was terminated (or the future cancelled) before the task ran.
