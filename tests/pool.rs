@@ -37,6 +37,7 @@ fn main() {
         callbacks_may_call_back_into_their_future_and_executor,
         a_worker_that_cannot_be_started_is_tried_again,
         a_worker_that_never_starts_breaks_the_pool,
+        imap_yields_what_it_has_before_the_inputs_panic_and_never_truncates_silently,
     ]);
 }
 
@@ -591,4 +592,35 @@ fn a_worker_that_never_starts_breaks_the_pool() {
         other => panic!("expected a broken pool, got {other:?}"),
     }
     assert!(matches!(pool.apply(square, 8), Err(PoolError::Broken(TaskError::WorkerStart(_)))));
+}
+
+fn imap_yields_what_it_has_before_the_inputs_panic_and_never_truncates_silently() {
+    let pool = new_pool(2);
+    // The input panics at its 10th item: the 9 results before it (the partial chunk's included) come first.
+    for ordered in [true, false] {
+        let input = (0u64..).map(|x| if x == 9 { panic!("input gave out at {x}") } else { x });
+        let mut got = Vec::new();
+        let raised = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let imap = if ordered { pool.imap(square, input, 2) } else { pool.imap_unordered(square, input, 2) };
+            for r in imap.unwrap() {
+                got.push(r.unwrap());
+            }
+        }));
+        let payload = raised.expect_err("the input's panic is raised again");
+        assert_eq!(payload.downcast_ref::<String>().map(String::as_str), Some("input gave out at 9"));
+        got.sort();
+        assert_eq!(got, (0..9).map(|x| x * x).collect::<Vec<_>>(), "ordered: {ordered}");
+    }
+    // close() while an ordered imap is half-way: what was submitted comes in order, then Cancelled for the
+    // chunk that could not be submitted, then the end: never an out-of-place error, never a silent end.
+    let mut imap = pool.imap(slow_identity, 0..100, 1).unwrap();
+    let mut items = vec![imap.next().unwrap()];
+    pool.close();
+    items.extend(imap);
+    let oks: Vec<u64> = items.iter().map_while(|r| r.as_ref().ok().copied()).collect();
+    assert_eq!(oks, (0..oks.len() as u64).collect::<Vec<_>>(), "in order");
+    let rest = &items[oks.len()..];
+    assert!(!rest.is_empty(), "the iterator says it was cut short ({} items)", items.len());
+    assert!(rest.iter().all(|r| matches!(r, Err(TaskError::Cancelled))), "{rest:?}");
+    pool.join().unwrap();
 }

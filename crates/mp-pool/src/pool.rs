@@ -473,8 +473,10 @@ pub struct Imap<'p, R, I: Iterator> {
     submitted: usize,
     yielded: usize,
     current: VecDeque<Result<R, TaskError>>,
-    /// Submitting failed (the pool closed): no more chunks.
+    /// Submitting failed (the pool closed) or the input panicked: no more chunks.
     stopped: bool,
+    /// The input iterator's panic, raised again once every result before it is yielded.
+    input_panic: Option<Box<dyn std::any::Any + Send>>,
 }
 
 impl<'p, R, I> Imap<'p, R, I>
@@ -511,13 +513,24 @@ where
             yielded: 0,
             current: VecDeque::new(),
             stopped: false,
+            input_panic: None,
         })
     }
 
     /// Submits chunks until `window` are in flight or the input ends.
     fn fill(&mut self) {
         while !self.stopped && self.submitted - self.yielded < self.window {
-            let chunk: Vec<I::Item> = self.source.by_ref().take(self.chunksize).collect();
+            let mut chunk: Vec<I::Item> = Vec::new();
+            let (source, chunksize) = (&mut self.source, self.chunksize);
+            // The input runs here, in the caller's thread: a panic in it is held until the results before it
+            // (the items pulled before it included) are yielded, then raised again (CPython yields them first).
+            let pulled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                chunk.extend(source.by_ref().take(chunksize));
+            }));
+            if let Err(payload) = pulled {
+                self.input_panic = Some(payload);
+                self.stopped = true;
+            }
             if chunk.is_empty() {
                 return;
             }
@@ -533,15 +546,24 @@ where
                 self.pool.core.submit(vec![(self.entry, bytes, completion)])
             });
             if let Err(e) = submitted {
+                // The chunk's items fail in their place, after the chunks before it (CPython sets the job's
+                // result to the error and goes on). A chunk that failed to serialize is its own failure; a
+                // closed or broken pool takes no more: this chunk's `Err`s are the iterator's last items (the
+                // input beyond is not consumed), so it never ends early without saying so.
                 let error = match e {
-                    PoolError::Task(e) | PoolError::Broken(e) => e,
                     PoolError::Serialize(message) => TaskError::ArgumentDecode(message),
-                    _ => TaskError::Cancelled,
+                    PoolError::Task(e) | PoolError::Broken(e) => {
+                        self.stopped = true;
+                        e
+                    }
+                    _ => {
+                        self.stopped = true;
+                        TaskError::Cancelled
+                    }
                 };
-                // This chunk, and whatever is in flight, is all there will be.
-                self.current.extend(std::iter::repeat_n(error, len).map(Err));
-                self.stopped = true;
-                return;
+                let (lock, ready) = &*self.arrivals;
+                lock.lock().unwrap_or_else(|p| p.into_inner()).chunks.push_back((index, Err(error)));
+                ready.notify_all();
             }
             self.lens.insert(index, len);
             self.submitted += 1;
@@ -589,6 +611,9 @@ where
                 continue;
             }
             if self.submitted == self.yielded {
+                if let Some(payload) = self.input_panic.take() {
+                    std::panic::resume_unwind(payload);
+                }
                 return None;
             }
             let Some((index, result)) = self.next_chunk(deadline) else {
