@@ -38,6 +38,7 @@ fn main() {
         a_worker_that_cannot_be_started_is_tried_again,
         a_worker_that_never_starts_breaks_the_pool,
         imap_yields_what_it_has_before_the_inputs_panic_and_never_truncates_silently,
+        futures_of_different_types_are_waited_on_together,
     ]);
 }
 
@@ -623,4 +624,27 @@ fn imap_yields_what_it_has_before_the_inputs_panic_and_never_truncates_silently(
     assert!(!rest.is_empty(), "the iterator says it was cut short ({} items)", items.len());
     assert!(rest.iter().all(|r| matches!(r, Err(TaskError::Cancelled))), "{rest:?}");
     pool.join().unwrap();
+}
+
+fn shout(text: String) -> String {
+    std::thread::sleep(Duration::from_millis(100));
+    text.to_uppercase()
+}
+
+fn futures_of_different_types_are_waited_on_together() {
+    let executor = ExecutorBuilder::new().max_workers(2).start_method(support::method()).build().unwrap();
+    let number = executor.submit(square, 9).unwrap();
+    let text = executor.submit(shout, "mixed".to_string()).unwrap();
+    let failing = executor.submit(panic_on_three, 3).unwrap();
+    let all: [&dyn mp_pool::Waitable; 3] = [&number, &text, &failing];
+    let order: Vec<usize> = mp_pool::as_completed(&all, Some(Duration::from_secs(20))).map(Result::unwrap).collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(sorted, [0, 1, 2], "each index once: {order:?}");
+    let (done, not_done) = mp_pool::wait(&all, Some(Duration::ZERO), mp_pool::ReturnWhen::FirstException);
+    assert_eq!((done.len(), not_done.len()), (3, 0));
+    assert!(all[2].is_failed() && !all[0].is_failed() && all[1].is_done());
+    assert_eq!(number.result().unwrap(), 81);
+    assert_eq!(text.result().unwrap(), "MIXED");
+    assert!(matches!(failing.result(), Err(TaskError::Panicked(_))));
 }

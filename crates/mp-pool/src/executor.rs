@@ -288,27 +288,93 @@ impl<R> std::fmt::Debug for TaskFuture<R> {
     }
 }
 
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// What [`wait`] and [`as_completed`] take: a [`TaskFuture`] of any result type, or a reference to one — so
+/// futures of different result types are waited on together as `&dyn Waitable` (CPython mixes freely).
+///
+/// ```
+/// # mp_process::init();
+/// use mp_pool::{ProcessPoolExecutor, ReturnWhen, Waitable, wait};
+///
+/// fn square(x: u64) -> u64 { x * x }
+/// fn greet(name: String) -> String { format!("hello {name}") }
+///
+/// let executor = ProcessPoolExecutor::new(2)?;
+/// let number = executor.submit(square, 7)?;
+/// let text = executor.submit(greet, "mp".to_string())?;
+/// let both: [&dyn Waitable; 2] = [&number, &text];
+/// let (done, not_done) = wait(&both, None, ReturnWhen::AllCompleted);
+/// assert_eq!((done.len(), not_done.len()), (2, 0));
+/// assert_eq!((number.result()?, text.result()?), (49, "hello mp".to_string()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// It is sealed: only mp-pool's futures implement it.
+pub trait Waitable: sealed::Sealed {
+    /// Whether the task has ended (with a result, an error, or cancelled).
+    fn is_done(&self) -> bool;
+    /// Whether the task ended with an error (or was cancelled).
+    fn is_failed(&self) -> bool;
+    /// Runs `wake` once the task ends (at once if it has); returns what takes a pending `wake` back.
+    #[doc(hidden)]
+    fn watch(&self, wake: Box<dyn FnOnce() + Send>) -> Option<Box<dyn FnOnce() + Send>>;
+}
+
+impl<R: Send + 'static> sealed::Sealed for TaskFuture<R> {}
+
+impl<R: Send + 'static> Waitable for TaskFuture<R> {
+    fn is_done(&self) -> bool {
+        self.cell.is_done()
+    }
+
+    fn is_failed(&self) -> bool {
+        self.cell.succeeded() == Some(false)
+    }
+
+    fn watch(&self, wake: Box<dyn FnOnce() + Send>) -> Option<Box<dyn FnOnce() + Send>> {
+        let key = self.cell.on_done_keyed(Box::new(move |_| wake()))?;
+        let cell = Arc::downgrade(&self.cell);
+        Some(Box::new(move || {
+            if let Some(cell) = cell.upgrade() {
+                cell.forget_callback(key);
+            }
+        }))
+    }
+}
+
+impl<W: Waitable + ?Sized> sealed::Sealed for &W {}
+
+impl<W: Waitable + ?Sized> Waitable for &W {
+    fn is_done(&self) -> bool {
+        (**self).is_done()
+    }
+
+    fn is_failed(&self) -> bool {
+        (**self).is_failed()
+    }
+
+    fn watch(&self, wake: Box<dyn FnOnce() + Send>) -> Option<Box<dyn FnOnce() + Send>> {
+        (**self).watch(wake)
+    }
+}
+
 /// Yields the indices of `futures` as they complete (CPython's `as_completed`); after `timeout` from now,
 /// one `Err(TaskError::Timeout)` ends it.
 ///
 /// The iterator takes back what it left with the futures when it is dropped, so calling it again and again
 /// on futures that stay pending (a polling loop) costs no memory.
-pub fn as_completed<R: Send + 'static>(futures: &[TaskFuture<R>], timeout: Option<Duration>) -> AsCompleted {
+pub fn as_completed<W: Waitable>(futures: &[W], timeout: Option<Duration>) -> AsCompleted {
     let (tx, rx) = mpsc::channel();
     let mut cleanup: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
     for (index, future) in futures.iter().enumerate() {
         let tx = tx.clone();
-        let key = future.cell.on_done_keyed(Box::new(move |_| {
+        let forget = future.watch(Box::new(move || {
             let _ = tx.send(index);
         }));
-        if let Some(key) = key {
-            let cell = Arc::downgrade(&future.cell);
-            cleanup.push(Box::new(move || {
-                if let Some(cell) = cell.upgrade() {
-                    cell.forget_callback(key);
-                }
-            }));
-        }
+        cleanup.extend(forget);
     }
     AsCompleted { rx, left: futures.len(), deadline: timeout.and_then(|t| Instant::now().checked_add(t)), cleanup }
 }
@@ -373,16 +439,16 @@ pub enum ReturnWhen {
 
 /// Waits for `futures` as `return_when` says, at most `timeout`; returns the indices of the done ones and
 /// of the others (CPython's `concurrent.futures.wait`).
-pub fn wait<R: Send + 'static>(
-    futures: &[TaskFuture<R>],
+pub fn wait<W: Waitable>(
+    futures: &[W],
     timeout: Option<Duration>,
     return_when: ReturnWhen,
 ) -> (Vec<usize>, Vec<usize>) {
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let mut completions = as_completed(futures, timeout);
     loop {
-        let done: Vec<usize> = (0..futures.len()).filter(|&i| futures[i].done()).collect();
-        let failed = done.iter().any(|&i| futures[i].cell.succeeded() == Some(false));
+        let done: Vec<usize> = (0..futures.len()).filter(|&i| futures[i].is_done()).collect();
+        let failed = done.iter().any(|&i| futures[i].is_failed());
         let enough = match return_when {
             ReturnWhen::FirstCompleted => !done.is_empty(),
             ReturnWhen::FirstException => failed || done.len() == futures.len(),
@@ -394,7 +460,7 @@ pub fn wait<R: Send + 'static>(
             return (done, not_done);
         }
         if !matches!(completions.next(), Some(Ok(_))) {
-            let done: Vec<usize> = (0..futures.len()).filter(|&i| futures[i].done()).collect();
+            let done: Vec<usize> = (0..futures.len()).filter(|&i| futures[i].is_done()).collect();
             let not_done = (0..futures.len()).filter(|i| !done.contains(i)).collect();
             return (done, not_done);
         }

@@ -66,7 +66,8 @@ mod worker;
 pub use crate::{
     error::{PoolError, TaskError},
     executor::{
-        AsCompleted, ExecutorBuilder, MapResults, ProcessPoolExecutor, ReturnWhen, TaskFuture, as_completed, wait,
+        AsCompleted, ExecutorBuilder, MapResults, ProcessPoolExecutor, ReturnWhen, TaskFuture, Waitable, as_completed,
+        wait,
     },
     pool::{AsyncResult, Imap, Pool, PoolBuilder},
     task::Task,
