@@ -560,15 +560,20 @@ fn nofile_limit(soft: libc::rlim_t) -> libc::rlim_t {
     }
 }
 
-fn a_worker_that_cannot_be_started_is_tried_again() {
-    let pool = new_pool(1);
+/// Kills a 1-worker pool's worker while no descriptor can be made in this process (limit 3: every new one is
+/// EMFILE), so starting its replacement fails, and queues a task; returns the old limit, the worker, the task.
+fn kill_the_worker_with_no_descriptors_left(pool: &Pool) -> (libc::rlim_t, u32, mp_pool::AsyncResult<u64>) {
     let worker = pool.apply(pid, 0).unwrap();
-    // From here no descriptor can be made in this process (limit 3: every new one is EMFILE), so starting
-    // the replacement of a killed worker fails, for about 200 ms.
     let old = nofile_limit(3);
     // SAFETY: kill(2) with a pid and a signal number.
     assert_eq!(unsafe { libc::kill(worker as i32, libc::SIGKILL) }, 0);
-    let queued = pool.apply_async(square, 7).unwrap();
+    (old, worker, pool.apply_async(square, 7).unwrap())
+}
+
+fn a_worker_that_cannot_be_started_is_tried_again() {
+    let pool = new_pool(1);
+    let (old, worker, queued) = kill_the_worker_with_no_descriptors_left(&pool);
+    // A transient failure: starts fail for about 200 ms.
     std::thread::sleep(Duration::from_millis(200));
     nofile_limit(old);
     // Before: the first failed start broke the pool for good (TaskError::WorkerStart).
@@ -580,11 +585,7 @@ fn a_worker_that_cannot_be_started_is_tried_again() {
 
 fn a_worker_that_never_starts_breaks_the_pool() {
     let pool = new_pool(1);
-    let worker = pool.apply(pid, 0).unwrap();
-    let old = nofile_limit(3);
-    // SAFETY: kill(2) with a pid and a signal number.
-    assert_eq!(unsafe { libc::kill(worker as i32, libc::SIGKILL) }, 0);
-    let queued = pool.apply_async(square, 7).unwrap();
+    let (old, _, queued) = kill_the_worker_with_no_descriptors_left(&pool);
     // A persistent failure: eight starts in a row over about 2.5 s, then the pool is broken.
     let outcome = queued.get_timeout(Duration::from_secs(20));
     nofile_limit(old);

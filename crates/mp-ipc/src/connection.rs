@@ -168,12 +168,7 @@ impl Connection {
         while self.buffered() < need {
             self.recv_fd()?;
             let fd = self.fd.as_ref().expect("checked by recv_fd").as_fd();
-            if let Some(deadline) = self.read_deadline {
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                if !sys::poll_readable(fd, Some(remaining)).map_err(RecvError::Io)? {
-                    return Err(RecvError::Timeout);
-                }
-            }
+            self.await_readable(fd)?;
             if self.pos > 0 && self.pos >= self.buf.len() / 2 {
                 self.buf.drain(..self.pos);
                 self.pos = 0;
@@ -186,6 +181,17 @@ impl Connection {
             }
         }
         Ok(true)
+    }
+
+    /// While a read deadline is set, waits for `fd` to be readable until then ([`RecvError::Timeout`]).
+    fn await_readable(&self, fd: BorrowedFd<'_>) -> Result<(), RecvError> {
+        if let Some(deadline) = self.read_deadline {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if !sys::poll_readable(fd, Some(remaining)).map_err(RecvError::Io)? {
+                return Err(RecvError::Timeout);
+            }
+        }
+        Ok(())
     }
 
     /// Reads one frame's header and returns the payload length, enforcing `max`.
@@ -226,7 +232,12 @@ impl Connection {
     fn with_frame<R>(&mut self, max: usize, f: impl FnOnce(&[u8]) -> R) -> Result<R, RecvError> {
         self.recv_fd()?;
         let len = self.frame_len(max)?;
-        // From here on the header is consumed: any failure loses the stream's place.
+        self.with_payload(len, f)
+    }
+
+    /// Buffers the `len` bytes of the payload whose header was just read and hands them to `f`. The header is
+    /// consumed: any failure loses the stream's place.
+    fn with_payload<R>(&mut self, len: usize, f: impl FnOnce(&[u8]) -> R) -> Result<R, RecvError> {
         if !self.fill(len).map_err(|e| self.lose_place(e))? {
             let got = self.buffered();
             return Err(self.lose_place(RecvError::Truncated { got, expected: len }));
@@ -255,14 +266,7 @@ impl Connection {
         self.recv_fd()?;
         let len = self.frame_len(max)?;
         if len <= READ_CHUNK || self.buffered() >= len {
-            if !self.fill(len).map_err(|e| self.lose_place(e))? {
-                let got = self.buffered();
-                return Err(self.lose_place(RecvError::Truncated { got, expected: len }));
-            }
-            let out = self.buf[self.pos..self.pos + len].to_vec();
-            self.pos += len;
-            self.settle();
-            return Ok(out);
+            return self.with_payload(len, <[u8]>::to_vec);
         }
         // Everything buffered belongs to this message (it is longer than what is buffered).
         let mut out = self.buf[self.pos..].to_vec();
@@ -271,11 +275,8 @@ impl Connection {
         let mut filled = out.len();
         while filled < len {
             let fd = self.recv_fd()?;
-            if let Some(deadline) = self.read_deadline {
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                if !sys::poll_readable(fd, Some(remaining)).map_err(RecvError::Io)? {
-                    return Err(self.lose_place(RecvError::Timeout));
-                }
+            if let Err(e) = self.await_readable(fd) {
+                return Err(self.lose_place(e));
             }
             if out.len() == filled {
                 out.resize(len.min(filled.max(READ_CHUNK) * 2), 0);

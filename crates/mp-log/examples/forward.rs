@@ -25,27 +25,14 @@ fn hello(method: StartMethod) {
     }
 }
 
-/// The `process_name` key-value, when the record came from a child.
-struct ProcessName(Option<String>);
-
-impl<'kvs> log::kv::VisitSource<'kvs> for ProcessName {
-    fn visit_pair(&mut self, key: log::kv::Key<'kvs>, value: log::kv::Value<'kvs>) -> Result<(), log::kv::Error> {
-        if key.as_str() == "process_name" {
-            self.0 = Some(value.to_string());
-        }
-        Ok(())
-    }
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     mp_process::init();
     let env_logger = env_logger::Builder::new()
         .filter_level(log::LevelFilter::Info)
         .target(env_logger::Target::Stdout)
         .format(|buf, record| {
-            let mut name = ProcessName(None);
-            let _ = record.key_values().visit(&mut name);
-            let name = name.0.unwrap_or_else(|| mp_process::current_process().name().to_owned());
+            // The child's name for a forwarded record, this process's for its own.
+            let name = mp_log::process_name(record);
             writeln!(buf, "{:<5} {name}: {}", record.level(), record.args())
         })
         .build();

@@ -88,6 +88,6 @@ pub use crate::{
     forward::{Builder, DEFAULT_BUFFER, LogHandle, install, is_forwarding},
     listener::ListenerStats,
     queue::{QueueHandler, QueueListener, RecordQueue},
-    record::{DEFAULT_RECORD_CAP, LogRecord, TRUNCATED_MARKER, level_name},
+    record::{DEFAULT_RECORD_CAP, LogRecord, TRUNCATED_MARKER, level_name, process_name},
     stderr::{Logger, SUBDEBUG, SUBWARNING, StderrLogger, get_logger, log_to_stderr},
 };

@@ -12,6 +12,21 @@ pub const DEFAULT_RECORD_CAP: usize = 64 * 1024;
 /// What is appended to a message that was cut to fit the cap.
 pub const TRUNCATED_MARKER: &str = " …[truncated]";
 
+/// The name of the process that logged `record`: the `process_name` key-value a forwarded record carries,
+/// else this process's name (CPython's `%(processName)s`) — what a formatter of the parent's logger prints.
+///
+/// ```
+/// # mp_process::init();
+/// let record = log::Record::builder().args(format_args!("hi")).build();
+/// assert_eq!(mp_log::process_name(&record), "MainProcess");
+/// ```
+pub fn process_name(record: &log::Record<'_>) -> String {
+    match record.key_values().get(log::kv::Key::from_str("process_name")) {
+        Some(name) => name.to_string(),
+        None => mp_process::current_process().name().to_owned(),
+    }
+}
+
 /// A `log::Record`, owned and serde-serializable: its level, target, module path, file, line, message and
 /// key-values (as text), with the process that logged it (name, pid, and its per-process sequence number).
 ///

@@ -28,18 +28,6 @@ impl StderrLogger {
     }
 }
 
-/// Finds the `process_name` key-value.
-struct ProcessName(Option<String>);
-
-impl<'kvs> log::kv::VisitSource<'kvs> for ProcessName {
-    fn visit_pair(&mut self, key: log::kv::Key<'kvs>, value: log::kv::Value<'kvs>) -> Result<(), log::kv::Error> {
-        if key.as_str() == "process_name" {
-            self.0 = Some(value.to_string());
-        }
-        Ok(())
-    }
-}
-
 impl log::Log for StderrLogger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
         metadata.level() <= self.level
@@ -49,9 +37,7 @@ impl log::Log for StderrLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let mut name = ProcessName(None);
-        let _ = record.key_values().visit(&mut name);
-        let name = name.0.unwrap_or_else(|| mp_process::current_process().name().to_owned());
+        let name = crate::record::process_name(record);
         let line = format!("[{}/{name}] {}\n", level_name(record.level()), record.args());
         crate::sys::write_stderr(line.as_bytes());
     }

@@ -214,6 +214,19 @@ pub fn parent_process() -> Option<ParentProcess> {
     me().parent.clone().map(|link| ParentProcess { link })
 }
 
+/// When the process `pid` started, in clock ticks since boot (field 22 of `/proc/PID/stat`); `None` if there is
+/// no such live process (a zombie counts as ended). With the pid it names one process for good, where a pid
+/// alone may be reused: what [`ParentProcess::is_alive`] checks, and how mp-shm's tracker names its segments.
+///
+/// ```
+/// let me = std::process::id();
+/// assert_eq!(mp_process::process_start_time(me), mp_process::process_start_time(me));
+/// assert!(mp_process::process_start_time(me).is_some());
+/// ```
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    sys::process_start_time(pid)
+}
+
 /// The number of CPUs this process may use: its CPU affinity mask, not the machine's total (CPython 3.13's
 /// `os.process_cpu_count()`), at least 1.
 pub fn cpu_count() -> usize {

@@ -145,7 +145,9 @@ pub use crate::{
     context::{Context, default_context, get_context},
     error::{ChildError, ChildErrorKind, ContextError, JoinError, PanicInfo, ProcessError, StartError},
     handle::{CodecError, Handle, from_bytes_with_handles, keep_off_stdio, to_bytes_with_handles},
-    identity::{ParentProcess, ProcessInfo, cpu_count, current_process, parent_process, set_authkey},
+    identity::{
+        ParentProcess, ProcessInfo, cpu_count, current_process, parent_process, process_start_time, set_authkey,
+    },
     init::init,
     method::StartMethod,
     process::{Builder, CloseError, Process},

@@ -58,7 +58,7 @@ fn connect_or_start() -> io::Result<OwnedFd> {
     tracker.start().map_err(io::Error::other)?;
     mp_process::set_inherited(ADDRESS_KEY, Some(&address));
     if let Some(pid) = tracker.pid()
-        && let Some(start) = sys::process_start_time(pid)
+        && let Some(start) = mp_process::process_start_time(pid)
     {
         mp_process::set_inherited(ID_KEY, Some(&format!("{pid:x}-{start:x}")));
     }
@@ -92,7 +92,7 @@ fn sweep_orphans(me: (u32, u64)) {
     for name in sys::segment_names() {
         if let Some((pid, start)) = tree_of(&name)
             && (pid, start) != me
-            && sys::process_start_time(pid) != Some(start)
+            && mp_process::process_start_time(pid) != Some(start)
         {
             log::debug!(target: "mp", "resource tracker: unlinking {name}, left by a tracker that is gone");
             let _ = sys::unlink(&name);
@@ -137,7 +137,7 @@ pub(crate) fn unregister(name: &str) {
 fn serve(listener: Handle) {
     sys::ignore_termination_signals();
     let me = std::process::id();
-    sweep_orphans((me, sys::process_start_time(me).unwrap_or(0)));
+    sweep_orphans((me, mp_process::process_start_time(me).unwrap_or(0)));
     let listener = OwnedFd::from(listener);
     let mut root = sys::ProcessWatch::new(mp_process::parent_process().map_or(0, |p| p.pid()));
     let mut connections: Vec<OwnedFd> = Vec::new();

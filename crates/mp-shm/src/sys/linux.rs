@@ -46,18 +46,6 @@ pub(crate) fn map(fd: BorrowedFd<'_>, size: usize) -> io::Result<MmapRaw> {
     MmapOptions::new().len(size).map_raw(fd.as_raw_fd())
 }
 
-/// 16 random hex digits.
-/// When process `pid` started (clock ticks since boot, field 22 of `/proc/PID/stat`); `None` if there is no
-/// such live process. With the pid, it names one process for good.
-pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-    if matches!(fields.next()?, "Z" | "X" | "x") {
-        return None;
-    }
-    fields.nth(22 - 4)?.parse().ok()
-}
-
 /// The names of the shared-memory segments that exist (`/dev/shm`).
 pub(crate) fn segment_names() -> Vec<String> {
     std::fs::read_dir("/dev/shm")
