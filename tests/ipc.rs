@@ -3,6 +3,7 @@
 mod support;
 
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,11 @@ fn main() {
         connect_honours_its_timeout_when_the_backlog_is_full,
         a_connection_that_lost_its_place_says_so,
         receiving_holds_a_message_once_and_gives_the_memory_back,
+        two_processes_read_one_end_in_turn,
+        passing_an_end_hands_its_reading_over,
+        descriptors_cross_an_open_connection,
+        descriptors_cross_to_and_from_python,
+        a_lent_descriptor_reports_every_waiting_message,
     ]);
 }
 
@@ -126,13 +132,7 @@ fn byte_messages_use_cpython_framing() {
 }
 
 fn conn_from(stream: UnixStream) -> Connection {
-    // The only public way to make a Connection from a socket: send it through a child's arguments
-    // codec, which is exactly what happens when one is passed to a process.
-    let handle = mp_process::Handle::from(std::os::fd::OwnedFd::from(stream));
-    let (bytes, fds) =
-        mp_process::to_bytes_with_handles(&(handle, true, true, mp_ipc::DEFAULT_MAX_MESSAGE, Vec::<u8>::new()))
-            .unwrap();
-    mp_process::from_bytes_with_handles(&bytes, fds).unwrap()
+    Connection::from(stream)
 }
 
 fn one_way_pipes_refuse_the_wrong_direction() {
@@ -930,4 +930,189 @@ fn receiving_holds_a_message_once_and_gives_the_memory_back() {
     assert!(size1 < size0 + (64 << 10), "a forged 1 GiB header: VmSize {size0} KiB -> {size1} KiB");
     p.kill().unwrap();
     assert!(matches!(p.join(), Err(mp_process::JoinError::Signaled { .. })));
+}
+
+/// Takes its turn on a shared end: told "go" on `turns`, receives one message from `shared` and reports it.
+fn take_turns((mut shared, mut turns): (Connection, Connection)) {
+    assert!(shared.is_shared(), "a copy of a cloned end is shared too");
+    while turns.recv::<bool>().unwrap() {
+        let message = shared.recv_bytes().unwrap();
+        turns.send(&message).unwrap();
+    }
+}
+
+fn message(i: usize) -> Vec<u8> {
+    // Every seventh is larger than a read chunk: exact reads must stop at its end too.
+    let len = if i % 7 == 3 { 100_000 } else { 5 + i };
+    (0..len).map(|b| (b * 31 + i) as u8).collect()
+}
+
+fn two_processes_read_one_end_in_turn() {
+    let (mut writer, mut ours) = pipe(Direction::Duplex).unwrap();
+    let theirs = ours.try_clone().unwrap();
+    assert!(ours.is_shared() && theirs.is_shared());
+    let (mut turns, their_turns) = pipe(Direction::Duplex).unwrap();
+    let mut p = Process::new(take_turns, (theirs, their_turns));
+    p.start().unwrap();
+    // Everything is written before anyone reads: an end that read ahead would swallow its partner's turns.
+    let sender = std::thread::spawn(move || {
+        for i in 0..40 {
+            writer.send_bytes(&message(i)).unwrap();
+        }
+        writer
+    });
+    for i in 0..40 {
+        let got = if i % 2 == 0 {
+            ours.recv_bytes().unwrap()
+        } else {
+            turns.send(&true).unwrap();
+            turns.recv_timeout::<Vec<u8>>(Duration::from_secs(10)).unwrap()
+        };
+        assert!(
+            got == message(i),
+            "message {i} read whole, in turn, by {}",
+            if i % 2 == 0 { "us" } else { "the child" }
+        );
+    }
+    turns.send(&false).unwrap();
+    p.join().unwrap();
+    let _writer = sender.join().unwrap();
+    assert!(!ours.poll(Some(Duration::ZERO)).unwrap(), "nothing left over");
+}
+
+fn recv_one_u32(mut conn: Connection) -> u32 {
+    conn.recv().unwrap()
+}
+
+fn passing_an_end_hands_its_reading_over() {
+    let (mut writer, mut ours) = pipe(Direction::Duplex).unwrap();
+    writer.send(&1u32).unwrap();
+    writer.send(&2u32).unwrap();
+    assert!(ours.poll(Some(Duration::from_secs(5))).unwrap());
+    assert_eq!(ours.recv::<u32>().unwrap(), 1); // reads ahead: message 2 is buffered here now
+    assert!(!ours.is_shared());
+    // Passed on in memory, keeping the original: the copy gets the buffered message, the original may not read.
+    let (bytes, fds) = mp_process::to_bytes_with_handles(&ours).unwrap();
+    let mut copy: Connection = mp_process::from_bytes_with_handles(&bytes, fds).unwrap();
+    assert!(matches!(ours.recv::<u32>(), Err(RecvError::PassedOn)), "the original refuses to read");
+    assert!(matches!(ours.poll(Some(Duration::ZERO)), Err(RecvError::PassedOn)));
+    assert!(!ours.readable());
+    assert_eq!(wait(&[&ours], Some(Duration::from_secs(1))).unwrap(), [0], "wait hands it back at once");
+    ours.send(&9u32).unwrap(); // sending stays possible
+    assert_eq!(writer.recv::<u32>().unwrap(), 9);
+    let again = mp_process::to_bytes_with_handles(&ours).unwrap_err().to_string();
+    assert!(again.contains("already passed on"), "{again}");
+    assert!(ours.try_clone().is_err());
+    assert_eq!(copy.recv::<u32>().unwrap(), 2, "the read-ahead message went with the copy");
+    // Across processes: the child receives what this end had read ahead.
+    writer.send(&3u32).unwrap();
+    writer.send(&4u32).unwrap();
+    assert!(copy.poll(Some(Duration::from_secs(5))).unwrap());
+    assert_eq!(copy.recv::<u32>().unwrap(), 3);
+    let mut p = Process::new(recv_one_u32, copy);
+    p.start().unwrap();
+    assert_eq!(p.join().unwrap(), 4);
+}
+
+/// Receives a message, a descriptor, a message; reads the descriptor and reports what it held.
+fn receive_a_descriptor(mut conn: Connection) {
+    assert_eq!(conn.recv_bytes().unwrap(), b"before");
+    // Asking for a descriptor where a message waits takes nothing.
+    assert!(matches!(conn.recv_handle(), Err(RecvError::NoHandle)));
+    assert_eq!(conn.recv_bytes().unwrap(), b"a message, not a handle");
+    let fd = conn.recv_handle().unwrap();
+    let mut text = String::new();
+    std::fs::File::from(fd).read_to_string(&mut text).unwrap();
+    assert_eq!(conn.recv_bytes().unwrap(), b"after");
+    conn.send(&text).unwrap();
+    // And one back: the parent's own pipe, written to from here.
+    let fd = conn.recv_handle().unwrap();
+    std::fs::File::from(fd).write_all(b"written by the child").unwrap();
+    conn.send_bytes(b"done").unwrap();
+}
+
+fn descriptors_cross_an_open_connection() {
+    let (mut ours, theirs) = pipe(Direction::Duplex).unwrap();
+    let mut p = Process::new(receive_a_descriptor, theirs);
+    p.start().unwrap();
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    writer.write_all(b"sent as a descriptor").unwrap();
+    drop(writer);
+    // All sent at once: the child's first receive reads ahead over the descriptor's byte, and keeps it.
+    ours.send_bytes(b"before").unwrap();
+    ours.send_bytes(b"a message, not a handle").unwrap();
+    ours.send_handle(&reader).unwrap();
+    ours.send_bytes(b"after").unwrap();
+    drop(reader);
+    assert_eq!(ours.recv_timeout::<String>(Duration::from_secs(10)).unwrap(), "sent as a descriptor");
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    ours.send_handle(&writer).unwrap();
+    drop(writer);
+    assert_eq!(ours.recv_bytes().unwrap(), b"done");
+    p.join().unwrap();
+    let mut text = String::new();
+    reader.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "written by the child");
+    // End of file where a descriptor is expected, and a TCP-free refusal of the wrong kind of payload.
+    let (mut a, b) = pipe(Direction::Duplex).unwrap();
+    drop(b);
+    assert!(matches!(a.recv_handle(), Err(RecvError::Eof)));
+    assert!(matches!(a.send_handle(std::io::stdin()), Err(SendError::BrokenPipe)));
+}
+
+const PY_HANDLES: &str = r#"
+import os, sys
+from multiprocessing.connection import Client
+from multiprocessing import reduction
+c = Client(sys.argv[1])
+r, w = os.pipe()
+os.write(w, b"from python's send_handle")
+os.close(w)
+c.send_bytes(b"first")
+reduction.send_handle(c, r, os.getppid())
+c.send_bytes(b"last")
+fd = reduction.recv_handle(c)
+print(os.read(fd, 100).decode(), flush=True)
+"#;
+
+fn descriptors_cross_to_and_from_python() {
+    for python in pythons() {
+        let listener = Listener::builder().bind().unwrap();
+        let Address::Unix(path) = listener.address().clone() else { unreachable!() };
+        let child = std::process::Command::new(&python)
+            .args(["-c", PY_HANDLES, path.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut conn = listener.accept_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(conn.recv_bytes().unwrap(), b"first");
+        let mut text = String::new();
+        std::fs::File::from(conn.recv_handle().unwrap()).read_to_string(&mut text).unwrap();
+        assert_eq!(text, "from python's send_handle", "{python:?}");
+        assert_eq!(conn.recv_bytes().unwrap(), b"last");
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        writer.write_all(b"from rust's send_handle").unwrap();
+        drop(writer);
+        conn.send_handle(&reader).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{python:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "from rust's send_handle", "{python:?}");
+    }
+}
+
+fn a_lent_descriptor_reports_every_waiting_message() {
+    let (mut writer, mut ours) = pipe(Direction::Duplex).unwrap();
+    let fd = ours.as_raw_fd();
+    assert!(ours.is_shared(), "lending the descriptor shares the end");
+    writer.send_bytes(b"one").unwrap();
+    writer.send_bytes(b"two").unwrap();
+    let readable = |fd| {
+        let mut polls = [libc::pollfd { fd, events: libc::POLLIN, revents: 0 }];
+        // SAFETY: one valid pollfd, a zero timeout.
+        unsafe { libc::poll(polls.as_mut_ptr(), 1, 1000) == 1 }
+    };
+    assert!(readable(fd));
+    assert_eq!(ours.recv_bytes().unwrap(), b"one");
+    assert!(readable(fd), "the second message is still in the socket, where the event loop sees it");
+    assert_eq!(ours.recv_bytes().unwrap(), b"two");
 }

@@ -1,8 +1,10 @@
 //! [`Connection`]: one end of a pipe or socket carrying framed messages, and [`pipe`].
 
+use std::collections::VecDeque;
 use std::fmt;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use mp_process::{Handle, Sentinel, Waitable};
@@ -19,6 +21,11 @@ pub const DEFAULT_MAX_MESSAGE: usize = 1 << 30;
 const READ_CHUNK: usize = 64 * 1024;
 /// A receive buffer that grew past this for one large message is given back once it is empty.
 const KEPT_BUFFER: usize = 1 << 20;
+
+/// States of `Connection::passed`.
+const NOT_PASSED: u8 = 0;
+const PASSED: u8 = 1;
+const PASSED_AGAIN: u8 = 2;
 
 /// Which ways a [`pipe`] carries messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +64,25 @@ pub fn pipe(direction: Direction) -> std::io::Result<(Connection, Connection)> {
 /// `send_bytes` / `recv_bytes` interoperate with Python. [`send`](Self::send) / [`recv`](Self::recv) carry
 /// serde values encoded with postcard (Python's `send` pickles instead). A connection passed to a child
 /// (inside its arguments) arrives there as a connection to the same peer.
+///
+/// # One end, several readers
+///
+/// An end with one reader reads ahead (up to 64 KiB at once), so that a burst of small messages costs one
+/// system call. An end that may have several readers reads exactly up to each message's end instead, as
+/// CPython always does, so that readers taking turns each get whole messages and none swallows another's.
+/// The rule, checked:
+///
+/// - Passing an end on (serializing it: into a child's arguments, or `to_bytes_with_handles`) hands the
+///   reading over: the copy reads, with any bytes this end had read ahead, and receiving here is
+///   [`RecvError::PassedOn`] (sending stays possible). Passing it a second time is a serialization error.
+/// - To read from several places, share the end first: [`try_clone`](Self::try_clone) makes a second
+///   connection to it, and both (and every copy passed on from a shared end) read exactly up to message
+///   boundaries.
+/// - Lending the descriptor ([`AsFd`] / [`AsRawFd`], CPython's `fileno()`) shares the end too, so that an event
+///   loop waiting on the descriptor sees every message not yet received.
+///
+/// The one sharing mp cannot see is an end a `fork` child reaches through a `static` rather than its
+/// arguments: clone it before starting the child.
 pub struct Connection {
     fd: Option<OwnedFd>,
     readable: bool,
@@ -64,9 +90,19 @@ pub struct Connection {
     /// An earlier error lost the message boundaries: no more receiving.
     lost_place: bool,
     max_message: usize,
-    /// Received bytes not yet handed out: `buf[pos..]`.
+    /// Received bytes not yet handed out: `buf[pos..end]`. `buf` is initialized (zeroed) to its length.
     buf: Vec<u8>,
     pos: usize,
+    end: usize,
+    /// The stream offset of `buf[0]`.
+    base: u64,
+    /// Descriptors that arrived with the byte at a stream offset, oldest first (see [`recv_handle`](Self::recv_handle)).
+    handles: VecDeque<(u64, Vec<OwnedFd>)>,
+    /// Another holder may read this end: reads stop at message boundaries.
+    shared: AtomicBool,
+    /// Whether this end was passed on (serialized while not shared; its copy reads, this one may not):
+    /// [`NOT_PASSED`], [`PASSED`], or [`PASSED_AGAIN`] once a second pass was refused.
+    passed: AtomicU8,
     /// While set, reads give up at this instant with [`RecvError::Timeout`] (the authentication handshake).
     read_deadline: Option<Instant>,
 }
@@ -81,6 +117,11 @@ impl Connection {
             max_message: DEFAULT_MAX_MESSAGE,
             buf: Vec::new(),
             pos: 0,
+            end: 0,
+            base: 0,
+            handles: VecDeque::new(),
+            shared: AtomicBool::new(false),
+            passed: AtomicU8::new(NOT_PASSED),
             read_deadline: None,
         }
     }
@@ -107,9 +148,10 @@ impl Connection {
     }
 
     /// Whether this end can receive: not once it has lost its place in the stream (a refused oversized
-    /// message, a truncated or forged frame), after which receiving is [`RecvError::NotReadable`].
+    /// message, a truncated or forged frame), after which receiving is [`RecvError::NotReadable`], nor once it
+    /// was passed on ([`RecvError::PassedOn`]).
     pub fn readable(&self) -> bool {
-        self.readable && self.fd.is_some() && !self.lost_place
+        self.readable && self.fd.is_some() && !self.lost_place && !self.passed_on()
     }
 
     /// Whether this end can send.
@@ -122,6 +164,72 @@ impl Connection {
         self.fd = None;
         self.buf = Vec::new();
         self.pos = 0;
+        self.end = 0;
+        self.handles.clear();
+    }
+
+    /// Another connection to the same end (a duplicate of the descriptor): messages sent on either go out
+    /// in order of sending, and each message received is received by one of them. Both read exactly up to
+    /// message boundaries from now on (see [One end, several readers](Self#one-end-several-readers)). Bytes
+    /// this end had already read ahead stay with it. An end already passed on cannot be cloned.
+    pub fn try_clone(&self) -> std::io::Result<Connection> {
+        let fd = self.fd.as_ref().ok_or_else(|| std::io::Error::other("cannot clone a closed connection"))?;
+        if self.passed_on() {
+            return Err(std::io::Error::other("cannot clone an end that was passed on: its copy reads it now"));
+        }
+        let mut clone = Connection::new(fd.try_clone()?, self.readable, self.writable);
+        clone.max_message = self.max_message;
+        clone.lost_place = self.lost_place;
+        *clone.shared.get_mut() = true;
+        self.shared.store(true, Ordering::Relaxed);
+        Ok(clone)
+    }
+
+    /// Whether this end reads exactly up to message boundaries because it may have other readers (see
+    /// [One end, several readers](Self#one-end-several-readers)).
+    pub fn is_shared(&self) -> bool {
+        self.shared.load(Ordering::Relaxed)
+    }
+
+    /// Sends the descriptor `fd` to the peer (CPython's `multiprocessing.reduction.send_handle`, wire for
+    /// wire: one byte, the count of descriptors, with the descriptor attached as `SCM_RIGHTS`). The peer gets
+    /// its own duplicate with [`recv_handle`](Self::recv_handle); `fd` stays open here. Unix sockets only
+    /// (a TCP connection fails with [`SendError::Io`]).
+    pub fn send_handle(&mut self, fd: impl AsFd) -> Result<(), SendError> {
+        let sock = self.send_fd()?;
+        sys::send_with_fd(sock, 1, fd.as_fd()).map_err(|e| match e.raw_os_error() {
+            Some(code) if code == rustix::io::Errno::PIPE.raw_os_error() => SendError::BrokenPipe,
+            _ => SendError::Io(e),
+        })
+    }
+
+    /// Receives a descriptor sent with [`send_handle`](Self::send_handle) (or by CPython's `send_handle`),
+    /// close-on-exec. When the next thing on the connection is a message rather than a descriptor, this is
+    /// [`RecvError::NoHandle`] and the message stays to be received; end of file is [`RecvError::Eof`].
+    pub fn recv_handle(&mut self) -> Result<OwnedFd, RecvError> {
+        self.recv_fd()?;
+        if !self.fill(1)? {
+            return Err(RecvError::Eof);
+        }
+        let at = self.base + self.pos as u64;
+        while self.handles.front().is_some_and(|(offset, _)| *offset < at) {
+            self.handles.pop_front();
+        }
+        if self.handles.front().is_none_or(|(offset, _)| *offset != at) {
+            return Err(RecvError::NoHandle);
+        }
+        let (_, fds) = self.handles.pop_front().expect("checked above");
+        let count = self.buf[self.pos];
+        self.pos += 1;
+        self.settle();
+        if usize::from(count) != fds.len() % 256 {
+            return Err(RecvError::BadHandle(format!(
+                "the marker byte announces {count} descriptors, {} arrived",
+                fds.len()
+            )));
+        }
+        // One is asked for; any others are closed (CPython's `recv_handle` takes one too).
+        fds.into_iter().next().ok_or_else(|| RecvError::BadHandle("no descriptor arrived".into()))
     }
 
     fn send_fd(&self) -> Result<BorrowedFd<'_>, SendError> {
@@ -153,13 +261,18 @@ impl Connection {
 
     fn recv_fd(&self) -> Result<BorrowedFd<'_>, RecvError> {
         match &self.fd {
+            Some(_) if self.passed_on() => Err(RecvError::PassedOn),
             Some(fd) if self.readable && !self.lost_place => Ok(fd.as_fd()),
             _ => Err(RecvError::NotReadable),
         }
     }
 
+    fn passed_on(&self) -> bool {
+        self.passed.load(Ordering::Relaxed) != NOT_PASSED
+    }
+
     fn buffered(&self) -> usize {
-        self.buf.len() - self.pos
+        self.end - self.pos
     }
 
     /// Reads until at least `need` bytes are buffered. `Ok(false)`: end of file first. An error leaves
@@ -169,15 +282,29 @@ impl Connection {
             self.recv_fd()?;
             let fd = self.fd.as_ref().expect("checked by recv_fd").as_fd();
             self.await_readable(fd)?;
-            if self.pos > 0 && self.pos >= self.buf.len() / 2 {
-                self.buf.drain(..self.pos);
+            if self.pos > 0 && self.pos >= self.end / 2 {
+                self.buf.copy_within(self.pos..self.end, 0);
+                self.base += self.pos as u64;
+                self.end -= self.pos;
                 self.pos = 0;
             }
+            let want = need - self.buffered();
             // Grow as bytes arrive (at most doubling), not by what a header claims: a forged header that
             // claims a gigabyte reserves nothing more until the bytes come.
-            self.buf.reserve((need - self.buffered()).min(self.buf.len().max(READ_CHUNK)).max(READ_CHUNK));
-            if sys::recv_append(fd, &mut self.buf).map_err(RecvError::Io)? == 0 {
+            let room = want.min(self.end.max(READ_CHUNK)).max(READ_CHUNK);
+            if self.buf.len() - self.end < room {
+                self.buf.resize(self.end + room, 0);
+            }
+            let limit = if self.shared.load(Ordering::Relaxed) { want.min(room) } else { self.buf.len() - self.end };
+            let mut fds = Vec::new();
+            let n =
+                sys::recv_with_fds(fd, &mut self.buf[self.end..self.end + limit], &mut fds).map_err(RecvError::Io)?;
+            if n == 0 {
                 return Ok(false);
+            }
+            self.end += n;
+            if !fds.is_empty() {
+                self.handles.push_back((self.base + self.end as u64 - 1, fds));
             }
         }
         Ok(true)
@@ -249,13 +376,15 @@ impl Connection {
     }
 
     /// An emptied buffer starts again at the front; one that grew for a large message is given back.
+    /// Descriptors that arrived with bytes now received as a message are closed.
     fn settle(&mut self) {
-        if self.pos == self.buf.len() {
+        if self.pos == self.end {
+            self.base += self.end as u64;
             self.pos = 0;
-            if self.buf.capacity() > KEPT_BUFFER {
+            self.end = 0;
+            self.handles.clear();
+            if self.buf.len() > KEPT_BUFFER {
                 self.buf = Vec::new();
-            } else {
-                self.buf.clear();
             }
         }
     }
@@ -269,10 +398,11 @@ impl Connection {
             return self.with_payload(len, <[u8]>::to_vec);
         }
         // Everything buffered belongs to this message (it is longer than what is buffered).
-        let mut out = self.buf[self.pos..].to_vec();
-        self.pos = self.buf.len();
+        let mut out = self.buf[self.pos..self.end].to_vec();
+        self.pos = self.end;
         self.settle();
-        let mut filled = out.len();
+        let from_buffer = out.len();
+        let mut filled = from_buffer;
         while filled < len {
             let fd = self.recv_fd()?;
             if let Err(e) = self.await_readable(fd) {
@@ -290,6 +420,7 @@ impl Connection {
             }
             filled += n;
         }
+        self.base += (len - from_buffer) as u64;
         Ok(out)
     }
 
@@ -364,10 +495,10 @@ impl Waitable for Connection {
         Ok(self.fd.as_ref().filter(|_| self.readable).map(|fd| Sentinel::new(fd.as_fd())))
     }
 
-    /// A connection that lost its place is ready at once, so that a `wait` loop calls `recv` and learns it
-    /// (a sentinel that never fires would leave it waiting).
+    /// A connection that lost its place, or was passed on, is ready at once, so that a `wait` loop calls
+    /// `recv` and learns it (a sentinel that never fires would leave it waiting).
     fn ready_now(&self) -> bool {
-        (self.readable && self.buffered() > 0) || self.lost_place
+        (self.readable && self.buffered() > 0) || self.lost_place || self.passed_on()
     }
 }
 
@@ -382,23 +513,66 @@ impl fmt::Debug for Connection {
     }
 }
 
-/// A connection travels into a child as a duplicate of its descriptor (plus any bytes already buffered),
-/// so the child holds an end of the same connection. Serializing a closed connection is an error.
+/// Lends the descriptor (CPython's `fileno()`), to wait on it in another event loop: the end reads exactly up
+/// to message boundaries from now on, so that the descriptor is readable whenever a message is waiting (see
+/// [One end, several readers](Connection#one-end-several-readers); bytes read ahead before are still there:
+/// [`poll`](Connection::poll) with a zero timeout tells).
+impl AsFd for Connection {
+    /// # Panics
+    ///
+    /// On a closed connection (it has no descriptor).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.shared.store(true, Ordering::Relaxed);
+        self.fd.as_ref().expect("the connection is closed: it has no descriptor").as_fd()
+    }
+}
+
+/// As [`AsFd`]; `-1` for a closed connection.
+impl AsRawFd for Connection {
+    fn as_raw_fd(&self) -> RawFd {
+        self.shared.store(true, Ordering::Relaxed);
+        self.fd.as_ref().map_or(-1, AsRawFd::as_raw_fd)
+    }
+}
+
+/// A connection travels into a child as a duplicate of its descriptor, so the child holds an end of the same
+/// connection. An end with one reader hands its reading over to the copy, with the bytes it had read ahead;
+/// a shared end stays readable here, and its copy is shared too (see
+/// [One end, several readers](Connection#one-end-several-readers)). Serializing a closed end, or passing
+/// one a second time, is an error.
 impl Serialize for Connection {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let fd = self.fd.as_ref().ok_or_else(|| serde::ser::Error::custom("cannot pass a closed connection"))?;
+        let shared = self.shared.load(Ordering::Relaxed);
+        if !shared {
+            // The second walk of a value that failed (to learn why) answers as the first walk did.
+            let refused = if mp_process::codec::probing() {
+                self.passed.load(Ordering::Relaxed) == PASSED_AGAIN
+            } else {
+                self.passed.compare_exchange(NOT_PASSED, PASSED, Ordering::Relaxed, Ordering::Relaxed).is_err()
+            };
+            if refused {
+                self.passed.store(PASSED_AGAIN, Ordering::Relaxed);
+                return Err(serde::ser::Error::custom(
+                    "this end of the connection was already passed on; `try_clone` it to pass it more than once",
+                ));
+            }
+        }
         let handle = Handle::from(fd.try_clone().map_err(serde::ser::Error::custom)?);
-        (handle, self.readable, self.writable, self.max_message, &self.buf[self.pos..]).serialize(serializer)
+        let pending: &[u8] = if shared { &[] } else { &self.buf[self.pos..self.end] };
+        (handle, self.readable, self.writable, self.max_message, shared, pending).serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for Connection {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (handle, readable, writable, max_message, pending): (Handle, bool, bool, usize, Vec<u8>) =
+        let (handle, readable, writable, max_message, shared, pending): (Handle, bool, bool, usize, bool, Vec<u8>) =
             Deserialize::deserialize(deserializer)?;
         let mut connection = Connection::new(handle.into_owned_fd(), readable, writable);
         connection.max_message = max_message;
+        connection.end = pending.len();
         connection.buf = pending;
+        *connection.shared.get_mut() = shared;
         Ok(connection)
     }
 }

@@ -74,6 +74,21 @@ pub enum RecvError {
     /// No message arrived within the timeout.
     #[error("timed out waiting for a message")]
     Timeout,
+    /// This end was passed on to another process, which reads it now (see [One end, several
+    /// readers](crate::Connection#one-end-several-readers)): `try_clone` an end before passing it to read it
+    /// in both places.
+    #[error(
+        "this end of the connection was passed on, and its copy reads it now; `try_clone` it before passing it to read in both places"
+    )]
+    PassedOn,
+    /// `recv_handle`, but the next thing on the connection is a message (or bytes without a descriptor): the
+    /// peer did not send a handle here. Nothing was consumed; the message can still be received.
+    #[error("expected a descriptor, but the peer sent a message here (nothing was consumed)")]
+    NoHandle,
+    /// A descriptor arrived with a marker byte that does not match it (a peer that does not speak CPython's
+    /// `send_handle` protocol); the marker was consumed.
+    #[error("malformed handle transfer: {0}")]
+    BadHandle(String),
     /// The operating system refused.
     #[error("receive failed: {0}")]
     Io(io::Error),

@@ -25,11 +25,25 @@ pub fn to_extend<T: Serialize + ?Sized, W: Extend<u8>>(value: &T, out: W) -> Res
 /// discarded it, else postcard's own text.
 pub fn explain<T: Serialize + ?Sized>(value: &T, error: &postcard::Error) -> String {
     if matches!(error, postcard::Error::SerdeSerCustom) {
-        if let Err(Why(message)) = value.serialize(Probe) {
+        PROBING.set(true);
+        let walked = value.serialize(Probe);
+        PROBING.set(false);
+        if let Err(Why(message)) = walked {
             return message;
         }
     }
     error.to_string()
+}
+
+thread_local! {
+    static PROBING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the current thread is walking a value a second time only to learn why it failed (see
+/// [`explain`]): a `Serialize` impl with side effects (one that hands something over as it serializes)
+/// skips them then, and answers as it did the first time.
+pub fn probing() -> bool {
+    PROBING.get()
 }
 
 /// The message a `Serialize` impl raised.

@@ -163,7 +163,12 @@ impl Serialize for Handle {
         let index = OUTGOING.with(|table| -> Result<u32, String> {
             let mut table = table.borrow_mut();
             let table = table.as_mut().ok_or_else(|| {
-                "an OS handle travels only in a process's arguments or through `to_bytes_with_handles`; `Connection::send`, `Queue::put` and pool tasks cannot carry one".to_owned()
+                concat!(
+                    "an OS handle travels only in a process's arguments or through `to_bytes_with_handles`; ",
+                    "`Connection::send`, `Queue::put` and pool tasks cannot carry one ",
+                    "(`Connection::send_handle` sends a descriptor over an open connection)"
+                )
+                .to_owned()
             })?;
             let copy = self.fd.try_clone().map_err(|e| format!("failed to duplicate handle: {e}"))?;
             table.push(copy);

@@ -1,6 +1,6 @@
 //! Linux: Unix sockets through rustix.
 
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::net::{
-    AddressFamily, RecvFlags, SendAncillaryBuffer, SendFlags, Shutdown, SocketAddrAny, SocketAddrUnix, SocketFlags,
-    SocketType,
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage,
+    SendFlags, Shutdown, SocketAddrAny, SocketAddrUnix, SocketFlags, SocketType,
 };
 
 use mp_process::keep_off_stdio;
@@ -39,11 +39,44 @@ pub(crate) fn send_parts(sock: BorrowedFd<'_>, mut head: &[u8], mut body: &[u8])
     Ok(())
 }
 
-/// One `recv` appended to `buf`'s spare capacity (which must not be empty); 0 at end of stream.
-pub(crate) fn recv_append(sock: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<usize> {
+/// How many descriptors one read can take in (a peer that sends more has the rest closed by the kernel).
+const FDS_PER_READ: usize = 8;
+
+/// One `recvmsg` into `buf` (which must not be empty); 0 at end of stream. Descriptors that came with the
+/// bytes (`SCM_RIGHTS`, close-on-exec) are appended to `fds`: Linux ends a read right after the bytes that
+/// carried descriptors, so they belong to the last byte read.
+pub(crate) fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_READ))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let n = loop {
+        let mut iov = [IoSliceMut::new(&mut *buf)];
+        match rustix::net::recvmsg(sock, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC) {
+            Ok(msg) => break msg.bytes,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            for fd in received {
+                fds.push(keep_off_stdio(fd)?);
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Sends the one byte `byte` with `fd` attached (`SCM_RIGHTS`), as CPython's `reduction.sendfds` does.
+pub(crate) fn send_with_fd(sock: BorrowedFd<'_>, byte: u8, fd: BorrowedFd<'_>) -> io::Result<()> {
+    let fds = [fd];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(io::Error::other("no room for the descriptor in the control buffer"));
+    }
     loop {
-        match rustix::net::recv(sock, rustix::buffer::spare_capacity(buf), RecvFlags::empty()) {
-            Ok((n, _)) => return Ok(n),
+        match rustix::net::sendmsg(sock, &[IoSlice::new(&[byte])], &mut control, SendFlags::NOSIGNAL) {
+            Ok(_) => return Ok(()),
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         }

@@ -1,7 +1,7 @@
 //! Operating-system layer: every system call of the crate lives below this module.
 //!
 //! Items every platform provides: [`stream_pair`], [`send_parts`] (a header and a payload, never raising
-//! SIGPIPE), [`recv_append`], [`poll_readable`], [`shutdown_write`] / [`shutdown_read`].
+//! SIGPIPE), [`recv_with_fds`] / [`send_with_fd`], [`poll_readable`], [`shutdown_write`] / [`shutdown_read`].
 
 #[cfg(target_os = "linux")]
 mod linux;
