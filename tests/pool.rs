@@ -39,6 +39,7 @@ fn main() {
         a_worker_that_never_starts_breaks_the_pool,
         imap_yields_what_it_has_before_the_inputs_panic_and_never_truncates_silently,
         futures_of_different_types_are_waited_on_together,
+        a_callback_may_submit_while_large_results_stream,
     ]);
 }
 
@@ -648,4 +649,40 @@ fn futures_of_different_types_are_waited_on_together() {
     assert_eq!(number.result().unwrap(), 81);
     assert_eq!(text.result().unwrap(), "MIXED");
     assert!(matches!(failing.result(), Err(TaskError::Panicked(_))));
+}
+
+fn big_result(seed: u64) -> Vec<u8> {
+    vec![seed as u8; 6 << 20]
+}
+
+/// Every callback submits more work while workers stream results larger than the pool's inbox: the handler,
+/// the inbox's only reader, must never block putting a wake-up into its own inbox (it did: 9 of 20 done,
+/// then nothing, ever).
+fn a_callback_may_submit_while_large_results_stream() {
+    let pool = std::sync::Arc::new(new_pool(2));
+    let followers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let big: Vec<_> = (0..20u64)
+        .map(|i| {
+            let (pool, followers) = (pool.clone(), followers.clone());
+            pool.clone()
+                .apply_async_with(big_result, i, move |result| {
+                    assert_eq!(result.unwrap().len(), 6 << 20);
+                    let next = pool.apply_async(square, i).expect("submitting from a callback");
+                    followers.lock().unwrap().push((i, next));
+                })
+                .unwrap()
+        })
+        .collect();
+    for (i, result) in big.iter().enumerate() {
+        let bytes = result.get_timeout(Duration::from_secs(30)).unwrap_or_else(|e| panic!("big result {i}: {e}"));
+        assert!(bytes.iter().all(|b| *b == i as u8));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while followers.lock().unwrap().len() < 20 {
+        assert!(Instant::now() < deadline, "every callback ran");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for (i, next) in followers.lock().unwrap().iter() {
+        assert_eq!(next.get_timeout(Duration::from_secs(30)).unwrap(), i * i);
+    }
 }

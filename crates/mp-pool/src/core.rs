@@ -11,6 +11,7 @@
 //! error, and no worker is started again.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -110,6 +111,8 @@ pub(crate) struct Core {
     inbox: Queue<Inbox>,
     config: Config,
     handler: Mutex<Option<JoinHandle<()>>>,
+    /// A wake-up found the inbox full and was not posted: the handler must not wait before it looks again.
+    missed_wake: AtomicBool,
 }
 
 impl std::fmt::Debug for Core {
@@ -142,6 +145,7 @@ impl Core {
             inbox,
             config,
             handler: Mutex::new(None),
+            missed_wake: AtomicBool::new(false),
         });
         {
             let mut state = lock(&core.state);
@@ -227,14 +231,22 @@ impl Core {
         }
         let post = !std::mem::replace(&mut state.wake_posted, true);
         drop(state);
-        if post {
-            self.wake();
+        if post && !self.wake() {
+            lock(&self.state).wake_posted = false;
         }
         Ok(ids)
     }
 
-    fn wake(&self) {
-        let _ = self.inbox.put(Inbox::Wake);
+    /// Tells the handler to look at the state again. Never waits: a callback runs on the handler thread, the
+    /// inbox's only reader, and a worker may hold the inbox streaming a large result — a blocking put there
+    /// would wait for good. A wake-up that finds no room is recorded instead (`false`), and the handler, busy
+    /// draining the inbox anyway, looks again before it next waits.
+    fn wake(&self) -> bool {
+        if self.inbox.try_put(Inbox::Wake).is_ok() {
+            return true;
+        }
+        self.missed_wake.store(true, Ordering::SeqCst);
+        false
     }
 
     /// Cancels a job that no worker has yet (its completion gets [`TaskError::Cancelled`]); `false` if it has
@@ -274,7 +286,7 @@ impl Core {
             state.phase = Phase::Closed;
         }
         drop(state);
-        self.wake();
+        let _ = self.wake();
     }
 
     /// Stops the workers now; every unfinished job gets [`TaskError::Cancelled`].
@@ -293,7 +305,7 @@ impl Core {
         for (completion, result) in finished {
             completion(result);
         }
-        self.wake();
+        let _ = self.wake();
     }
 
     /// Whether `close` or `terminate` was called (or the pool broke).
@@ -329,7 +341,8 @@ impl Core {
     fn handle_loop(self: Arc<Self>) {
         let mut last_check = Instant::now();
         loop {
-            let first = self.inbox.get_timeout(LIVENESS_INTERVAL);
+            let wait = if self.missed_wake.swap(false, Ordering::SeqCst) { Duration::ZERO } else { LIVENESS_INTERVAL };
+            let first = self.inbox.get_timeout(wait);
             let mut finished: Finished = Vec::new();
             let mut state = lock(&self.state);
             if let Ok(message) = first {
