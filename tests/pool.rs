@@ -40,6 +40,7 @@ fn main() {
         imap_yields_what_it_has_before_the_inputs_panic_and_never_truncates_silently,
         futures_of_different_types_are_waited_on_together,
         a_callback_may_submit_while_large_results_stream,
+        executor_map_streams_in_order_and_stops_at_the_failing_item,
     ]);
 }
 
@@ -685,4 +686,38 @@ fn a_callback_may_submit_while_large_results_stream() {
     for (i, next) in followers.lock().unwrap().iter() {
         assert_eq!(next.get_timeout(Duration::from_secs(30)).unwrap(), i * i);
     }
+}
+
+/// `ProcessPoolExecutor::map` yields each result as soon as it and those before it are done, raises at the
+/// failing item (after the results before it) and times out at the item that is late, then ends (it handed out
+/// nothing until every task was done, one failure lost everything, and a timeout lost every result).
+fn executor_map_streams_in_order_and_stops_at_the_failing_item() {
+    let executor = ExecutorBuilder::new().max_workers(2).start_method(support::method()).build().unwrap();
+    let started = Instant::now();
+    let mut results = executor.map(nap, [10u64, 20, 3_000], 1).unwrap();
+    assert_eq!(results.next().unwrap().unwrap(), 10);
+    assert_eq!(results.next().unwrap().unwrap(), 20);
+    let first_two = started.elapsed();
+    assert!(first_two < Duration::from_millis(2_500), "the first results came before the slow one: {first_two:?}");
+    assert_eq!(results.next().unwrap().unwrap(), 3_000);
+    assert!(results.next().is_none());
+
+    let mut results = executor.map(panic_on_three, [1u64, 2, 3, 4, 5], 1).unwrap();
+    assert_eq!(results.next().unwrap().unwrap(), 1);
+    assert_eq!(results.next().unwrap().unwrap(), 2);
+    assert!(matches!(results.next(), Some(Err(TaskError::Panicked(_)))), "the failure, in its place");
+    assert!(results.next().is_none(), "the iterator ends at the failure");
+    // In chunks: the failing chunk fails whole, the chunks before it arrive.
+    let got: Vec<_> = executor.map(panic_on_three, 0u64..10, 2).unwrap().collect();
+    assert_eq!(got.len(), 3);
+    assert!(got[0].as_ref().is_ok_and(|x| *x == 0) && got[1].as_ref().is_ok_and(|x| *x == 1));
+    assert!(matches!(got[2], Err(TaskError::Panicked(_))));
+
+    let mut timed = executor.map_timeout(nap, [10u64, 10, 3_000, 10], 1, Some(Duration::from_millis(1_000))).unwrap();
+    assert_eq!(timed.next().unwrap().unwrap(), 10);
+    assert_eq!(timed.next().unwrap().unwrap(), 10);
+    assert!(matches!(timed.next(), Some(Err(TaskError::Timeout))), "the late item times out");
+    assert!(timed.next().is_none());
+    assert!(matches!(executor.map(square, [1u64], 0), Err(PoolError::ZeroChunksize)));
+    assert_eq!(executor.map(square, Vec::<u64>::new(), 1).unwrap().count(), 0);
 }

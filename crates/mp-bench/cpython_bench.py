@@ -267,6 +267,15 @@ def group_pool():
             return n / (time.perf_counter() - start)
         report("executor_submit", statistics.median(submit_rate() for _ in range(3)), "tasks/s")
 
+        def first_result(n=20_000):
+            start = time.perf_counter()
+            results = executor.map(square, range(n), chunksize=1)
+            assert next(results) == 0
+            ms = (time.perf_counter() - start) * 1e3
+            assert sum(1 for _ in results) == n - 1
+            return ms
+        report("executor_map_first_result", statistics.median(first_result() for _ in range(3)), "ms")
+
     def primes():
         start = time.perf_counter()
         with ctx.Pool(processes=4) as pool:

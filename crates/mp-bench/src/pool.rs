@@ -82,6 +82,20 @@ pub(crate) fn run() {
             .collect(),
     );
     report("executor_submit", "mp", submit, "tasks/s");
+    // Time to the first result of a long map (20,000 items, chunks of 1): streaming hands it out at once.
+    let first = median(
+        (0..3)
+            .map(|_| {
+                let start = Instant::now();
+                let mut results = executor.map(square, 0..20_000u64, 1).expect("map");
+                assert_eq!(results.next().expect("first").expect("result"), 0);
+                let ms = start.elapsed().as_secs_f64() * 1e3;
+                assert_eq!(results.count(), 19_999);
+                ms
+            })
+            .collect(),
+    );
+    report("executor_map_first_result", "mp", first, "ms");
     drop(executor);
 
     let primes = median(

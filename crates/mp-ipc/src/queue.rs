@@ -128,8 +128,10 @@ impl<T> Queue<T> {
         Queue { ring, closed: AtomicBool::new(false), _items: PhantomData }
     }
 
-    /// An empty queue with no limit on the count of items (CPython's `Queue()`); more options through
-    /// [`QueueBuilder`].
+    /// An empty queue with no limit on the count of items (CPython's `Queue()`), holding up to
+    /// [`DEFAULT_QUEUE_CAPACITY`] bytes of waiting items: once its ring is full, `put` waits for a consumer
+    /// and `try_put` is [`PutError::Full`] (CPython's `Queue()` never fills; see the crate README for the
+    /// joining rule this implies). More options, a larger ring among them, through [`QueueBuilder`].
     pub fn new() -> io::Result<Self> {
         QueueBuilder::new().build()
     }

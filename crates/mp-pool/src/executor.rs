@@ -1,6 +1,7 @@
 //! [`ProcessPoolExecutor`]: CPython's `concurrent.futures.ProcessPoolExecutor`, with [`TaskFuture`],
 //! [`as_completed`] and [`wait`].
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -119,7 +120,17 @@ impl ProcessPoolExecutor {
     }
 
     /// Applies `f` to every item in chunks of `chunksize` (CPython's default is 1), all submitted now; the
-    /// results come in order (CPython's `map`).
+    /// results come in order, each as soon as it and those before it are done (CPython's `map`). An item
+    /// that fails is an `Err` in its place — its chunk's results before it are lost with it, as in CPython —
+    /// after which the iterator ends and the chunks no worker has started are cancelled.
+    ///
+    /// ```
+    /// # mp_process::init();
+    /// let executor = mp_pool::ProcessPoolExecutor::new(2)?;
+    /// let squares: Result<Vec<u64>, _> = executor.map(|x: u64| x * x, 1..=4, 1)?.collect();
+    /// assert_eq!(squares?, [1, 4, 9, 16]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn map<F, M, A, I>(&self, f: F, iterable: I, chunksize: usize) -> Result<MapResults<F::Result>, PoolError>
     where
         F: Task<M, A>,
@@ -130,8 +141,8 @@ impl ProcessPoolExecutor {
         self.map_timeout(f, iterable, chunksize, None)
     }
 
-    /// [`map`](Self::map) whose results must all be ready within `timeout` of this call (CPython's
-    /// `timeout=`): a result not ready by then is [`TaskError::Timeout`].
+    /// [`map`](Self::map) against one deadline, `timeout` after this call (CPython's `timeout=`): the first
+    /// result not ready by then is [`TaskError::Timeout`] in its place, and the iterator ends there.
     pub fn map_timeout<F, M, A, I>(
         &self,
         f: F,
@@ -145,9 +156,34 @@ impl ProcessPoolExecutor {
         M: 'static,
         I: IntoIterator<Item = A>,
     {
+        let _ = f;
+        if chunksize == 0 {
+            return Err(PoolError::ZeroChunksize);
+        }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let result = crate::Pool::wrap(self.core.clone()).map_async(f, iterable, Some(chunksize))?;
-        Ok(MapResults { result: Some(result), deadline, items: Vec::new().into_iter() })
+        let items: Vec<A> = iterable.into_iter().collect();
+        let mut cells = Vec::new();
+        let mut jobs = Vec::new();
+        for chunk in items.chunks(chunksize) {
+            let cell = Arc::new(Cell::new());
+            jobs.push(crate::pool::chunk_job::<F, M, A>(chunk, cell.clone())?);
+            cells.push(cell);
+        }
+        let ids = if jobs.is_empty() {
+            if !self.core.is_running() {
+                return Err(PoolError::Closed);
+            }
+            Vec::new()
+        } else {
+            self.core.submit(jobs)?
+        };
+        Ok(MapResults {
+            chunks: cells.into_iter().zip(ids).collect(),
+            core: self.core.clone(),
+            deadline,
+            items: Vec::new().into_iter(),
+            started: false,
+        })
     }
 
     /// Stops taking work; with `cancel_futures` the futures no worker has started are cancelled; with
@@ -169,31 +205,52 @@ impl Drop for ProcessPoolExecutor {
     }
 }
 
-/// The results of [`ProcessPoolExecutor::map`], in order.
+/// The results of [`ProcessPoolExecutor::map`], in order, each as soon as it is ready. Dropped after
+/// iteration began, it cancels the chunks no worker has started (CPython's generator does so when closed);
+/// dropped before, it leaves them to run.
 pub struct MapResults<R> {
-    result: Option<crate::AsyncResult<Vec<R>>>,
+    chunks: VecDeque<(Arc<Cell<Vec<R>>>, u64)>,
+    core: Arc<Core>,
     deadline: Option<Instant>,
     items: std::vec::IntoIter<R>,
+    started: bool,
+}
+
+impl<R> MapResults<R> {
+    /// Cancels every chunk no worker has started; the iterator ends.
+    fn cancel_rest(&mut self) {
+        for (_, id) in self.chunks.drain(..) {
+            self.core.cancel(id);
+        }
+    }
 }
 
 impl<R> Iterator for MapResults<R> {
     type Item = Result<R, TaskError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if let Some(item) = self.items.next() {
-            return Some(Ok(item));
-        }
-        let result = self.result.take()?;
-        let outcome = match self.deadline {
-            None => result.get(),
-            Some(deadline) => result.get_timeout(deadline.saturating_duration_since(Instant::now())),
-        };
-        match outcome {
-            Ok(items) => {
-                self.items = items.into_iter();
-                self.items.next().map(Ok)
+        self.started = true;
+        loop {
+            if let Some(item) = self.items.next() {
+                return Some(Ok(item));
             }
-            Err(e) => Some(Err(e)),
+            let (cell, _) = self.chunks.pop_front()?;
+            let left = self.deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            match cell.take(left) {
+                Ok(items) => self.items = items.into_iter(),
+                Err(e) => {
+                    self.cancel_rest();
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+impl<R> Drop for MapResults<R> {
+    fn drop(&mut self) {
+        if self.started {
+            self.cancel_rest();
         }
     }
 }

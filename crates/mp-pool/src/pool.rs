@@ -102,7 +102,7 @@ impl PoolBuilder {
 
     /// Starts the workers.
     pub fn build(self) -> Result<Pool, PoolError> {
-        Ok(Pool { core: Core::start(self.config("PoolWorker")?)?, owner: true })
+        Ok(Pool { core: Core::start(self.config("PoolWorker")?)? })
     }
 }
 
@@ -130,8 +130,6 @@ impl PoolBuilder {
 #[derive(Debug)]
 pub struct Pool {
     core: Arc<Core>,
-    /// Whether dropping this value terminates the workers (not for an executor's view of its engine).
-    owner: bool,
 }
 
 impl Pool {
@@ -351,19 +349,12 @@ impl Pool {
     pub fn join(&self) -> Result<(), PoolError> {
         self.core.join()
     }
-
-    /// A `Pool` view of an executor's engine (never dropped: the executor owns the engine's lifetime).
-    pub(crate) fn wrap(core: Arc<Core>) -> Self {
-        Pool { core, owner: false }
-    }
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        if self.owner {
-            self.core.terminate();
-            let _ = self.core.join();
-        }
+        self.core.terminate();
+        let _ = self.core.join();
     }
 }
 
@@ -386,6 +377,26 @@ where
         );
     });
     Ok((entry, encode(args)?, completion))
+}
+
+/// One call of `f` over each item of `chunk` as a job that fills `cell` with their results, in order (a
+/// failing item fails the chunk, as in CPython).
+pub(crate) fn chunk_job<F, M, A>(
+    chunk: &[A],
+    cell: Arc<Cell<Vec<F::Result>>>,
+) -> Result<(EntryOffset, Vec<u8>, Completion), PoolError>
+where
+    F: Task<M, A>,
+    A: Serialize + DeserializeOwned,
+    M: 'static,
+{
+    let entry = FnOffset::of(task::map_entry::<F, M, A> as Entry);
+    let completion: Completion = Box::new(move |result| {
+        cell.set(
+            result.and_then(|bytes| postcard::from_bytes(&bytes).map_err(|e| TaskError::ResultDecode(e.to_string()))),
+        );
+    });
+    Ok((entry, encode(chunk)?, completion))
 }
 
 struct Gather {
