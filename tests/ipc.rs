@@ -53,6 +53,8 @@ fn main() {
         descriptors_cross_an_open_connection,
         descriptors_cross_to_and_from_python,
         a_lent_descriptor_reports_every_waiting_message,
+        an_unbounded_queue_never_makes_its_producer_wait,
+        a_queue_stays_fifo_across_its_ring_and_its_spill,
     ]);
 }
 
@@ -1115,4 +1117,99 @@ fn a_lent_descriptor_reports_every_waiting_message() {
     assert_eq!(ours.recv_bytes().unwrap(), b"one");
     assert!(readable(fd), "the second message is still in the socket, where the event loop sees it");
     assert_eq!(ours.recv_bytes().unwrap(), b"two");
+}
+
+/// Bytes of memory behind this process's queue memory files (the largest one).
+fn queue_memory() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|to| to.to_string_lossy().contains("memfd:mp-queue")))
+        .filter_map(|fd| std::fs::metadata(fd.path()).ok())
+        .map(|meta| meta.blocks() * 512)
+        .max()
+        .unwrap_or(0)
+}
+
+fn flood(q: Queue<Vec<u8>>) {
+    for i in 0..200_000u32 {
+        q.try_put(i.to_le_bytes().to_vec()).expect("an unbounded queue is never full");
+    }
+    q.put(vec![7; 6 << 20]).unwrap(); // larger than the ring
+    for i in 0..100u32 {
+        q.put(i.to_le_bytes().to_vec()).unwrap();
+    }
+}
+
+/// `Queue::new()` has no bound (CPython's `Queue()`): 200,000 small items and one larger than the ring, with
+/// nobody reading, and the producer exits at once (it was `Full` after 65,535, and a child that put one item
+/// larger than the ring could not exit until it was taken). Drained, the spill gives its memory back.
+fn an_unbounded_queue_never_makes_its_producer_wait() {
+    let q = Queue::new().unwrap();
+    assert!(q.spills());
+    let mut p = Process::new(flood, q.clone());
+    p.start().unwrap();
+    assert_eq!(p.join_timeout(Duration::from_secs(60)).unwrap(), Some(()), "the producer exits at once");
+    assert_eq!(q.qsize(), 200_101);
+    assert!(queue_memory() > 6 << 20, "the spill holds the items: {} bytes", queue_memory());
+    for i in 0..200_000u32 {
+        assert_eq!(q.try_get().unwrap(), i.to_le_bytes(), "item {i} in order");
+    }
+    let big = q.try_get().unwrap();
+    assert!(big.len() == 6 << 20 && big.iter().all(|b| *b == 7));
+    for i in 0..100u32 {
+        assert_eq!(q.try_get().unwrap(), i.to_le_bytes());
+    }
+    assert!(q.empty() && matches!(q.try_get(), Err(GetError::Empty)));
+    assert!(queue_memory() < 3 << 20, "the drained spill gave its memory back: {} bytes", queue_memory());
+    // Back in the ring afterwards.
+    q.put(b"again".to_vec()).unwrap();
+    assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), b"again");
+    // A queue bounded by its capacity keeps the bound.
+    let bounded: Queue<Vec<u8>> = Queue::with_capacity(64 * 1024).unwrap();
+    assert!(!bounded.spills());
+    let mut put = 0;
+    while bounded.try_put(vec![0; 100]).is_ok() {
+        put += 1;
+    }
+    assert!((400..700).contains(&put), "{put} items of 100 bytes in a 64 KiB ring");
+    assert!(matches!(bounded.try_put(vec![0; 100]), Err(PutError::Full(_))));
+}
+
+/// Items tagged with their producer and their number.
+type Tagged = Queue<(u32, u32, Vec<u8>)>;
+
+fn produce_tagged_mixed((q, tag, n): (Tagged, u32, u32)) {
+    for i in 0..n {
+        // Now and then an item too big to share the ring: it forces a spill while others are in the ring.
+        let payload = if i % 5_000 == 4_999 { vec![tag as u8; 700 * 1024] } else { vec![tag as u8; (i % 50) as usize] };
+        q.put((tag, i, payload)).unwrap();
+    }
+}
+
+/// Two producers and a consumer that starts late and then races them: the queue moves between its ring and
+/// its spill many times, and each producer's items still arrive in order, each exactly once.
+fn a_queue_stays_fifo_across_its_ring_and_its_spill() {
+    let q: Tagged = Queue::new().unwrap();
+    let n = 40_000;
+    let mut producers: Vec<_> = (0..2)
+        .map(|tag| {
+            let mut p = Process::new(produce_tagged_mixed, (q.clone(), tag, n));
+            p.start().unwrap();
+            p
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    let mut next = [0u32; 2];
+    for _ in 0..2 * n {
+        let (tag, i, payload) = q.get_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(i, next[tag as usize], "producer {tag}'s items in order");
+        assert!(payload.iter().all(|b| *b == tag as u8));
+        next[tag as usize] += 1;
+    }
+    for p in &mut producers {
+        p.join().unwrap();
+    }
+    assert!(q.empty());
 }

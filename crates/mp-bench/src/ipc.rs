@@ -149,6 +149,24 @@ fn queue_throughput() -> f64 {
     rate
 }
 
+/// A burst with nobody reading: the producer puts every item and exits, then the consumer takes them all
+/// (the queue holds them past its ring). Items per second over the whole.
+fn queue_burst() -> f64 {
+    let n = QUEUE_ITEMS / 4;
+    let q: Queue<u64> = Queue::new().expect("queue");
+    let mut p = Process::new(produce_small, (q.clone(), n));
+    let start = Instant::now();
+    p.start().expect("start");
+    p.join().expect("join");
+    let mut sum = 0u64;
+    for _ in 0..n {
+        sum = sum.wrapping_add(q.get().expect("get"));
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    assert_eq!(sum, n * (n - 1) / 2);
+    rate
+}
+
 fn produce_big((q, n): (Queue<ByteBuf>, u32)) {
     let item = ByteBuf::from(vec![0x5a; 1 << 20]);
     for _ in 0..n {
@@ -204,6 +222,7 @@ pub(crate) fn run() {
     }
     report("pipe_rtt_bytes", "mp", median((0..3).map(|_| pipe_rtt(None, true)).collect()), "us");
     report("queue_throughput_small", "mp", median((0..3).map(|_| queue_throughput()).collect()), "msgs/s");
+    report("queue_burst", "mp", median((0..3).map(|_| queue_burst()).collect()), "msgs/s");
     report("queue_bw_1mb", "mp", median((0..3).map(|_| queue_bw()).collect()), "MB/s");
     report("queue_rtt", "mp", median((0..3).map(|_| queue_rtt()).collect()), "us");
 }

@@ -46,9 +46,10 @@
 //! # Queues
 //!
 //! [`Queue`], [`SimpleQueue`] and [`JoinableQueue`] carry serde values between any number of producer and
-//! consumer processes through a ring in shared memory. `put` serializes inside the call (an error there, never a
-//! lost item); `empty` and `qsize` are exact; a process killed in the middle of a `put` or `get` neither
-//! corrupts nor wedges the queue; a producer may exit as soon as it has put its items.
+//! consumer processes through a ring in shared memory, and past it a spill that grows as needed: `put` on
+//! `Queue::new()` never waits for a consumer, and a producer may exit as soon as it has put its items. `put`
+//! serializes inside the call (an error there, never a lost item); `empty` and `qsize` are exact; a process
+//! killed in the middle of a `put` or `get` neither corrupts nor wedges the queue.
 //!
 //! # Levels
 //!

@@ -17,7 +17,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::ring::{self, Fail, Ring};
 use crate::{GetError, PutError, TaskDoneError};
 
-/// The default ring size: how many bytes of items may wait in a queue before `put` waits for a consumer.
+/// The default ring size: how many bytes of items wait in a queue's ring (beyond it they spill, unless the
+/// queue is bounded by its [`capacity`](QueueBuilder::capacity)).
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1 << 20;
 
 /// The largest encoding buffer a thread keeps between `put`s (a fresh large buffer costs page faults).
@@ -38,7 +39,7 @@ thread_local! {
 #[derive(Debug, Clone)]
 pub struct QueueBuilder {
     maxsize: usize,
-    capacity: usize,
+    capacity: Option<usize>,
 }
 
 impl Default for QueueBuilder {
@@ -48,9 +49,10 @@ impl Default for QueueBuilder {
 }
 
 impl QueueBuilder {
-    /// No `maxsize`, a ring of [`DEFAULT_QUEUE_CAPACITY`] bytes.
+    /// No `maxsize`, a ring of [`DEFAULT_QUEUE_CAPACITY`] bytes, and no byte bound: what does not fit in
+    /// the ring spills.
     pub fn new() -> Self {
-        QueueBuilder { maxsize: 0, capacity: DEFAULT_QUEUE_CAPACITY }
+        QueueBuilder { maxsize: 0, capacity: None }
     }
 
     /// The most items the queue holds (CPython's `maxsize`; 0, the default, means no limit on the count).
@@ -59,23 +61,26 @@ impl QueueBuilder {
         self
     }
 
-    /// The ring's size in bytes (default [`DEFAULT_QUEUE_CAPACITY`]; rounded up to a multiple of 8; from
-    /// 4 KiB to 64 GiB). Items wait there for consumers; an item larger than the ring still passes,
-    /// streaming through it.
+    /// Bounds the queue to a ring of `bytes` (rounded up to a multiple of 8; from 4 KiB to 64 GiB): items wait
+    /// there for consumers, and once it is full `put` waits for room (an item larger than the ring still
+    /// passes, streaming through it as a consumer takes it). Without this the queue has no byte bound: items
+    /// that do not fit in its [`DEFAULT_QUEUE_CAPACITY`]-byte ring spill into memory past it, and `put` never
+    /// waits for a consumer.
     pub fn capacity(mut self, bytes: usize) -> Self {
-        self.capacity = bytes;
+        self.capacity = Some(bytes);
         self
     }
 
     fn ring(&self, joinable: bool) -> io::Result<Ring> {
-        let capacity = self.capacity.checked_add(7).map(|c| c & !7).unwrap_or(usize::MAX);
+        let asked = self.capacity.unwrap_or(DEFAULT_QUEUE_CAPACITY);
+        let capacity = asked.checked_add(7).map(|c| c & !7).unwrap_or(usize::MAX);
         if !(ring::MIN_CAPACITY..=ring::MAX_CAPACITY).contains(&capacity) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("queue capacity {} is outside 4 KiB ..= 64 GiB", self.capacity),
+                format!("queue capacity {asked} is outside 4 KiB ..= 64 GiB"),
             ));
         }
-        Ring::create(capacity, self.maxsize, joinable)
+        Ring::create(capacity, self.maxsize, joinable, self.capacity.is_none())
     }
 
     /// Makes the queue.
@@ -93,8 +98,9 @@ impl QueueBuilder {
 /// FIFO for each producer.
 ///
 /// Items are serialized (postcard) inside [`put`](Self::put), so an item that cannot be serialized is an
-/// error there and nothing is lost behind the caller's back. They wait in a shared-memory ring, not in the
-/// producer: a process that put items may exit at once, and the items stay for the consumers. Cloning
+/// error there and nothing is lost behind the caller's back. They wait in shared memory (a ring, and past it
+/// a spill that grows as needed), not in the producer: a process that put items may exit at once, and the
+/// items stay for the consumers. Cloning
 /// gives another handle to the same queue; a queue passed to a child (in its arguments) arrives there as a
 /// handle to the same queue, under every start method.
 ///
@@ -128,17 +134,24 @@ impl<T> Queue<T> {
         Queue { ring, closed: AtomicBool::new(false), _items: PhantomData }
     }
 
-    /// An empty queue with no limit on the count of items (CPython's `Queue()`), holding up to
-    /// [`DEFAULT_QUEUE_CAPACITY`] bytes of waiting items: once its ring is full, `put` waits for a consumer
-    /// and `try_put` is [`PutError::Full`] (CPython's `Queue()` never fills; see the crate README for the
-    /// joining rule this implies). More options, a larger ring among them, through [`QueueBuilder`].
+    /// An empty queue with no limit on the count or the bytes of items (CPython's `Queue()`): `put` never
+    /// waits for a consumer, since items that do not fit in the [`DEFAULT_QUEUE_CAPACITY`]-byte ring spill
+    /// into memory past it, so a producer can always exit once its `put`s return. More options through
+    /// [`QueueBuilder`].
     pub fn new() -> io::Result<Self> {
         QueueBuilder::new().build()
     }
 
-    /// An empty queue holding at most `maxsize` items (CPython's `Queue(maxsize)`; 0 means no limit).
+    /// An empty queue holding at most `maxsize` items (CPython's `Queue(maxsize)`; 0 means no limit), with
+    /// no byte bound.
     pub fn bounded(maxsize: usize) -> io::Result<Self> {
         QueueBuilder::new().maxsize(maxsize).build()
+    }
+
+    /// An empty queue bounded by a ring of `bytes` (see [`QueueBuilder::capacity`]): once the ring is full,
+    /// `put` waits for a consumer.
+    pub fn with_capacity(bytes: usize) -> io::Result<Self> {
+        QueueBuilder::new().capacity(bytes).build()
     }
 
     /// How many items are in the queue: put and not yet taken by a `get`.
@@ -152,8 +165,8 @@ impl<T> Queue<T> {
         self.qsize() == 0
     }
 
-    /// Whether the queue holds `maxsize` items (never, without a `maxsize`). A `put` may still wait when
-    /// the ring's bytes are used up.
+    /// Whether the queue holds `maxsize` items (never, without a `maxsize`). On a queue bounded by its
+    /// [`capacity`](QueueBuilder::capacity), a `put` may still wait when the ring's bytes are used up.
     pub fn full(&self) -> bool {
         self.ring.maxsize() > 0 && self.qsize() >= self.ring.maxsize()
     }
@@ -163,9 +176,16 @@ impl<T> Queue<T> {
         self.ring.maxsize()
     }
 
-    /// The ring's size in bytes.
+    /// The ring's size in bytes (items beyond it spill, unless the queue is bounded by it: see
+    /// [`spills`](Self::spills)).
     pub fn capacity(&self) -> usize {
         self.ring.capacity()
+    }
+
+    /// Whether items that do not fit in the ring spill past it (the queue was made without a byte bound), so
+    /// that `put` never waits for a consumer.
+    pub fn spills(&self) -> bool {
+        self.ring.spills()
     }
 
     /// Closes this handle (CPython's `close`): `put` and `get` through it are [`PutError::Closed`] /

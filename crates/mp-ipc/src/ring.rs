@@ -13,6 +13,15 @@
 //! ring's size are written once there is room for all of them, bigger ones stream through as the consumer
 //! frees space.
 //!
+//! Spill: a queue made without a byte bound (`Queue::new()`) never makes a producer wait for room. An item
+//! that does not fit in the ring now goes to the spill instead: records (`u64` length, payload, padded to 8)
+//! in the same memory file past the ring, which grows for them, mapped a 1 MiB window at a time, published by
+//! moving the spill tail (one word: `count << 40 | offset`, on a cache line of its own that nothing writes
+//! until something spills). A window the consumers have left is unmapped and its memory given back
+//! (`fallocate(PUNCH_HOLE)`). While the spill holds
+//! anything, every put goes there, so ring items are always older than spill items and a consumer takes from
+//! the ring first: FIFO holds. The spill lives and dies with the memory file, so nothing can leak.
+//!
 //! Crashes: a producer that dies in the middle of an item leaves a mark; the next producer to take the
 //! mutex (or a consumer waiting for the rest of that item, which checks the producer mutex every 50 ms)
 //! writes an `ABORT` chunk, and the consumer drops the partial item. A consumer that dies in the middle of
@@ -21,7 +30,8 @@
 //! a mutex, since only mutex holders wait.
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -58,6 +68,16 @@ const UNFINISHED: usize = 448;
 /// unchanged epoch is less than a wrap (2^40) behind, so wrapped arithmetic on it stays exact.
 const EPOCH: usize = 512;
 const EPOCH_SHIFT: u32 = 39;
+/// Producer side, alone on its line: spilled items put and the spill's end, `count << 40 | offset`.
+const SPILL_TAIL: usize = 576;
+/// Consumer side, alone on its line: spilled items taken and the next record's offset.
+const SPILL_HEAD: usize = 640;
+/// 1 when items that do not fit in the ring spill (the queue has no byte bound).
+const H_SPILL: usize = 28;
+/// The spill is mapped this much at a time (a multiple of the page size).
+const SPILL_WINDOW: u64 = 1 << 20;
+/// A spill record's length word meaning "the next record starts at the next window".
+const SKIP: u64 = u64::MAX;
 /// Where the ring starts.
 const RING: usize = 4096;
 
@@ -99,6 +119,15 @@ fn pad8(n: u64) -> u64 {
     (n + 7) & !7
 }
 
+/// Where a ring of `cap` bytes' spill starts in its memory file.
+fn spill_base(cap: u64) -> u64 {
+    (RING as u64 + cap).next_multiple_of(4096)
+}
+
+fn too_large() -> Fail {
+    Fail::Io(io::Error::new(io::ErrorKind::OutOfMemory, "queue item too large"))
+}
+
 /// Why a ring operation gave up.
 #[derive(Debug)]
 pub(crate) enum Fail {
@@ -121,6 +150,25 @@ pub(crate) struct Ring {
     /// Producers' last look at the head, under an epoch: a lower bound (positions only grow), used only by
     /// producer mutex holders; it spares a cache-line transfer between CPUs on most puts.
     seen_head: Cached,
+    /// Whether items that do not fit spill past the ring.
+    spill: bool,
+    /// Where the spill starts in the memory file (past the ring, page-aligned).
+    spill_base: u64,
+    /// The spill tail word when producers last saw the spill empty: while the tail is unchanged, it still is,
+    /// without a look at the consumers' line.
+    seen_empty_spill: AtomicU64,
+    /// How long this process has seen the memory file grow (only producers grow it): a lower bound.
+    spill_grown: AtomicU64,
+    /// The spill window this process's producers write in, and its consumers read in.
+    producer_window: Mutex<Option<Window>>,
+    consumer_window: Mutex<Option<Window>>,
+}
+
+/// A mapping of the spill from offset `start`.
+#[derive(Debug)]
+struct Window {
+    start: u64,
+    map: memmap2::MmapRaw,
 }
 
 /// A position seen under an epoch.
@@ -147,7 +195,7 @@ impl Drop for Held<'_> {
 
 impl Ring {
     /// A fresh ring of `capacity` bytes (a multiple of 8, within [`MIN_CAPACITY`]..=[`MAX_CAPACITY`]).
-    pub(crate) fn create(capacity: usize, maxsize: usize, joinable: bool) -> io::Result<Self> {
+    pub(crate) fn create(capacity: usize, maxsize: usize, joinable: bool, spill: bool) -> io::Result<Self> {
         let (fd, map) = sys::anonymous_shared(RING + capacity)?;
         let base = map.as_mut_ptr();
         // SAFETY: the mapping is RING + capacity bytes, fresh and zeroed, and nobody else has it yet; the
@@ -157,6 +205,7 @@ impl Ring {
             base.add(H_CAPACITY).cast::<u64>().write(capacity as u64);
             base.add(H_MAXSIZE).cast::<u64>().write(maxsize as u64);
             base.add(H_JOINABLE).cast::<u32>().write(u32::from(joinable));
+            base.add(H_SPILL).cast::<u32>().write(u32::from(spill));
             (RobustMutex::init(base.add(PRODUCER_MUTEX), false)?, RobustMutex::init(base.add(CONSUMER_MUTEX), false)?)
         };
         Ok(Ring {
@@ -168,6 +217,12 @@ impl Ring {
             producer,
             consumer,
             seen_head: Cached::default(),
+            spill,
+            spill_base: spill_base(capacity as u64),
+            seen_empty_spill: AtomicU64::new(0),
+            spill_grown: AtomicU64::new(0),
+            producer_window: Mutex::new(None),
+            consumer_window: Mutex::new(None),
         })
     }
 
@@ -175,29 +230,55 @@ impl Ring {
     pub(crate) fn attach(fd: OwnedFd) -> io::Result<Self> {
         let invalid = || io::Error::new(io::ErrorKind::InvalidData, "not an mp queue");
         let size = sys::file_size(&fd)?;
-        if size < (RING + MIN_CAPACITY) as u64 || size > (RING + MAX_CAPACITY) as u64 {
+        if size < (RING + MIN_CAPACITY) as u64 {
             return Err(invalid());
         }
-        let map = sys::map_shared(&fd, size as usize)?;
-        let base = map.as_mut_ptr();
-        // SAFETY: the mapping holds at least RING bytes; the header fields are aligned and were written
-        // before the file left its creator.
-        let (magic, cap, maxsize, joinable) = unsafe {
+        // The header first, to learn the ring's size (the file is larger once something spilled).
+        let header = sys::map_shared(&fd, RING)?;
+        let base = header.as_mut_ptr();
+        // SAFETY: the mapping holds RING bytes; the header fields are aligned and were written before the
+        // file left its creator.
+        let (magic, cap, maxsize, joinable, spill) = unsafe {
             (
                 base.add(H_MAGIC).cast::<[u8; 8]>().read(),
                 base.add(H_CAPACITY).cast::<u64>().read(),
                 base.add(H_MAXSIZE).cast::<u64>().read(),
                 base.add(H_JOINABLE).cast::<u32>().read(),
+                base.add(H_SPILL).cast::<u32>().read(),
             )
         };
-        if magic != MAGIC || cap != size - RING as u64 || cap % 8 != 0 {
+        drop(header);
+        let ring_end = (RING as u64).checked_add(cap).ok_or_else(invalid)?;
+        if magic != MAGIC
+            || !(MIN_CAPACITY as u64..=MAX_CAPACITY as u64).contains(&cap)
+            || cap % 8 != 0
+            || size < ring_end
+            || (spill == 0 && size != ring_end)
+        {
             return Err(invalid());
         }
+        let map = sys::map_shared(&fd, ring_end as usize)?;
+        let base = map.as_mut_ptr();
         // SAFETY: the creator initialised both mutexes (the magic says this is a queue it made); they live
         // as long as the mapping, which the ring owns.
         let (producer, consumer) =
             unsafe { (RobustMutex::attach(base.add(PRODUCER_MUTEX)), RobustMutex::attach(base.add(CONSUMER_MUTEX))) };
-        Ok(Ring { map, fd, cap, maxsize, joinable: joinable != 0, producer, consumer, seen_head: Cached::default() })
+        Ok(Ring {
+            map,
+            fd,
+            cap,
+            maxsize,
+            joinable: joinable != 0,
+            producer,
+            consumer,
+            seen_head: Cached::default(),
+            spill: spill != 0,
+            spill_base: spill_base(cap),
+            seen_empty_spill: AtomicU64::new(0),
+            spill_grown: AtomicU64::new(0),
+            producer_window: Mutex::new(None),
+            consumer_window: Mutex::new(None),
+        })
     }
 
     /// The memory file, to pass to another process.
@@ -228,13 +309,150 @@ impl Ring {
         unsafe { AtomicU32::from_ptr(self.map.as_mut_ptr().add(offset).cast()) }
     }
 
-    /// Items put and not yet taken.
+    /// Items put and not yet taken (in the ring and in the spill).
     pub(crate) fn qsize(&self) -> usize {
-        let (got, _) = unpack(self.u64_at(HEAD).load(Ordering::Acquire));
-        let (put, _) = unpack(self.u64_at(TAIL).load(Ordering::Acquire));
-        // A consumer may count an item a moment before its producer does: never below zero.
-        let n = put.wrapping_sub(got) & COUNT_MASK;
-        if n > COUNT_MASK / 2 { 0 } else { n as usize }
+        let in_ring = |head: usize, tail: usize| {
+            let (got, _) = unpack(self.u64_at(head).load(Ordering::Acquire));
+            let (put, _) = unpack(self.u64_at(tail).load(Ordering::Acquire));
+            // A consumer may count an item a moment before its producer does: never below zero.
+            let n = put.wrapping_sub(got) & COUNT_MASK;
+            if n > COUNT_MASK / 2 { 0 } else { n as usize }
+        };
+        in_ring(HEAD, TAIL) + if self.spill { in_ring(SPILL_HEAD, SPILL_TAIL) } else { 0 }
+    }
+
+    /// Whether the queue spills (it has no byte bound).
+    pub(crate) fn spills(&self) -> bool {
+        self.spill
+    }
+
+    /// Whether the spill holds records (counted: records put against records taken), judged by a producer
+    /// mutex holder: the consumers' line is read only when the spill tail moved since it was last seen empty.
+    fn spill_pending(&self) -> bool {
+        let tail = self.u64_at(SPILL_TAIL).load(Ordering::Relaxed);
+        if self.seen_empty_spill.load(Ordering::Relaxed) == tail {
+            return false;
+        }
+        let (taken, _) = unpack(self.u64_at(SPILL_HEAD).load(Ordering::SeqCst));
+        let empty = taken == unpack(tail).0;
+        if empty {
+            self.seen_empty_spill.store(tail, Ordering::Relaxed);
+        }
+        !empty
+    }
+
+    /// Whether the spill holds a record for a consumer (consumer side).
+    fn spill_has_data(&self) -> bool {
+        self.spill && {
+            let (taken, _) = unpack(self.u64_at(SPILL_HEAD).load(Ordering::Relaxed));
+            let (put, _) = unpack(self.u64_at(SPILL_TAIL).load(Ordering::Acquire));
+            taken != put
+        }
+    }
+
+    /// Whether `item` can go in the ring without waiting (a producer mutex holder asks; consumers only free
+    /// more).
+    fn fits_now(&self, item: &[u8]) -> bool {
+        let len = item.len() as u64;
+        if HEADER + pad8(len) <= self.cap / 2 {
+            let need = HEADER + pad8(len);
+            let contiguous = self.contiguous_at_tail();
+            if contiguous < need { self.has_room(contiguous + need + HEADER) } else { self.has_room(need + HEADER) }
+        } else {
+            let whole = len + 8 + 5 * HEADER + 8;
+            whole <= self.cap && self.has_room(whole)
+        }
+    }
+
+    /// The address of spill offset `from`, in a mapping (cached in `window`) that covers `from..to`: a
+    /// [`SPILL_WINDOW`] at a time, more for a record larger than that. Only one mutex's holder uses a cache.
+    fn spill_at(&self, window: &Mutex<Option<Window>>, from: u64, to: u64) -> Result<*mut u8, Fail> {
+        let mut window = window.lock().unwrap_or_else(|p| p.into_inner());
+        let covered = window.as_ref().is_some_and(|w| w.start <= from && to <= w.start + w.map.len() as u64);
+        if !covered {
+            let start = from / SPILL_WINDOW * SPILL_WINDOW;
+            let end = (start + SPILL_WINDOW).max(to.next_multiple_of(SPILL_WINDOW));
+            let len = usize::try_from(end - start).map_err(|_| too_large())?;
+            let map = sys::map_range(&self.fd, self.spill_base + start, len).map_err(Fail::Io)?;
+            *window = Some(Window { start, map });
+        }
+        let w = window.as_ref().expect("mapped above");
+        // SAFETY: `from` lies inside the mapping (checked or just made to cover `from..to`).
+        Ok(unsafe { w.map.as_mut_ptr().add((from - w.start) as usize) })
+    }
+
+    /// Appends `item` to the spill and publishes it (we hold the producer mutex). Records do not straddle a
+    /// window: one that does not fit in the rest of the current window starts the next, behind a skip mark.
+    fn put_spill(&self, item: &[u8]) -> Result<(), Fail> {
+        let (count, mut tail) = unpack(self.u64_at(SPILL_TAIL).load(Ordering::Relaxed));
+        let record = 8 + pad8(item.len() as u64);
+        let window_end = (tail / SPILL_WINDOW + 1) * SPILL_WINDOW;
+        let skip = tail % SPILL_WINDOW != 0 && tail + record > window_end;
+        let start = if skip { window_end } else { tail };
+        let end = start.checked_add(record).filter(|end| *end <= POS_MASK).ok_or_else(|| {
+            Fail::Io(io::Error::new(io::ErrorKind::OutOfMemory, "the queue's spill has carried 1 TiB; it is worn out"))
+        })?;
+        let size = self.spill_base + end.next_multiple_of(SPILL_WINDOW);
+        if size > self.spill_grown.load(Ordering::Relaxed) {
+            sys::grow_to(&self.fd, size).map_err(Fail::Io)?;
+            self.spill_grown.store(size, Ordering::Relaxed);
+        }
+        if skip {
+            let at = self.spill_at(&self.producer_window, tail, tail + 8)?;
+            // SAFETY: 8 bytes at an 8-aligned offset inside the mapping, past the tail: no consumer reads them
+            // before the tail moves, and only the producer mutex holder (us) writes there.
+            unsafe { at.cast::<u64>().write(SKIP) };
+        }
+        tail = start;
+        let at = self.spill_at(&self.producer_window, tail, end)?;
+        // SAFETY: `record` bytes from `at` lie inside the mapping (it covers `tail..end`), past the tail, as
+        // above.
+        unsafe {
+            at.cast::<u64>().write(item.len() as u64);
+            std::ptr::copy_nonoverlapping(item.as_ptr(), at.add(8), item.len());
+        }
+        self.count_unfinished();
+        self.u64_at(SPILL_TAIL).store(pack(count + 1, end), Ordering::SeqCst);
+        self.wake(DATA_SEQ, DATA_WAITING);
+        Ok(())
+    }
+
+    /// Takes the spill's first record (we hold the consumer mutex and saw one there) and hands its bytes to
+    /// `f`; windows left behind are unmapped and their memory given back.
+    fn get_spill<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, Fail> {
+        let (count, first) = unpack(self.u64_at(SPILL_HEAD).load(Ordering::Relaxed));
+        let tail = self.u64_at(SPILL_TAIL).load(Ordering::Acquire);
+        let mut head = first;
+        // SAFETY: 8 bytes at an 8-aligned offset inside the mapping, published (before the tail).
+        let mut len = unsafe { self.spill_at(&self.consumer_window, head, head + 8)?.cast::<u64>().read() };
+        if len == SKIP {
+            head = (head / SPILL_WINDOW + 1) * SPILL_WINDOW;
+            // SAFETY: as above: a skip mark is followed by a record at the next window's start.
+            len = unsafe { self.spill_at(&self.consumer_window, head, head + 8)?.cast::<u64>().read() };
+        }
+        let end = head.checked_add(8 + pad8(len)).filter(|end| *end <= unpack(tail).1);
+        let Some(end) = end else {
+            return Err(Fail::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "corrupt queue: a spilled record overruns",
+            )));
+        };
+        let at = self.spill_at(&self.consumer_window, head, end)?;
+        // SAFETY: the record's payload lies inside the mapping (it covers `head..end`) and is published and not
+        // yet freed, so no producer writes it while the consumer mutex holder (us) reads it.
+        let result = f(unsafe { std::slice::from_raw_parts(at.add(8), len as usize) });
+        self.u64_at(SPILL_HEAD).store(pack(count + 1, end), Ordering::SeqCst);
+        self.wake(SPACE_SEQ, SPACE_WAITING);
+        // Whole windows behind the head now are free; all of them when the spill emptied and starts over.
+        let from = first / SPILL_WINDOW * SPILL_WINDOW;
+        if unpack(tail).0 == count + 1 && self.restart_spill(count + 1, from, end) {
+            return Ok(result);
+        }
+        let to = end / SPILL_WINDOW * SPILL_WINDOW;
+        if to > from {
+            sys::punch_hole(self.fd.as_fd(), self.spill_base + from, to - from);
+        }
+        Ok(result)
     }
 
     fn used(&self) -> u64 {
@@ -263,11 +481,35 @@ impl Ring {
         self.cap - (tail.wrapping_sub(head) & POS_MASK) >= need
     }
 
+    /// The spill is empty after the consumer took record `taken`, and its windows `from..` up to the one
+    /// holding offset `end` were in use: when no producer is busy, their memory is given back and both ends go
+    /// back to offset 0, so that the memory file's offsets never run out. Whether they did.
+    fn restart_spill(&self, taken: u64, from: u64, end: u64) -> bool {
+        if !matches!(self.producer.try_lock(), Ok(Locked::Yes)) {
+            return false;
+        }
+        let _held = Held(&self.producer);
+        let (put, _) = unpack(self.u64_at(SPILL_TAIL).load(Ordering::SeqCst));
+        if put != taken {
+            return false;
+        }
+        // Under the producer mutex: no record can be written there before the ends move.
+        sys::punch_hole(self.fd.as_fd(), self.spill_base + from, end.next_multiple_of(SPILL_WINDOW) - from);
+        self.u64_at(SPILL_TAIL).store(pack(put, 0), Ordering::SeqCst);
+        self.u64_at(SPILL_HEAD).store(pack(taken, 0), Ordering::SeqCst);
+        true
+    }
+
     /// Whether a chunk is published at the head: its header word is set (consumer side). The consumer
     /// never reads the tail word, which stays with the producers.
-    fn has_data(&self) -> bool {
+    fn has_chunk(&self) -> bool {
         let (_, head) = unpack(self.u64_at(HEAD).load(Ordering::Relaxed));
         self.header_word(head).load(Ordering::SeqCst) != 0
+    }
+
+    /// Whether there is anything for a consumer: a chunk in the ring, or a spilled record.
+    fn has_data(&self) -> bool {
+        self.has_chunk() || self.spill_has_data()
     }
 
     fn lock(&self, mutex: &RobustMutex, deadline: Deadline) -> Result<(), Fail> {
@@ -401,6 +643,13 @@ impl Ring {
     /// After a producer died holding the mutex: a chunk it published without moving the tail (a header
     /// at the tail) is taken into account.
     fn repair_tail(&self) {
+        // A consumer that died restarting an empty spill may have moved one end only: line the head up with
+        // the tail (nothing is in the spill, and no consumer writes the head of an empty spill).
+        let (put, end) = unpack(self.u64_at(SPILL_TAIL).load(Ordering::SeqCst));
+        let (taken, head) = unpack(self.u64_at(SPILL_HEAD).load(Ordering::SeqCst));
+        if put == taken && head != end {
+            self.u64_at(SPILL_HEAD).store(pack(taken, end), Ordering::SeqCst);
+        }
         let (count, pos) = unpack(self.u64_at(TAIL).load(Ordering::Relaxed));
         let header = self.header_word(pos).load(Ordering::SeqCst);
         if header != 0 {
@@ -435,6 +684,9 @@ impl Ring {
         }
         if self.maxsize > 0 && !self.wait(SPACE_SEQ, SPACE_WAITING, deadline, |r| (r.qsize() as u64) < r.maxsize) {
             return Err(Fail::Timeout);
+        }
+        if self.spill && (self.spill_pending() || !self.fits_now(item)) {
+            return self.put_spill(item);
         }
         let len = item.len() as u64;
         if HEADER + pad8(len) <= self.cap / 2 { self.put_small(item, deadline) } else { self.put_large(item, deadline) }
@@ -535,7 +787,7 @@ impl Ring {
     /// when no more of it will come (its producer is gone and left nothing).
     fn wait_rest(&self) -> Result<bool, Fail> {
         loop {
-            if self.wait_data(Deadline::after(Some(LIVENESS_CHECK))) {
+            if self.wait(DATA_SEQ, DATA_WAITING, Deadline::after(Some(LIVENESS_CHECK)), |r| r.has_chunk()) {
                 return Ok(true);
             }
             // The producer mutex is held for the whole item: if we can take it, its holder died.
@@ -548,7 +800,7 @@ impl Ring {
                     }
                     if self.u32_at(PRODUCER_MID).load(Ordering::Relaxed) != 0 {
                         self.abort_partial(Deadline::after(None))?;
-                    } else if !self.has_data() {
+                    } else if !self.has_chunk() {
                         return Ok(false);
                     }
                 }
@@ -569,6 +821,10 @@ impl Ring {
         loop {
             if !self.wait_data(deadline) {
                 return Err(Fail::Timeout);
+            }
+            if !self.has_chunk() {
+                // Ring items are older than spilled ones: the spill's turn comes once the ring is empty.
+                return self.get_spill(f);
             }
             let (count, pos, flags, len) = self.head_chunk();
             if flags & PAD != 0 {

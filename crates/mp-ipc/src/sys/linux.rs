@@ -283,3 +283,22 @@ pub(crate) fn map_shared(fd: &OwnedFd, size: usize) -> io::Result<memmap2::MmapR
 pub(crate) fn file_size(fd: &OwnedFd) -> io::Result<u64> {
     Ok(rustix::fs::fstat(fd)?.st_size as u64)
 }
+
+/// Maps `len` bytes of the memory file `fd` from `offset` (page-aligned), shared.
+pub(crate) fn map_range(fd: &OwnedFd, offset: u64, len: usize) -> io::Result<memmap2::MmapRaw> {
+    memmap2::MmapOptions::new().offset(offset).len(len).map_raw(fd)
+}
+
+/// Makes the file `fd` at least `len` bytes long (never shorter).
+pub(crate) fn grow_to(fd: &OwnedFd, len: u64) -> io::Result<()> {
+    if file_size(fd)? < len {
+        rustix::fs::ftruncate(fd, len)?;
+    }
+    Ok(())
+}
+
+/// Gives the memory behind `len` bytes of the file `fd` from `offset` back (the bytes read as zeros after).
+pub(crate) fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) {
+    let mode = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+    let _ = rustix::fs::fallocate(fd, mode, offset, len);
+}
