@@ -18,7 +18,14 @@ const FLOOR_OF: &[(&str, &str)] = &[
     ("pipe_rtt_obj_samecpu", "socketpair_rtt_samecpu"),
     ("pipe_rtt_obj_crosscpu", "socketpair_rtt_crosscpu"),
     ("pipe_rtt_bytes", "socketpair_rtt"),
+    ("primes_seed", "primes_seed_limit"),
+    ("primes_large", "primes_large_limit"),
 ];
+
+/// Implementations that are neither mp, CPython nor a floor: Rust peers measured on the same workload.
+fn is_peer(implementation: &str) -> bool {
+    !matches!(implementation, "mp" | "cpython" | "floor")
+}
 
 #[derive(Debug)]
 struct Line {
@@ -81,9 +88,13 @@ pub(crate) fn run(groups: &[String]) -> Result<(), String> {
         let lower_is_better = matches!(line.unit.as_str(), "us" | "ms" | "ns" | "s");
         let vs_floor = floor.map(|f| if lower_is_better { line.value / f } else { f / line.value });
         let speedup = cpython.map(|c| if lower_is_better { c / line.value } else { line.value / c });
+        let peer = lines.iter().find(|l| l.workload == line.workload && is_peer(&l.implementation)).map(|p| {
+            let ratio = if lower_is_better { line.value / p.value } else { p.value / line.value };
+            format!("  {} {:.1}: {ratio:.2}x its time", p.implementation, p.value)
+        });
         let show = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
         println!(
-            "{:<26} {:>12} {:>12} {:>12} {:>10} {:>12}   ({})",
+            "{:<26} {:>12} {:>12} {:>12} {:>10} {:>12}   ({}){}",
             line.workload,
             format!("{:.1}", line.value),
             show(cpython),
@@ -91,6 +102,7 @@ pub(crate) fn run(groups: &[String]) -> Result<(), String> {
             vs_floor.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}x")),
             speedup.map_or_else(|| "-".to_owned(), |s| format!("{s:.1}x faster")),
             line.unit,
+            peer.unwrap_or_default(),
         );
     }
     Ok(())

@@ -20,6 +20,51 @@ fn is_prime(n: u64) -> bool {
     n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
 }
 
+/// The README's program (`Pool::new(4).map(is_prime, 1..=limit)`, pool start and teardown included) against
+/// the same loop in this process (`primes_seq_inproc`, and the limit for this machine: the loop ÷ cores) and
+/// against rayon's `par_iter` on a thread pool of `cores` threads started for the run.
+fn primes(limit: u64, expected: usize, workload: &str, rounds: usize) {
+    let cores = mp_process::cpu_count().max(1);
+    let sequential = median(
+        (0..rounds)
+            .map(|_| {
+                seconds(|| {
+                    let found = (1..=std::hint::black_box(limit)).filter(|&n| is_prime(n)).count();
+                    assert_eq!(found, expected);
+                }) * 1e3
+            })
+            .collect(),
+    );
+    let seq_name = if limit == 100_000 { "primes_seq_inproc".to_owned() } else { format!("{workload}_seq_inproc") };
+    report(&seq_name, "floor", sequential, "ms");
+    report(&format!("{workload}_limit"), "floor", sequential / cores as f64, "ms");
+    let rayon = median(
+        (0..rounds)
+            .map(|_| {
+                seconds(|| {
+                    use rayon::prelude::*;
+                    let threads = rayon::ThreadPoolBuilder::new().num_threads(cores).build().expect("rayon");
+                    let found = threads.install(|| (1..=limit).into_par_iter().filter(|&n| is_prime(n)).count());
+                    assert_eq!(found, expected);
+                }) * 1e3
+            })
+            .collect(),
+    );
+    report(workload, "rayon", rayon, "ms");
+    let mp = median(
+        (0..rounds)
+            .map(|_| {
+                seconds(|| {
+                    let pool = Pool::new(4).expect("pool");
+                    let found = pool.map(is_prime, 1..=limit).expect("map").into_iter().filter(|&p| p).count();
+                    assert_eq!(found, expected);
+                }) * 1e3
+            })
+            .collect(),
+    );
+    report(workload, "mp", mp, "ms");
+}
+
 fn seconds(f: impl FnOnce()) -> f64 {
     let start = Instant::now();
     f();
@@ -98,18 +143,8 @@ pub(crate) fn run() {
     report("executor_map_first_result", "mp", first, "ms");
     drop(executor);
 
-    let primes = median(
-        (0..3)
-            .map(|_| {
-                seconds(|| {
-                    let pool = Pool::new(4).expect("pool");
-                    let found = pool.map(is_prime, 1..=100_000u64).expect("map").into_iter().filter(|&p| p).count();
-                    assert_eq!(found, 9592);
-                }) * 1e3
-            })
-            .collect(),
-    );
-    report("primes_seed", "mp", primes, "ms");
+    primes(100_000, 9_592, "primes_seed", 5);
+    primes(10_000_000, 664_579, "primes_large", 3);
 
     let with = |workers: usize| {
         let pool = Pool::new(workers).expect("pool");

@@ -22,11 +22,6 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, PoolEr
     mp_process::codec::to_vec(value).map_err(PoolError::Serialize)
 }
 
-/// CPython's default chunk size for `map`: `ceil(len / (4 × workers))`.
-pub(crate) fn default_chunksize(len: usize, workers: usize) -> usize {
-    len.div_ceil(4 * workers.max(1)).max(1)
-}
-
 /// Options for a [`Pool`] (CPython's `Pool(processes, initializer, initargs, maxtasksperchild, context)`).
 #[derive(Debug, Clone, Default)]
 pub struct PoolBuilder {
@@ -148,9 +143,11 @@ impl Pool {
         self.core.processes()
     }
 
-    /// Applies `f` to every item, in order, and waits for all the results (CPython's `map`, with its default
-    /// chunk size `ceil(len / (4 × processes))`). The first failed task's error is returned once every task
-    /// has ended.
+    /// Applies `f` to every item, in order, and waits for all the results (CPython's `map`). The items go in
+    /// chunks that shrink as the input drains (guided self-scheduling: each a `1 / (2 × processes)` share of
+    /// what is left, no smaller than `1 / (32 × processes)` of the whole), so that work whose cost grows along
+    /// the input leaves no worker with a heavy last chunk; [`map_chunked`](Self::map_chunked) takes CPython's
+    /// fixed chunks instead. The first failed task's error is returned once every task has ended.
     pub fn map<F, M, A, I>(&self, f: F, iterable: I) -> Result<Vec<F::Result>, PoolError>
     where
         F: Task<M, A>,
@@ -184,7 +181,8 @@ impl Pool {
         self.map(f, iterable)
     }
 
-    /// Submits a `map` and returns at once (CPython's `map_async`; `chunksize: None` for the default).
+    /// Submits a `map` and returns at once (CPython's `map_async`; `chunksize: None` for `map`'s shrinking
+    /// chunks, `Some(n)` for CPython's fixed ones).
     pub fn map_async<F, M, A, I>(
         &self,
         f: F,
@@ -216,12 +214,10 @@ impl Pool {
         I: IntoIterator<Item = A>,
     {
         let _ = f;
-        let chunksize = match chunksize {
-            Some(0) => return Err(PoolError::ZeroChunksize),
-            other => other,
-        };
+        if chunksize == Some(0) {
+            return Err(PoolError::ZeroChunksize);
+        }
         let items: Vec<A> = iterable.into_iter().collect();
-        let chunksize = chunksize.unwrap_or_else(|| default_chunksize(items.len(), self.processes()));
         let cell = Arc::new(Cell::new());
         cell.on_done(Box::new(callback));
         if items.is_empty() {
@@ -231,16 +227,28 @@ impl Pool {
             cell.set(Ok(Vec::new()));
             return Ok(AsyncResult { cell });
         }
+        let bounds = match chunksize {
+            Some(n) => fixed_chunks(items.len(), n),
+            None => guided_chunks(items.len(), self.processes()),
+        };
         let entry = FnOffset::of(task::map_entry::<F, M, A> as Entry);
-        let chunks: Vec<&[A]> = items.chunks(chunksize).collect();
-        let gather = Arc::new(Mutex::new(Gather { parts: vec![None; chunks.len()], left: chunks.len(), error: None }));
-        let mut jobs = Vec::with_capacity(chunks.len());
-        for (index, chunk) in chunks.into_iter().enumerate() {
+        let gather = Arc::new(Mutex::new(Gather {
+            parts: (0..bounds.len()).map(|_| None).collect(),
+            left: bounds.len(),
+            error: None,
+        }));
+        // Each chunk goes to the workers as soon as it is encoded, so that they start while the rest is encoded.
+        let mut submitted = Vec::with_capacity(bounds.len());
+        for (index, range) in bounds.into_iter().enumerate() {
             let (gather, cell) = (gather.clone(), cell.clone());
             let completion: Completion = Box::new(move |result| {
+                // Decoded here, on the handler thread, as each chunk arrives.
+                let decoded = result.and_then(|bytes| {
+                    postcard::from_bytes::<Vec<F::Result>>(&bytes).map_err(|e| TaskError::ResultDecode(e.to_string()))
+                });
                 let mut g = gather.lock().unwrap_or_else(|p| p.into_inner());
-                match result {
-                    Ok(bytes) => g.parts[index] = Some(bytes),
+                match decoded {
+                    Ok(part) => g.parts[index] = Some(part),
                     Err(e) => {
                         g.error.get_or_insert(e);
                     }
@@ -249,15 +257,23 @@ impl Pool {
                 if g.left == 0 {
                     let outcome = match g.error.take() {
                         Some(e) => Err(e),
-                        None => decode_parts(std::mem::take(&mut g.parts)),
+                        None => join_parts(std::mem::take(&mut g.parts)),
                     };
                     drop(g);
                     cell.set(outcome);
                 }
             });
-            jobs.push((entry, encode(chunk)?, completion));
+            let job = encode_presized(&items[range]).map(|bytes| (entry, bytes, completion));
+            match job.and_then(|job| self.core.submit(vec![job])) {
+                Ok(ids) => submitted.extend(ids),
+                Err(e) => {
+                    for id in submitted {
+                        self.core.cancel(id);
+                    }
+                    return Err(e);
+                }
+            }
         }
-        self.core.submit(jobs)?;
         Ok(AsyncResult { cell })
     }
 
@@ -399,20 +415,47 @@ where
     Ok((entry, encode(chunk)?, completion))
 }
 
-struct Gather {
-    parts: Vec<Option<Vec<u8>>>,
+struct Gather<R> {
+    parts: Vec<Option<Vec<R>>>,
     left: usize,
     error: Option<TaskError>,
 }
 
-fn decode_parts<R: DeserializeOwned>(parts: Vec<Option<Vec<u8>>>) -> Result<Vec<R>, TaskError> {
-    let mut out = Vec::new();
+fn join_parts<R>(parts: Vec<Option<Vec<R>>>) -> Result<Vec<R>, TaskError> {
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.as_ref().map_or(0, Vec::len)).sum());
     for part in parts {
-        let bytes = part.ok_or(TaskError::Cancelled)?;
-        let items: Vec<R> = postcard::from_bytes(&bytes).map_err(|e| TaskError::ResultDecode(e.to_string()))?;
-        out.extend(items);
+        out.extend(part.ok_or(TaskError::Cancelled)?);
     }
     Ok(out)
+}
+
+/// CPython's chunks of `chunksize` items (the last one shorter).
+fn fixed_chunks(len: usize, chunksize: usize) -> Vec<std::ops::Range<usize>> {
+    (0..len).step_by(chunksize).map(|start| start..(start + chunksize).min(len)).collect()
+}
+
+/// The default chunks of a `map`: guided self-scheduling. Each chunk is a share of what is left
+/// (`1 / (2 × workers)`), no smaller than `1 / (32 × workers)` of the whole: the first chunks are large, so
+/// that few round trips carry most of the input, and the last ones small, so that no worker is left with a
+/// heavy tail while the others idle (the cost of an item often grows along the input; CPython's fixed
+/// `len / (4 × workers)` leaves the heaviest chunk to the end).
+fn guided_chunks(len: usize, workers: usize) -> Vec<std::ops::Range<usize>> {
+    let workers = workers.max(1);
+    let smallest = len.div_ceil(32 * workers).max(1);
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    while start < len {
+        let size = (len - start).div_ceil(2 * workers).max(smallest).min(len - start);
+        chunks.push(start..start + size);
+        start += size;
+    }
+    chunks
+}
+
+/// Encodes a chunk into a buffer sized for it up front (no regrowth: a fresh buffer's pages are touched once).
+fn encode_presized<A: Serialize>(chunk: &[A]) -> Result<Vec<u8>, PoolError> {
+    let estimate = std::mem::size_of_val(chunk).saturating_add(16).min(64 << 20);
+    mp_process::codec::to_extend(chunk, Vec::with_capacity(estimate)).map_err(PoolError::Serialize)
 }
 
 /// A result that will be ready later (CPython's `AsyncResult`).
@@ -667,5 +710,34 @@ impl<R, I: Iterator> std::fmt::Debug for Imap<'_, R, I> {
             .field("ordered", &self.ordered)
             .field("in_flight", &(self.submitted - self.yielded))
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{fixed_chunks, guided_chunks};
+
+    #[test]
+    fn guided_chunks_cover_the_input_in_order_and_shrink() {
+        for (len, workers) in [(1, 4), (7, 4), (100, 1), (100_000, 4), (10_000_000, 2), (5, 64)] {
+            let chunks = guided_chunks(len, workers);
+            assert_eq!(chunks.first().unwrap().start, 0);
+            assert_eq!(chunks.last().unwrap().end, len);
+            assert!(chunks.windows(2).all(|w| w[0].end == w[1].start), "contiguous");
+            assert!(chunks.windows(2).all(|w| w[0].len() >= w[1].len()), "never growing");
+            let smallest = len.div_ceil(32 * workers);
+            assert!(chunks[..chunks.len() - 1].iter().all(|c| c.len() >= smallest), "no chunk under the floor");
+            assert!(chunks.len() <= 2 * workers * 8 + 32 * workers, "{} chunks", chunks.len());
+        }
+        let chunks = guided_chunks(100_000, 4);
+        assert_eq!(chunks[0].len(), 12_500, "the first is an eighth of the whole");
+    }
+
+    #[test]
+    fn fixed_chunks_are_cpythons() {
+        assert_eq!(fixed_chunks(10, 4), [0..4, 4..8, 8..10]);
+        assert_eq!(fixed_chunks(8, 4), [0..4, 4..8]);
+        assert_eq!(fixed_chunks(1, 4).len(), 1);
+        assert_eq!(fixed_chunks(1, 4)[0], 0..1);
     }
 }
