@@ -41,6 +41,7 @@ fn main() {
         futures_of_different_types_are_waited_on_together,
         a_callback_may_submit_while_large_results_stream,
         executor_map_streams_in_order_and_stops_at_the_failing_item,
+        no_job_waits_behind_a_long_one_while_a_worker_idles,
     ]);
 }
 
@@ -348,8 +349,11 @@ fn executor_map_wait_and_as_completed() {
     let executor = ExecutorBuilder::new().max_workers(2).start_method(support::method()).build().unwrap();
     let values: Vec<u64> = executor.map(square, 0..50, 4).unwrap().map(Result::unwrap).collect();
     assert_eq!(values, (0..50).map(|x| x * x).collect::<Vec<_>>());
-    let mut timed = executor.map_timeout(nap, [2_000u64], 1, Some(Duration::from_millis(100))).unwrap();
+    // On an executor of its own: the timed-out task runs on there for two seconds.
+    let slow = ExecutorBuilder::new().max_workers(1).start_method(support::method()).build().unwrap();
+    let mut timed = slow.map_timeout(nap, [2_000u64], 1, Some(Duration::from_millis(100))).unwrap();
     assert!(matches!(timed.next(), Some(Err(TaskError::Timeout))));
+    slow.shutdown(false, true);
     let futures: Vec<_> = [300u64, 10, 150].into_iter().map(|ms| executor.submit(nap, ms).unwrap()).collect();
     let order: Vec<usize> = as_completed(&futures, Some(Duration::from_secs(20))).map(Result::unwrap).collect();
     assert_eq!(order.len(), 3);
@@ -720,4 +724,22 @@ fn executor_map_streams_in_order_and_stops_at_the_failing_item() {
     assert!(timed.next().is_none());
     assert!(matches!(executor.map(square, [1u64], 0), Err(PoolError::ZeroChunksize)));
     assert_eq!(executor.map(square, Vec::<u64>::new(), 1).unwrap().count(), 0);
+}
+
+/// A worker holds the job it runs and the next; a short job handed to a worker busy with a long one must not wait
+/// there while another worker idles (it waited the whole long job): it is taken back and run by the idle one.
+fn no_job_waits_behind_a_long_one_while_a_worker_idles() {
+    let executor = ExecutorBuilder::new().max_workers(2).start_method(support::method()).build().unwrap();
+    executor.submit(nap, 0).unwrap().result().unwrap(); // both workers are up
+    executor.submit(nap, 0).unwrap().result().unwrap();
+    let started = Instant::now();
+    let long = executor.submit(nap, 3_000).unwrap();
+    let short: Vec<_> = (0..5).map(|_| executor.submit(nap, 20).unwrap()).collect();
+    for (i, f) in short.iter().enumerate() {
+        assert_eq!(f.result_timeout(Duration::from_secs(20)).unwrap(), 20, "short job {i}");
+    }
+    let took = started.elapsed();
+    assert!(!long.done(), "the long job still runs");
+    assert!(took < Duration::from_millis(2_000), "every short job ran beside the long one: {took:?}");
+    assert_eq!(long.result_timeout(Duration::from_secs(20)).unwrap(), 3_000);
 }

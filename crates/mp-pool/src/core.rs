@@ -81,6 +81,8 @@ struct Pending {
 struct Sent {
     id: u64,
     segment: Option<InputSegment>,
+    /// When it was handed over.
+    at: Instant,
 }
 
 struct Slot {
@@ -123,6 +125,11 @@ impl std::fmt::Debug for Core {
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+thread_local! {
+    /// Whether this thread is a pool's handler (see [`Core::wake`]).
+    static ON_A_HANDLER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Jobs that ended, with their completions: called once the state lock is released.
@@ -237,11 +244,15 @@ impl Core {
         Ok(ids)
     }
 
-    /// Tells the handler to look at the state again. Never waits: a callback runs on the handler thread, the
-    /// inbox's only reader, and a worker may hold the inbox streaming a large result — a blocking put there
-    /// would wait for good. A wake-up that finds no room is recorded instead (`false`), and the handler, busy
-    /// draining the inbox anyway, looks again before it next waits.
+    /// Tells the handler to look at the state again. On a handler thread (a callback runs there, and this
+    /// pool's handler is the inbox's only reader, while a worker may hold the inbox streaming a large result)
+    /// it never waits: a wake-up that finds no room is recorded instead (`false`), and the handler looks again
+    /// before it next waits. Any other thread puts the wake-up however long that takes (the handler drains
+    /// the inbox, and a worker killed holding it gives it up as it dies).
     fn wake(&self) -> bool {
+        if !ON_A_HANDLER.get() {
+            return self.inbox.put(Inbox::Wake).is_ok();
+        }
         if self.inbox.try_put(Inbox::Wake).is_ok() {
             return true;
         }
@@ -296,16 +307,18 @@ impl Core {
             state.phase = Phase::Terminated;
         }
         let finished = Self::fail_all(&mut state, TaskError::Cancelled);
-        for slot in &mut state.slots {
+        drop(state);
+        // The handler is told before the workers die: a worker killed while it holds the inbox would make
+        // this wake-up wait until its death is noticed.
+        let _ = self.wake();
+        for slot in &mut lock(&self.state).slots {
             if let Some(p) = &slot.process {
                 let _ = p.kill();
             }
         }
-        drop(state);
         for (completion, result) in finished {
             completion(result);
         }
-        let _ = self.wake();
     }
 
     /// Whether `close` or `terminate` was called (or the pool broke).
@@ -339,6 +352,7 @@ impl Core {
 
     /// The handler thread.
     fn handle_loop(self: Arc<Self>) {
+        ON_A_HANDLER.set(true);
         let mut last_check = Instant::now();
         loop {
             let wait = if self.missed_wake.swap(false, Ordering::SeqCst) { Duration::ZERO } else { LIVENESS_INTERVAL };
@@ -521,35 +535,82 @@ impl Core {
         }
     }
 
-    /// Hands pending jobs to workers with room, oldest first.
+    /// Hands pending jobs to workers with room, oldest first, each to the worker holding the fewest (an idle
+    /// worker before one that already has a job waiting; among equals, the one whose job started last, since
+    /// a job that has run long is likely to run on). Then no worker idles while another holds a job it has not
+    /// started: that job is taken back from its queue and handed to the idle one.
     fn dispatch(&self, state: &mut State) {
         if matches!(state.phase, Phase::Terminated | Phase::Broken(_)) {
             return;
         }
-        let max_tasks = self.config.max_tasks;
-        loop {
-            let mut progressed = false;
-            for index in 0..state.slots.len() {
-                let slot = &state.slots[index];
-                let budget_left = max_tasks.is_none_or(|max| slot.done + (slot.outstanding.len() as u64) < max);
-                if slot.process.is_none() || slot.outstanding.len() >= WINDOW || !budget_left {
-                    continue;
-                }
-                let Some(job) = state.pending.pop_front() else { return };
-                let slot = &mut state.slots[index];
-                let Pending { id, entry, input, segment } = job;
-                match slot.tasks.try_put(Some(Job { id, entry, input })) {
-                    Ok(()) => {
-                        slot.outstanding.push_back(Sent { id, segment });
-                        progressed = true;
-                    }
-                    Err(e) => {
-                        let Some(Job { input, .. }) = e.into_inner() else { unreachable!("we put a job") };
-                        state.pending.push_front(Pending { id, entry, input, segment });
-                    }
-                }
+        let mut full = vec![false; state.slots.len()];
+        while !state.pending.is_empty() {
+            let Some(index) = self.least_loaded(state, &full) else { break };
+            let Pending { id, entry, input, segment } = state.pending.pop_front().expect("not empty");
+            if let Err(job) = Self::hand_over(&mut state.slots[index], Job { id, entry, input }, segment) {
+                state.pending.push_front(job);
+                full[index] = true;
             }
-            if !progressed {
+        }
+        if state.pending.is_empty() {
+            self.rebalance(state);
+        }
+    }
+
+    /// The slot that should take the next job: alive, with room and budget, holding the fewest.
+    fn least_loaded(&self, state: &State, full: &[bool]) -> Option<usize> {
+        let max_tasks = self.config.max_tasks;
+        state
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(index, slot)| {
+                let budget_left = max_tasks.is_none_or(|max| slot.done + (slot.outstanding.len() as u64) < max);
+                !full[*index] && slot.process.is_some() && slot.outstanding.len() < WINDOW && budget_left
+            })
+            .min_by_key(|(_, slot)| {
+                let started = slot.outstanding.front().map(|s| std::cmp::Reverse(s.at));
+                (slot.outstanding.len(), started)
+            })
+            .map(|(index, _)| index)
+    }
+
+    /// Puts `job` in `slot`'s queue; when there is no room, it comes back as pending.
+    fn hand_over(slot: &mut Slot, job: Job, segment: Option<InputSegment>) -> Result<(), Pending> {
+        let id = job.id;
+        match slot.tasks.try_put(Some(job)) {
+            Ok(()) => {
+                slot.outstanding.push_back(Sent { id, segment, at: Instant::now() });
+                Ok(())
+            }
+            Err(e) => {
+                let Some(Job { id, entry, input }) = e.into_inner() else { unreachable!("we put a job") };
+                Err(Pending { id, entry, input, segment })
+            }
+        }
+    }
+
+    /// Moves jobs that wait behind a running one to workers that have nothing.
+    fn rebalance(&self, state: &mut State) {
+        let no_full = vec![false; state.slots.len()];
+        loop {
+            let idle = state.slots.iter().position(|s| s.process.is_some() && s.ready && s.outstanding.is_empty());
+            let Some(idle) = idle else { return };
+            if self.least_loaded(state, &no_full) != Some(idle) {
+                return; // it has no budget left
+            }
+            let Some(donor) = state.slots.iter().position(|s| s.process.is_some() && s.outstanding.len() >= 2) else {
+                return;
+            };
+            // Whatever is still in the donor's queue has not started; its worker holds the rest.
+            let Ok(Some(job)) = state.slots[donor].tasks.try_get() else { return };
+            let slot = &mut state.slots[donor];
+            let segment = match slot.outstanding.iter().position(|s| s.id == job.id) {
+                Some(at) => slot.outstanding.remove(at).and_then(|sent| sent.segment),
+                None => None, // not tracked as the donor's (cannot happen): it still runs, where there is room
+            };
+            if let Err(pending) = Self::hand_over(&mut state.slots[idle], job, segment) {
+                state.pending.push_front(pending);
                 return;
             }
         }

@@ -237,8 +237,12 @@ impl Pool {
             left: bounds.len(),
             error: None,
         }));
-        // Each chunk goes to the workers as soon as it is encoded, so that they start while the rest is encoded.
-        let mut submitted = Vec::with_capacity(bounds.len());
+        // Chunks go to the workers as they are encoded, so that the workers start while the rest is encoded: the
+        // first alone, then in batches that double (one lock and wake-up each), up to 256.
+        let total = bounds.len();
+        let mut submitted = Vec::with_capacity(total);
+        let mut batch = Vec::new();
+        let mut batch_size = 1;
         for (index, range) in bounds.into_iter().enumerate() {
             let (gather, cell) = (gather.clone(), cell.clone());
             let completion: Completion = Box::new(move |result| {
@@ -263,15 +267,20 @@ impl Pool {
                     cell.set(outcome);
                 }
             });
-            let job = encode_presized(&items[range]).map(|bytes| (entry, bytes, completion));
-            match job.and_then(|job| self.core.submit(vec![job])) {
-                Ok(ids) => submitted.extend(ids),
-                Err(e) => {
-                    for id in submitted {
-                        self.core.cancel(id);
-                    }
-                    return Err(e);
+            let sent = encode_presized(&items[range]).and_then(|bytes| {
+                batch.push((entry, bytes, completion));
+                if batch.len() == batch_size || index + 1 == total {
+                    submitted.extend(self.core.submit(std::mem::take(&mut batch))?);
+                    batch_size = (batch_size * 2).min(256);
                 }
+                Ok(())
+            });
+            if let Err(e) = sent {
+                // What was submitted is taken back (what a worker already has runs on, unread).
+                for id in submitted {
+                    self.core.cancel(id);
+                }
+                return Err(e);
             }
         }
         Ok(AsyncResult { cell })
