@@ -55,6 +55,7 @@ fn main() {
         a_lent_descriptor_reports_every_waiting_message,
         an_unbounded_queue_never_makes_its_producer_wait,
         a_queue_stays_fifo_across_its_ring_and_its_spill,
+        decode_errors_say_why,
     ]);
 }
 
@@ -1212,4 +1213,42 @@ fn a_queue_stays_fifo_across_its_ring_and_its_spill() {
         p.join().unwrap();
     }
     assert!(q.empty());
+}
+
+fn send_zero(mut conn: Connection) {
+    conn.send(&0u32).unwrap();
+    conn.send(&7u32).unwrap();
+}
+
+/// A value that fails to decode says why, in the words of its `Deserialize` impl (postcard alone says "Serde
+/// Deserialization Error"), and the stream or queue goes on.
+fn decode_errors_say_why() {
+    use std::num::NonZeroU32;
+    let (mut ours, theirs) = pipe(Direction::Duplex).unwrap();
+    let mut p = Process::new(send_zero, theirs);
+    p.start().unwrap();
+    match ours.recv::<NonZeroU32>() {
+        Err(RecvError::Decode(message)) => assert!(message.contains("nonzero"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(ours.recv::<NonZeroU32>().unwrap().get(), 7, "the stream goes on");
+    p.join().unwrap();
+    // A queue read as another type: the item is taken, the error says why, the next item decodes.
+    let q: Queue<u32> = Queue::new().unwrap();
+    let (bytes, fds) = mp_process::to_bytes_with_handles(&q.clone()).unwrap();
+    let nonzero: Queue<NonZeroU32> = mp_process::from_bytes_with_handles(&bytes, fds).unwrap();
+    q.put(0).unwrap();
+    q.put(5).unwrap();
+    match nonzero.get_timeout(Duration::from_secs(5)) {
+        Err(GetError::Decode(message)) => assert!(message.contains("nonzero"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(nonzero.get_timeout(Duration::from_secs(5)).unwrap().get(), 5);
+    // Errors of postcard's own stay postcard's.
+    let (mut a, mut b) = pipe(Direction::Duplex).unwrap();
+    a.send_bytes(&[1]).unwrap();
+    match b.recv::<(u32, u32)>() {
+        Err(RecvError::Decode(message)) => assert!(message.contains("end of buffer"), "{message}"),
+        other => panic!("{other:?}"),
+    }
 }

@@ -42,6 +42,7 @@ fn main() {
         a_callback_may_submit_while_large_results_stream,
         executor_map_streams_in_order_and_stops_at_the_failing_item,
         no_job_waits_behind_a_long_one_while_a_worker_idles,
+        undecodable_values_say_why,
     ]);
 }
 
@@ -742,4 +743,37 @@ fn no_job_waits_behind_a_long_one_while_a_worker_idles() {
     assert!(!long.done(), "the long job still runs");
     assert!(took < Duration::from_millis(2_000), "every short job ran beside the long one: {took:?}");
     assert_eq!(long.result_timeout(Duration::from_secs(20)).unwrap(), 3_000);
+}
+
+/// Serializes as a number; refuses to deserialize an odd one, saying so.
+#[derive(Debug, Serialize)]
+struct Even(u32);
+
+impl<'de> serde::Deserialize<'de> for Even {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u32::deserialize(d)?;
+        if n % 2 == 1 { Err(serde::de::Error::custom(format!("{n} is odd"))) } else { Ok(Even(n)) }
+    }
+}
+
+fn make_even(n: u32) -> Even {
+    Even(n)
+}
+
+fn takes_even(e: Even) -> u32 {
+    e.0
+}
+
+/// Arguments that fail to decode in the worker, and results that fail to decode in the parent, carry the
+/// message the `Deserialize` impl raised (postcard alone says "Serde Deserialization Error").
+fn undecodable_values_say_why() {
+    let pool = new_pool(1);
+    assert_eq!(pool.apply(make_even, 4).unwrap().0, 4);
+    let result = pool.apply(make_even, 3);
+    assert!(matches!(&result, Err(PoolError::Task(TaskError::ResultDecode(m))) if m == "3 is odd"), "{result:?}");
+    let argument = pool.apply(takes_even, Even(5));
+    assert!(matches!(&argument, Err(PoolError::Task(TaskError::ArgumentDecode(m))) if m == "5 is odd"), "{argument:?}");
+    let mapped = pool.map(takes_even, [Even(2), Even(9)]);
+    assert!(matches!(&mapped, Err(PoolError::Task(TaskError::ArgumentDecode(m))) if m == "9 is odd"), "{mapped:?}");
+    assert_eq!(pool.apply(square, 5).unwrap(), 25, "the pool stays healthy");
 }

@@ -451,9 +451,7 @@ impl Connection {
     /// Receives a value sent with [`send`](Self::send). Bytes that do not decode as `T` are
     /// [`RecvError::Decode`], and the connection stays at the next message.
     pub fn recv<T: DeserializeOwned>(&mut self) -> Result<T, RecvError> {
-        self.with_frame(self.max_message, |bytes| {
-            postcard::from_bytes(bytes).map_err(|e| RecvError::Decode(e.to_string()))
-        })?
+        self.with_frame(self.max_message, |bytes| mp_process::codec::from_bytes(bytes).map_err(RecvError::Decode))?
     }
 
     /// Like [`recv`](Self::recv), waiting at most `timeout` for the message to start.

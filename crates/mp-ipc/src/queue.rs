@@ -266,9 +266,9 @@ impl<T: DeserializeOwned> Queue<T> {
         if self.is_closed() {
             return Err(GetError::Closed);
         }
-        match self.ring.get(deadline, |bytes| postcard::from_bytes(bytes)) {
+        match self.ring.get(deadline, |bytes| mp_process::codec::from_bytes(bytes)) {
             Ok(Ok(item)) => Ok(item),
-            Ok(Err(e)) => Err(GetError::Decode(e.to_string())),
+            Ok(Err(message)) => Err(GetError::Decode(message)),
             Err(Fail::Timeout) => Err(GetError::Empty),
             Err(Fail::Io(e)) => Err(GetError::Io(e)),
         }

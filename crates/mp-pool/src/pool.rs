@@ -248,7 +248,7 @@ impl Pool {
             let completion: Completion = Box::new(move |result| {
                 // Decoded here, on the handler thread, as each chunk arrives.
                 let decoded = result.and_then(|bytes| {
-                    postcard::from_bytes::<Vec<F::Result>>(&bytes).map_err(|e| TaskError::ResultDecode(e.to_string()))
+                    mp_process::codec::from_bytes::<Vec<F::Result>>(&bytes).map_err(TaskError::ResultDecode)
                 });
                 let mut g = gather.lock().unwrap_or_else(|p| p.into_inner());
                 match decoded {
@@ -397,9 +397,7 @@ where
     let _ = f;
     let entry = FnOffset::of(task::call_entry::<F, M, A> as Entry);
     let completion: Completion = Box::new(move |result| {
-        cell.set(
-            result.and_then(|bytes| postcard::from_bytes(&bytes).map_err(|e| TaskError::ResultDecode(e.to_string()))),
-        );
+        cell.set(result.and_then(|bytes| mp_process::codec::from_bytes(&bytes).map_err(TaskError::ResultDecode)));
     });
     Ok((entry, encode(args)?, completion))
 }
@@ -417,9 +415,7 @@ where
 {
     let entry = FnOffset::of(task::map_entry::<F, M, A> as Entry);
     let completion: Completion = Box::new(move |result| {
-        cell.set(
-            result.and_then(|bytes| postcard::from_bytes(&bytes).map_err(|e| TaskError::ResultDecode(e.to_string()))),
-        );
+        cell.set(result.and_then(|bytes| mp_process::codec::from_bytes(&bytes).map_err(TaskError::ResultDecode)));
     });
     Ok((entry, encode(chunk)?, completion))
 }
@@ -684,9 +680,7 @@ where
             };
             self.yielded += 1;
             let len = self.lens.remove(&index).unwrap_or(0);
-            match result
-                .and_then(|b| postcard::from_bytes::<Vec<R>>(&b).map_err(|e| TaskError::ResultDecode(e.to_string())))
-            {
+            match result.and_then(|b| mp_process::codec::from_bytes::<Vec<R>>(&b).map_err(TaskError::ResultDecode)) {
                 Ok(items) => self.current.extend(items.into_iter().map(Ok)),
                 Err(e) => self.current.extend(std::iter::repeat_n(e, len).map(Err)),
             }

@@ -65,7 +65,7 @@ where
     F::Output: Serialize,
     A: DeserializeOwned,
 {
-    let items: Vec<A> = postcard::from_bytes(input).map_err(|e| Failure::ArgumentDecode(e.to_string()))?;
+    let items: Vec<A> = mp_process::codec::from_bytes(input).map_err(Failure::ArgumentDecode)?;
     let f: F = offset::conjure();
     let outputs = catch(|| items.into_iter().map(|a| f.call(a)).collect::<Vec<_>>())?;
     mp_process::codec::to_vec(&outputs).map_err(Failure::ResultEncode)
@@ -78,7 +78,7 @@ where
     F::Output: Serialize,
     A: DeserializeOwned,
 {
-    let args: A = postcard::from_bytes(input).map_err(|e| Failure::ArgumentDecode(e.to_string()))?;
+    let args: A = mp_process::codec::from_bytes(input).map_err(Failure::ArgumentDecode)?;
     let f: F = offset::conjure();
     let output = catch(|| f.call(args))?;
     mp_process::codec::to_vec(&output).map_err(Failure::ResultEncode)

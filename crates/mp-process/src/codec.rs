@@ -1,7 +1,9 @@
-//! Encoding with the serializer's own words: postcard turns every error a `Serialize` impl raises
-//! (`S::Error::custom("…")`) into one fixed text, "Serde Serialization Error". mp's crates encode through
-//! [`to_vec`] and [`to_extend`], which on such an error serialize the value once more into a probe — a
-//! serializer that writes nothing and keeps the message — so the error says why the value failed.
+//! Encoding and decoding with serde's own words: postcard turns every error a `Serialize` impl raises
+//! (`S::Error::custom("…")`) into one fixed text, "Serde Serialization Error", and every error a `Deserialize`
+//! impl raises into "Serde Deserialization Error". mp's crates encode through [`to_vec`] and [`to_extend`],
+//! which on such an error serialize the value once more into a probe — a serializer that writes nothing and
+//! keeps the message — and decode through [`from_bytes`], which on such an error decodes once more through an
+//! adapter whose errors keep their message, so the error says why the value failed.
 //!
 //! The fast path is postcard's alone; the second pass runs only for a value that already failed. A
 //! `Serialize` impl that fails only the first time (it depends on outside state) gets postcard's text.
@@ -9,7 +11,7 @@
 use std::fmt::Display;
 
 use serde::Serialize;
-use serde::ser;
+use serde::{de, ser};
 
 /// Serializes `value` with postcard into a new vector; the error is the serializer's own message.
 pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
@@ -208,5 +210,192 @@ mod tests {
         assert_eq!(to_vec(&nested).unwrap_err(), "path has a NUL");
         assert_eq!(to_extend(&nested, Vec::new()).unwrap_err(), "path has a NUL");
         assert_eq!(to_vec(&(1u32, "ok")).unwrap(), postcard::to_stdvec(&(1u32, "ok")).unwrap());
+    }
+}
+
+/// Deserializes `bytes` with postcard; the error is the deserializer's own message when a `Deserialize` impl
+/// raised one (postcard alone says "Serde Deserialization Error"), else postcard's.
+pub fn from_bytes<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
+    postcard::from_bytes(bytes).map_err(|e| explain_decode::<T>(bytes, &e))
+}
+
+/// Why `bytes` failed to decode as `T` with `error`: the message a `Deserialize` impl (or a visitor) raised,
+/// when postcard discarded it, else postcard's own text. Decodes a second time through an adapter that keeps
+/// the message; the fast path is postcard's alone.
+pub fn explain_decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8], error: &postcard::Error) -> String {
+    if matches!(error, postcard::Error::SerdeDeCustom) {
+        STASHED.set(None);
+        let mut inner = postcard::Deserializer::from_bytes(bytes);
+        let walked = T::deserialize(Keep(&mut inner));
+        STASHED.set(None);
+        if let Err(Why(message)) = walked {
+            return message;
+        }
+    }
+    error.to_string()
+}
+
+impl de::Error for Why {
+    fn custom<T: Display>(message: T) -> Self {
+        Why(message.to_string())
+    }
+}
+
+thread_local! {
+    /// A message on its way out through postcard's error type, which cannot carry it.
+    static STASHED: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Into the inner deserializer's error type (which drops the text): the text waits in [`STASHED`].
+fn stash<E: de::Error>(why: Why) -> E {
+    let error = E::custom(&why.0);
+    STASHED.with(|s| *s.borrow_mut() = Some(why.0));
+    error
+}
+
+/// Out of the inner deserializer's error type: the stashed text if there is one, else the error's own.
+fn unstash<E: Display>(error: E) -> Why {
+    Why(STASHED.with(|s| s.borrow_mut().take()).unwrap_or_else(|| error.to_string()))
+}
+
+/// A deserializer that forwards to `D` and hands its callers errors that keep their message.
+struct Keep<D>(D);
+/// A visitor that forwards to `V`, calling it with errors that keep their message.
+struct KeepVisitor<V>(V);
+/// Seeds, sequences, maps and enums, likewise.
+struct KeepSeed<S>(S);
+struct KeepSeq<A>(A);
+struct KeepMap<A>(A);
+struct KeepEnum<A>(A);
+struct KeepVariant<A>(A);
+
+macro_rules! keep_deserialize {
+    ($($method:ident ( $($arg:ident : $ty:ty),* )),* $(,)?) => {$(
+        fn $method<V: de::Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, Why> {
+            self.0.$method($($arg,)* KeepVisitor(visitor)).map_err(unstash)
+        }
+    )*};
+}
+
+impl<'de, D: de::Deserializer<'de>> de::Deserializer<'de> for Keep<D> {
+    type Error = Why;
+
+    keep_deserialize!(
+        deserialize_any(), deserialize_bool(), deserialize_i8(), deserialize_i16(), deserialize_i32(),
+        deserialize_i64(), deserialize_i128(), deserialize_u8(), deserialize_u16(), deserialize_u32(),
+        deserialize_u64(), deserialize_u128(), deserialize_f32(), deserialize_f64(), deserialize_char(),
+        deserialize_str(), deserialize_string(), deserialize_bytes(), deserialize_byte_buf(),
+        deserialize_option(), deserialize_unit(), deserialize_unit_struct(name: &'static str),
+        deserialize_newtype_struct(name: &'static str), deserialize_seq(), deserialize_tuple(len: usize),
+        deserialize_tuple_struct(name: &'static str, len: usize), deserialize_map(),
+        deserialize_struct(name: &'static str, fields: &'static [&'static str]),
+        deserialize_enum(name: &'static str, variants: &'static [&'static str]), deserialize_identifier(),
+        deserialize_ignored_any(),
+    );
+
+    fn is_human_readable(&self) -> bool {
+        self.0.is_human_readable()
+    }
+}
+
+macro_rules! keep_visit {
+    ($($method:ident : $ty:ty),* $(,)?) => {$(
+        fn $method<E: de::Error>(self, v: $ty) -> Result<Self::Value, E> {
+            self.0.$method::<Why>(v).map_err(stash)
+        }
+    )*};
+}
+
+impl<'de, V: de::Visitor<'de>> de::Visitor<'de> for KeepVisitor<V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.expecting(f)
+    }
+    keep_visit!(
+        visit_bool: bool, visit_i8: i8, visit_i16: i16, visit_i32: i32, visit_i64: i64, visit_i128: i128,
+        visit_u8: u8, visit_u16: u16, visit_u32: u32, visit_u64: u64, visit_u128: u128, visit_f32: f32,
+        visit_f64: f64, visit_char: char, visit_str: &str, visit_borrowed_str: &'de str, visit_string: String,
+        visit_bytes: &[u8], visit_borrowed_bytes: &'de [u8], visit_byte_buf: Vec<u8>,
+    );
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        self.0.visit_none::<Why>().map_err(stash)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        self.0.visit_unit::<Why>().map_err(stash)
+    }
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        self.0.visit_some(Keep(d)).map_err(stash)
+    }
+    fn visit_newtype_struct<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        self.0.visit_newtype_struct(Keep(d)).map_err(stash)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        self.0.visit_seq(KeepSeq(seq)).map_err(stash)
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        self.0.visit_map(KeepMap(map)).map_err(stash)
+    }
+    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<Self::Value, A::Error> {
+        self.0.visit_enum(KeepEnum(data)).map_err(stash)
+    }
+}
+
+impl<'de, S: de::DeserializeSeed<'de>> de::DeserializeSeed<'de> for KeepSeed<S> {
+    type Value = S::Value;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        self.0.deserialize(Keep(d)).map_err(stash)
+    }
+}
+
+impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for KeepSeq<A> {
+    type Error = Why;
+
+    fn next_element_seed<T: de::DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, Why> {
+        self.0.next_element_seed(KeepSeed(seed)).map_err(unstash)
+    }
+    fn size_hint(&self) -> Option<usize> {
+        self.0.size_hint()
+    }
+}
+
+impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for KeepMap<A> {
+    type Error = Why;
+
+    fn next_key_seed<K: de::DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Why> {
+        self.0.next_key_seed(KeepSeed(seed)).map_err(unstash)
+    }
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Why> {
+        self.0.next_value_seed(KeepSeed(seed)).map_err(unstash)
+    }
+    fn size_hint(&self) -> Option<usize> {
+        self.0.size_hint()
+    }
+}
+
+impl<'de, A: de::EnumAccess<'de>> de::EnumAccess<'de> for KeepEnum<A> {
+    type Error = Why;
+    type Variant = KeepVariant<A::Variant>;
+
+    fn variant_seed<V: de::DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self::Variant), Why> {
+        self.0.variant_seed(KeepSeed(seed)).map(|(value, variant)| (value, KeepVariant(variant))).map_err(unstash)
+    }
+}
+
+impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for KeepVariant<A> {
+    type Error = Why;
+
+    fn unit_variant(self) -> Result<(), Why> {
+        self.0.unit_variant().map_err(unstash)
+    }
+    fn newtype_variant_seed<T: de::DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, Why> {
+        self.0.newtype_variant_seed(KeepSeed(seed)).map_err(unstash)
+    }
+    fn tuple_variant<V: de::Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, Why> {
+        self.0.tuple_variant(len, KeepVisitor(visitor)).map_err(unstash)
+    }
+    fn struct_variant<V: de::Visitor<'de>>(self, fields: &'static [&'static str], visitor: V) -> Result<V::Value, Why> {
+        self.0.struct_variant(fields, KeepVisitor(visitor)).map_err(unstash)
     }
 }

@@ -308,7 +308,7 @@ impl<R> Process<R> {
         let code = child.exitcode().unwrap_or(255);
         match outcome {
             Some(Outcome::Returned(bytes)) => {
-                postcard::from_bytes(&bytes).map(Some).map_err(|e| JoinError::ResultDecode(e.to_string()))
+                crate::codec::from_bytes(&bytes).map(Some).map_err(JoinError::ResultDecode)
             }
             Some(Outcome::Panicked(info)) => Err(JoinError::Panicked(info)),
             Some(Outcome::Failed(err)) => Err(JoinError::Child(err)),
