@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mp_pool::{
-    ExecutorBuilder, Pool, PoolBuilder, PoolError, ProcessPoolExecutor, ReturnWhen, TaskError, as_completed, wait,
+    ExecutorBuilder, Pool, PoolBuilder, PoolError, ProcessPoolExecutor, ReturnWhen, TaskError, TaskOptions,
+    as_completed, wait,
 };
 use serde::Serialize;
 
@@ -43,6 +44,10 @@ fn main() {
         executor_map_streams_in_order_and_stops_at_the_failing_item,
         no_job_waits_behind_a_long_one_while_a_worker_idles,
         undecodable_values_say_why,
+        a_task_past_its_time_limit_is_stopped_and_the_others_finish,
+        a_task_sees_its_deadline_and_stops_itself,
+        cancel_running_stops_a_running_task_and_spares_the_others,
+        time_limits_with_initializers_and_recycled_workers,
     ]);
 }
 
@@ -776,4 +781,139 @@ fn undecodable_values_say_why() {
     let mapped = pool.map(takes_even, [Even(2), Even(9)]);
     assert!(matches!(&mapped, Err(PoolError::Task(TaskError::ArgumentDecode(m))) if m == "9 is odd"), "{mapped:?}");
     assert_eq!(pool.apply(square, 5).unwrap(), 25, "the pool stays healthy");
+}
+
+fn spin(_: u64) -> u64 {
+    loop {
+        std::hint::spin_loop();
+    }
+}
+
+/// A task past its hard time limit has its worker killed and fails with `TimedOut` soon after the deadline;
+/// the other tasks finish, a new worker takes the slot, and one submission may set its own limit or none.
+fn a_task_past_its_time_limit_is_stopped_and_the_others_finish() {
+    let limit = Duration::from_millis(300);
+    let executor =
+        ExecutorBuilder::new().max_workers(2).task_timeout(limit).start_method(support::method()).build().unwrap();
+    let started = Instant::now();
+    let stuck = executor.submit(spin, 0).unwrap();
+    let quick: Vec<_> = (0..6).map(|_| executor.submit(nap, 20).unwrap()).collect();
+    for f in &quick {
+        assert_eq!(f.result_timeout(Duration::from_secs(20)).unwrap(), 20);
+    }
+    let killed = match stuck.result_timeout(Duration::from_secs(20)) {
+        Err(TaskError::TimedOut { elapsed, pid }) => {
+            assert!(elapsed >= limit, "{elapsed:?}");
+            let late = started.elapsed().saturating_sub(limit);
+            assert!(late < Duration::from_millis(250), "the kill landed {late:?} after the deadline");
+            pid
+        }
+        other => panic!("{other:?}"),
+    };
+    let pids: BTreeSet<u32> = (0..8).map(|_| executor.submit(pid_after_nap, 0).unwrap().result().unwrap()).collect();
+    assert!(!pids.contains(&killed), "a new worker took the killed one's place: {pids:?}");
+    // One submission's own limits: shorter, none, zero, and too large to represent.
+    let short = executor.submit_with(nap, 2_000, TaskOptions::new().timeout(Duration::from_millis(100))).unwrap();
+    assert!(matches!(short.result(), Err(TaskError::TimedOut { .. })));
+    let unlimited = executor.submit_with(nap, 500, TaskOptions::new().no_timeout()).unwrap();
+    assert_eq!(unlimited.result().unwrap(), 500, "no limit for this one, whatever the executor's");
+    let zero = executor.submit_with(nap, 200, TaskOptions::new().timeout(Duration::ZERO)).unwrap();
+    let zero = zero.result();
+    assert!(matches!(zero, Err(TaskError::TimedOut { .. })), "{zero:?}");
+    let huge = executor.submit_with(nap, 10, TaskOptions::new().timeout(Duration::MAX)).unwrap();
+    assert_eq!(huge.result().unwrap(), 10);
+    assert_eq!(executor.submit(square, 9).unwrap().result().unwrap(), 81, "the executor goes on");
+    // A pool: the limit holds per chunk of a map.
+    let pool = PoolBuilder::new()
+        .processes(2)
+        .task_timeout(Duration::from_millis(200))
+        .start_method(support::method())
+        .build()
+        .unwrap();
+    assert!(matches!(pool.map_chunked(spin, [1, 2, 3], 1), Err(PoolError::Task(TaskError::TimedOut { .. }))));
+    let limited = pool.apply_async_options(nap, 1_000, TaskOptions::new().timeout(Duration::from_millis(50)), |_| {});
+    assert!(matches!(limited.unwrap().get(), Err(TaskError::TimedOut { .. })));
+    assert_eq!(pool.map(square, 1..=4).unwrap(), [1, 4, 9, 16]);
+}
+
+/// Works until 150 ms before its deadline, then reports how much time it had left (and `None` without one).
+fn until_nearly_late(_: u64) -> Option<u64> {
+    let task = mp_pool::current_task().expect("a pool task knows it is one");
+    assert!(task.started() <= Instant::now());
+    while task.time_left()? > Duration::from_millis(150) {
+        std::hint::spin_loop();
+    }
+    Some(task.time_left()?.as_millis() as u64)
+}
+
+/// A well-behaved task sees its deadline (`current_task`) and stops before the hard limit fires.
+fn a_task_sees_its_deadline_and_stops_itself() {
+    assert!(mp_pool::current_task().is_none(), "not in a worker");
+    let executor = ExecutorBuilder::new()
+        .max_workers(1)
+        .task_timeout(Duration::from_millis(600))
+        .start_method(support::method())
+        .build()
+        .unwrap();
+    let left = executor.submit(until_nearly_late, 0).unwrap().result().unwrap().unwrap();
+    assert!(left <= 150, "{left}");
+    let none = executor.submit_with(until_nearly_late, 0, TaskOptions::new().no_timeout()).unwrap();
+    assert_eq!(none.result().unwrap(), None, "no deadline without a limit");
+}
+
+/// `cancel_running` kills a running task's worker (its other tasks go elsewhere), takes a queued one back
+/// without harming the task before it, and racing completion there is exactly one outcome.
+fn cancel_running_stops_a_running_task_and_spares_the_others() {
+    let executor = ExecutorBuilder::new().max_workers(1).start_method(support::method()).build().unwrap();
+    let running = executor.submit(spin, 0).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !running.running() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let cancelled_at = Instant::now();
+    assert!(running.cancel_running());
+    assert!(matches!(running.result_timeout(Duration::from_secs(10)), Err(TaskError::Cancelled)));
+    assert!(cancelled_at.elapsed() < Duration::from_secs(2), "{:?}", cancelled_at.elapsed());
+    assert!(running.cancelled());
+    // Queued behind a running task (a worker holds two): only the queued one goes.
+    let first = executor.submit(nap, 600).unwrap();
+    let second = executor.submit(nap, 10).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(second.cancel_running());
+    assert!(matches!(second.result_timeout(Duration::from_secs(10)), Err(TaskError::Cancelled)));
+    assert_eq!(first.result_timeout(Duration::from_secs(10)).unwrap(), 600, "the task before it was spared");
+    // Racing completion: one outcome, and `false` means it finished.
+    for i in 0..20u64 {
+        let f = executor.submit(nap, 2).unwrap();
+        std::thread::sleep(Duration::from_millis(i % 5));
+        let said = f.cancel_running();
+        match f.result_timeout(Duration::from_secs(10)) {
+            Ok(2) => {}
+            Err(TaskError::Cancelled) => assert!(said, "cancelled though cancel_running said no"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(executor.submit(square, 4).unwrap().result().unwrap(), 16, "the executor goes on");
+}
+
+fn init_marker(_: ()) {}
+
+/// Time limits with an initializer (it runs again in the replacement) and `max_tasks_per_child`.
+fn time_limits_with_initializers_and_recycled_workers() {
+    let pool = PoolBuilder::new()
+        .processes(2)
+        .initializer(init_marker, ())
+        .max_tasks_per_child(2)
+        .task_timeout(Duration::from_millis(200))
+        .start_method(support::method())
+        .build()
+        .unwrap();
+    let stuck = pool.apply_async(spin, 0).unwrap();
+    let quick: Vec<_> = (0..10).map(|x| pool.apply_async(square, x).unwrap()).collect();
+    assert!(matches!(stuck.get_timeout(Duration::from_secs(20)), Err(TaskError::TimedOut { .. })));
+    for (x, r) in quick.iter().enumerate() {
+        assert_eq!(r.get_timeout(Duration::from_secs(20)).unwrap(), (x * x) as u64);
+    }
 }

@@ -28,6 +28,8 @@ use crate::{PoolError, TaskError};
 const WINDOW: usize = 2;
 /// How often the handler checks that its workers live (a dead worker's job fails within about this).
 const LIVENESS_INTERVAL: Duration = Duration::from_millis(20);
+/// How often the handler looks for a worker it killed to stop a job (a time limit, a cancel) to be gone.
+const KILL_POLL: Duration = Duration::from_millis(1);
 /// Inputs larger than this travel in a shared-memory segment rather than through a worker's queue.
 const INLINE_MAX: usize = 256 * 1024;
 /// A slot whose workers die this many times in a row before starting up breaks the pool.
@@ -49,6 +51,8 @@ pub(crate) struct Config {
     pub(crate) max_tasks: Option<u64>,
     pub(crate) start_method: Option<StartMethod>,
     pub(crate) name: &'static str,
+    /// The hard time limit of every task that sets none of its own.
+    pub(crate) task_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +79,7 @@ struct Pending {
     entry: EntryOffset,
     input: Input,
     segment: Option<InputSegment>,
+    timeout: Option<Duration>,
 }
 
 /// A job a worker holds.
@@ -83,6 +88,7 @@ struct Sent {
     segment: Option<InputSegment>,
     /// When it was handed over.
     at: Instant,
+    timeout: Option<Duration>,
 }
 
 struct Slot {
@@ -95,6 +101,11 @@ struct Slot {
     /// Starts of this slot's worker that failed in a row, and when to try again (the slot has no process).
     respawn_failures: u32,
     retry_at: Option<Instant>,
+    /// When the job at the front of `outstanding` started, as near as the handler knows (it was handed to an
+    /// idle worker, or the job before it ended).
+    front_since: Instant,
+    /// The job this slot's worker was killed to stop, and the error it gets (a time limit, a cancel).
+    doomed: Option<(u64, TaskError)>,
 }
 
 struct State {
@@ -174,6 +185,11 @@ impl Core {
         self.config.processes
     }
 
+    /// The pool's time limit per task.
+    pub(crate) fn task_timeout(&self) -> Option<Duration> {
+        self.config.task_timeout
+    }
+
     /// A worker for `slot`, started.
     fn new_slot(&self, state: &mut State, slot: usize) -> Result<Slot, PoolError> {
         let tasks: Queue<Option<Job>> = Queue::new().map_err(|e| PoolError::Io(e.to_string()))?;
@@ -181,6 +197,7 @@ impl Core {
             id: u64::MAX,
             entry: *entry,
             input: Input::Inline(input.clone()),
+            timeout: None,
         });
         let args = WorkerArgs {
             slot: slot as u32,
@@ -206,11 +223,23 @@ impl Core {
             early_deaths: 0,
             respawn_failures: 0,
             retry_at: None,
+            front_since: Instant::now(),
+            doomed: None,
         })
     }
 
-    /// Queues jobs (`entry`, serialized input, completion); they run in order of submission.
+    /// Queues jobs (`entry`, serialized input, completion) under the pool's time limit; they run in order of
+    /// submission.
     pub(crate) fn submit(&self, jobs: Vec<(EntryOffset, Vec<u8>, Completion)>) -> Result<Vec<u64>, PoolError> {
+        self.submit_limited(jobs, self.config.task_timeout)
+    }
+
+    /// [`submit`](Self::submit) with the time limit `timeout` for each job.
+    pub(crate) fn submit_limited(
+        &self,
+        jobs: Vec<(EntryOffset, Vec<u8>, Completion)>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u64>, PoolError> {
         let mut prepared = Vec::with_capacity(jobs.len());
         for (entry, bytes, completion) in jobs {
             let (input, segment) = if bytes.len() > INLINE_MAX {
@@ -232,7 +261,7 @@ impl Core {
         for (entry, input, segment, completion) in prepared {
             let id = state.next_id;
             state.next_id += 1;
-            state.pending.push_back(Pending { id, entry, input, segment });
+            state.pending.push_back(Pending { id, entry, input, segment, timeout });
             state.completions.insert(id, completion);
             ids.push(id);
         }
@@ -272,6 +301,76 @@ impl Core {
             completion(Err(TaskError::Cancelled));
         }
         true
+    }
+
+    /// Cancels job `id` wherever it is: pending, it is dropped; waiting in a worker's queue behind a running
+    /// job, it is taken back; running, its worker is killed (the jobs it had not started go to the others).
+    /// It gets [`TaskError::Cancelled`]; `false` if it has ended already.
+    pub(crate) fn cancel_running(&self, id: u64) -> bool {
+        if self.cancel(id) {
+            return true;
+        }
+        let mut state = lock(&self.state);
+        let Some(index) = state.slots.iter().position(|s| s.outstanding.iter().any(|j| j.id == id)) else {
+            return false;
+        };
+        let slot = &mut state.slots[index];
+        if slot.outstanding.front().is_some_and(|running| running.id != id) {
+            // Behind the running job: still in the queue unless its worker is taking it this instant.
+            if let Ok(Some(job)) = slot.tasks.try_get() {
+                let at = slot.outstanding.iter().position(|j| j.id == job.id);
+                let segment = at.and_then(|at| slot.outstanding.remove(at)).and_then(|sent| sent.segment);
+                if job.id == id {
+                    let completion = state.completions.remove(&id);
+                    drop(state);
+                    if let Some(completion) = completion {
+                        completion(Err(TaskError::Cancelled));
+                    }
+                    return true;
+                }
+                let Job { id, entry, input, timeout } = job;
+                state.pending.push_front(Pending { id, entry, input, segment, timeout });
+                return false;
+            }
+        }
+        let slot = &mut state.slots[index];
+        if slot.doomed.is_some() {
+            return slot.doomed.as_ref().is_some_and(|(doomed, _)| *doomed == id);
+        }
+        slot.doomed = Some((id, TaskError::Cancelled));
+        if let Some(process) = &slot.process {
+            let _ = process.kill();
+        }
+        drop(state);
+        let _ = self.wake();
+        true
+    }
+
+    /// Kills the workers whose running job is past its time limit (the job fails with
+    /// [`TaskError::TimedOut`] once the death is seen); how long until the next limit, if any runs.
+    fn enforce_limits(&self, state: &mut State) -> Option<Duration> {
+        let now = Instant::now();
+        let mut next: Option<Duration> = None;
+        for (index, slot) in state.slots.iter_mut().enumerate() {
+            let (Some(process), None, Some(front)) = (&slot.process, &slot.doomed, slot.outstanding.front()) else {
+                continue;
+            };
+            let started = slot.front_since.max(front.at);
+            let Some(deadline) = front.timeout.and_then(|limit| started.checked_add(limit)) else { continue };
+            if now < deadline {
+                next = Some(next.map_or(deadline - now, |n| n.min(deadline - now)));
+                continue;
+            }
+            let pid = process.pid().unwrap_or(0);
+            let elapsed = now - started;
+            log::warn!(
+                "mp-pool: job {} ran {elapsed:?}, past its time limit: killing worker {pid} in slot {index}",
+                front.id
+            );
+            slot.doomed = Some((front.id, TaskError::TimedOut { elapsed, pid }));
+            let _ = process.kill();
+        }
+        next
     }
 
     /// Cancels every job no worker has yet.
@@ -354,8 +453,9 @@ impl Core {
     fn handle_loop(self: Arc<Self>) {
         ON_A_HANDLER.set(true);
         let mut last_check = Instant::now();
+        let mut wake_in = LIVENESS_INTERVAL;
         loop {
-            let wait = if self.missed_wake.swap(false, Ordering::SeqCst) { Duration::ZERO } else { LIVENESS_INTERVAL };
+            let wait = if self.missed_wake.swap(false, Ordering::SeqCst) { Duration::ZERO } else { wake_in };
             let first = self.inbox.get_timeout(wait);
             let mut finished: Finished = Vec::new();
             let mut state = lock(&self.state);
@@ -368,11 +468,20 @@ impl Core {
                     }
                 }
             }
-            if last_check.elapsed() >= LIVENESS_INTERVAL {
+            // A worker killed to stop its job is looked for at once, not at the next liveness check.
+            let killing = state.slots.iter().any(|s| s.doomed.is_some() && s.process.is_some());
+            if killing || last_check.elapsed() >= LIVENESS_INTERVAL {
                 last_check = Instant::now();
                 self.check_workers(&mut state, &mut finished);
             }
             self.dispatch(&mut state);
+            let next_limit = self.enforce_limits(&mut state);
+            let killing = state.slots.iter().any(|s| s.doomed.is_some() && s.process.is_some());
+            wake_in = match (killing, next_limit) {
+                (true, _) => KILL_POLL,
+                (false, Some(next)) => next.min(LIVENESS_INTERVAL),
+                (false, None) => LIVENESS_INTERVAL,
+            };
             let done = match &state.phase {
                 Phase::Running => false,
                 Phase::Closed => {
@@ -424,6 +533,9 @@ impl Core {
                 if let Some(s) = state.slots.get_mut(slot as usize) {
                     if let Some(index) = s.outstanding.iter().position(|j| j.id == id) {
                         s.outstanding.remove(index); // and with it, its input segment
+                        if index == 0 {
+                            s.front_since = Instant::now(); // the next one starts now
+                        }
                     }
                     s.done += 1;
                 }
@@ -478,11 +590,27 @@ impl Core {
             for sent in outstanding {
                 if let Some(at) = unstarted.iter().position(|job| job.id == sent.id) {
                     let job = unstarted.swap_remove(at);
-                    requeue.push(Pending { id: job.id, entry: job.entry, input: job.input, segment: sent.segment });
+                    if let Some((_, error)) = state.slots[index].doomed.take_if(|(id, _)| *id == job.id) {
+                        // Stopped before its worker took it (a cancel, a zero time limit): it does not run again.
+                        if let Some(completion) = state.completions.remove(&job.id) {
+                            finished.push((completion, Err(error)));
+                        }
+                        continue;
+                    }
+                    let timeout = job.timeout;
+                    requeue.push(Pending {
+                        id: job.id,
+                        entry: job.entry,
+                        input: job.input,
+                        segment: sent.segment,
+                        timeout,
+                    });
                 } else if let Some(completion) = state.completions.remove(&sent.id) {
-                    let error = match ended {
-                        Err(JoinError::Panicked(ref info)) => TaskError::Panicked(info.clone()),
-                        _ => TaskError::WorkerLost { pid, exitcode },
+                    let doomed = state.slots[index].doomed.take_if(|(id, _)| *id == sent.id);
+                    let error = match (doomed, &ended) {
+                        (Some((_, error)), _) => error,
+                        (None, Err(JoinError::Panicked(info))) => TaskError::Panicked(info.clone()),
+                        (None, _) => TaskError::WorkerLost { pid, exitcode },
                     };
                     log::warn!("mp-pool: worker {pid} ended (exit code {exitcode}) while running job {}", sent.id);
                     finished.push((completion, Err(error)));
@@ -546,8 +674,8 @@ impl Core {
         let mut full = vec![false; state.slots.len()];
         while !state.pending.is_empty() {
             let Some(index) = self.least_loaded(state, &full) else { break };
-            let Pending { id, entry, input, segment } = state.pending.pop_front().expect("not empty");
-            if let Err(job) = Self::hand_over(&mut state.slots[index], Job { id, entry, input }, segment) {
+            let Pending { id, entry, input, segment, timeout } = state.pending.pop_front().expect("not empty");
+            if let Err(job) = Self::hand_over(&mut state.slots[index], Job { id, entry, input, timeout }, segment) {
                 state.pending.push_front(job);
                 full[index] = true;
             }
@@ -577,15 +705,19 @@ impl Core {
 
     /// Puts `job` in `slot`'s queue; when there is no room, it comes back as pending.
     fn hand_over(slot: &mut Slot, job: Job, segment: Option<InputSegment>) -> Result<(), Pending> {
-        let id = job.id;
+        let (id, timeout) = (job.id, job.timeout);
         match slot.tasks.try_put(Some(job)) {
             Ok(()) => {
-                slot.outstanding.push_back(Sent { id, segment, at: Instant::now() });
+                let now = Instant::now();
+                if slot.outstanding.is_empty() {
+                    slot.front_since = now;
+                }
+                slot.outstanding.push_back(Sent { id, segment, at: now, timeout });
                 Ok(())
             }
             Err(e) => {
-                let Some(Job { id, entry, input }) = e.into_inner() else { unreachable!("we put a job") };
-                Err(Pending { id, entry, input, segment })
+                let Some(Job { id, entry, input, timeout }) = e.into_inner() else { unreachable!("we put a job") };
+                Err(Pending { id, entry, input, segment, timeout })
             }
         }
     }

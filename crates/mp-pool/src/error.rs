@@ -65,9 +65,20 @@ pub enum TaskError {
     /// 1 s, or 3 deaths in a row before starting): the pool stopped.
     #[error("workers could not be started: {0}")]
     WorkerStart(String),
-    /// The pool was terminated (or the future cancelled) before the task ran.
+    /// The pool was terminated, or the future cancelled (before the task ran, or while it ran with
+    /// [`cancel_running`](crate::TaskFuture::cancel_running)).
     #[error("the task was cancelled")]
     Cancelled,
+    /// The task ran past its hard time limit ([`PoolBuilder::task_timeout`](crate::PoolBuilder::task_timeout),
+    /// [`TaskOptions::timeout`](crate::TaskOptions::timeout)): its worker was killed, and a new one took its
+    /// place.
+    #[error("the task was stopped after running {elapsed:?}, past its time limit (worker {pid} was killed)")]
+    TimedOut {
+        /// How long it had run when its worker was killed.
+        elapsed: std::time::Duration,
+        /// The worker's pid.
+        pid: u32,
+    },
     /// No result within the timeout.
     #[error("timed out waiting for the result")]
     Timeout,

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use crate::cell::Cell;
 use crate::core::Core;
 use crate::pool::{PoolBuilder, call_job};
-use crate::{PoolError, TaskError};
+use crate::{PoolError, TaskError, TaskOptions};
 
 /// Options for a [`ProcessPoolExecutor`] (CPython's `max_workers`, `initializer`, `initargs`,
 /// `max_tasks_per_child`, `mp_context`).
@@ -61,6 +61,13 @@ impl ExecutorBuilder {
     /// The start method of the workers.
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.pool = self.pool.start_method(method);
+        self
+    }
+
+    /// A hard time limit for every task (see [`PoolBuilder::task_timeout`]); one submission may set its own
+    /// with [`submit_with`](ProcessPoolExecutor::submit_with).
+    pub fn task_timeout(mut self, limit: Duration) -> Self {
+        self.pool = self.pool.task_timeout(limit);
         self
     }
 
@@ -113,9 +120,20 @@ impl ProcessPoolExecutor {
         A: Serialize + DeserializeOwned,
         M: 'static,
     {
+        self.submit_with(f, args, TaskOptions::new())
+    }
+
+    /// [`submit`](Self::submit) with options of its own: a hard time limit other than the executor's
+    /// ([`TaskOptions::timeout`]), or none.
+    pub fn submit_with<F, M, A>(&self, f: F, args: A, options: TaskOptions) -> Result<TaskFuture<F::Result>, PoolError>
+    where
+        F: Task<M, A>,
+        A: Serialize + DeserializeOwned,
+        M: 'static,
+    {
         let cell = Arc::new(Cell::new());
         let job = call_job(f, &args, cell.clone())?;
-        let id = self.core.submit(vec![job])?[0];
+        let id = self.core.submit_limited(vec![job], options.timeout_or(self.core.task_timeout()))?[0];
         Ok(TaskFuture { cell, core: self.core.clone(), id })
     }
 
@@ -304,6 +322,14 @@ impl<R> TaskFuture<R> {
     /// Cancels the task if no worker has started it; whether it is cancelled now.
     pub fn cancel(&self) -> bool {
         self.core.cancel(self.id) || self.cancelled()
+    }
+
+    /// Cancels the task even if it runs (CPython can cancel only pending futures; pebble's `cancel`): a
+    /// running task's worker is killed — the tasks it had not started go to other workers, and a new worker
+    /// takes its place — and the result is [`TaskError::Cancelled`]. `false` if the task has ended already:
+    /// a task that completes as it is cancelled has exactly one outcome, whichever came first.
+    pub fn cancel_running(&self) -> bool {
+        self.core.cancel_running(self.id) || self.cancelled()
     }
 
     /// Whether the task was cancelled.

@@ -46,7 +46,7 @@
 //!
 //! | level | modules | what they hold |
 //! |---|---|---|
-//! | 0 | `task` | jobs as they travel, their trampolines (through mp-process's `offset`) |
+//! | 0 | `task`, `options` | jobs as they travel, their trampolines (through mp-process's `offset`); per-task limits and `current_task` |
 //! | 1 | `error` | the error types |
 //! | 2 | `cell`, `worker` | a result waiting to be set; the worker process's loop |
 //! | 3 | `core` | the engine: handler thread, workers, dispatch |
@@ -59,6 +59,7 @@ mod cell;
 mod core;
 mod error;
 mod executor;
+mod options;
 mod pool;
 mod task;
 mod worker;
@@ -69,6 +70,7 @@ pub use crate::{
         AsCompleted, ExecutorBuilder, MapResults, ProcessPoolExecutor, ReturnWhen, TaskFuture, Waitable, as_completed,
         wait,
     },
+    options::{CurrentTask, TaskOptions, current_task},
     pool::{AsyncResult, Imap, Pool, PoolBuilder},
     task::Task,
 };

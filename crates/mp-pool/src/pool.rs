@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use crate::cell::Cell;
 use crate::core::{Completion, Config, Core};
 use crate::task::{Entry, EntryOffset};
-use crate::{PoolError, TaskError, task};
+use crate::{PoolError, TaskError, TaskOptions, task};
 use mp_process::offset::FnOffset;
 
 /// Serializes a task input.
@@ -29,6 +29,7 @@ pub struct PoolBuilder {
     initializer: Option<(EntryOffset, Result<Vec<u8>, String>)>,
     max_tasks: Option<usize>,
     start_method: Option<StartMethod>,
+    task_timeout: Option<Duration>,
 }
 
 impl PoolBuilder {
@@ -73,6 +74,17 @@ impl PoolBuilder {
         self
     }
 
+    /// A hard time limit for every task (a chunk, for `map` and `imap`), from when a worker starts it
+    /// (pebble's `timeout`, billiard's `time_limit`; CPython has none): a task still running then has its
+    /// worker killed and its result is [`TaskError::TimedOut`], within about 20 ms of the deadline; a new
+    /// worker takes the slot, and the jobs the killed one had not started go to the others. The task can see
+    /// its deadline with [`current_task`](crate::current_task) and stop first. One submission may set its own
+    /// ([`TaskOptions`](crate::TaskOptions)). A limit too large to represent is no limit.
+    pub fn task_timeout(mut self, limit: Duration) -> Self {
+        self.task_timeout = Some(limit);
+        self
+    }
+
     pub(crate) fn config(self, name: &'static str) -> Result<Config, PoolError> {
         let processes = self.processes.unwrap_or_else(mp_process::cpu_count);
         if processes == 0 {
@@ -92,6 +104,7 @@ impl PoolBuilder {
             max_tasks: self.max_tasks.map(|n| n as u64),
             start_method: self.start_method,
             name,
+            task_timeout: self.task_timeout,
         })
     }
 
@@ -319,9 +332,27 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         M: 'static,
     {
+        self.apply_async_options(f, args, TaskOptions::new(), callback)
+    }
+
+    /// [`apply_async_with`](Self::apply_async_with) with options of its own: a hard time limit other than the
+    /// pool's ([`TaskOptions::timeout`]), or none.
+    pub fn apply_async_options<F, M, A>(
+        &self,
+        f: F,
+        args: A,
+        options: TaskOptions,
+        callback: impl FnOnce(Result<&F::Result, &TaskError>) + Send + 'static,
+    ) -> Result<AsyncResult<F::Result>, PoolError>
+    where
+        F: Task<M, A>,
+        A: Serialize + DeserializeOwned,
+        M: 'static,
+    {
         let cell = Arc::new(Cell::new());
         cell.on_done(Box::new(callback));
-        self.core.submit(vec![call_job(f, &args, cell.clone())?])?;
+        let timeout = options.timeout_or(self.core.task_timeout());
+        self.core.submit_limited(vec![call_job(f, &args, cell.clone())?], timeout)?;
         Ok(AsyncResult { cell })
     }
 

@@ -34,6 +34,8 @@ pub(crate) struct Job {
     pub(crate) id: u64,
     pub(crate) entry: EntryOffset,
     pub(crate) input: Input,
+    /// Its hard time limit (the worker tells the task through `current_task`).
+    pub(crate) timeout: Option<std::time::Duration>,
 }
 
 /// A job's serialized input: inline, or (when large) in a shared-memory segment the worker reads and

@@ -53,7 +53,9 @@ pub(crate) fn worker_main(args: WorkerArgs) {
                 return;
             }
         };
+        crate::options::set_current(Some(job.timeout));
         let result = run(&job).map(ByteBuf::from);
+        crate::options::set_current(None);
         if args.inbox.put(Inbox::Done { slot, id: job.id, result }).is_err() {
             return;
         }
