@@ -12,6 +12,12 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+fn spin(_: u64) -> u64 {
+    loop {
+        std::hint::spin_loop();
+    }
+}
+
 fn square(x: u64) -> u64 {
     x * x
 }
@@ -127,6 +133,45 @@ pub(crate) fn run() {
             .collect(),
     );
     report("executor_submit", "mp", submit, "tasks/s");
+    drop(executor);
+    // The same with a generous time limit on every task: what watching deadlines costs.
+    let limited = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .task_timeout(std::time::Duration::from_secs(60))
+        .build()
+        .expect("executor");
+    let with_limit = median(
+        (0..3)
+            .map(|_| {
+                20_000.0
+                    / seconds(|| {
+                        let futures: Vec<_> =
+                            (0..20_000u64).map(|x| limited.submit(square, x).expect("submit")).collect();
+                        for f in futures {
+                            f.result().expect("result");
+                        }
+                    })
+            })
+            .collect(),
+    );
+    report("pool_timeout_overhead", "mp", with_limit, "tasks/s");
+    eprintln!("(pool_timeout_overhead: {:.1}% below executor_submit)", (1.0 - with_limit / submit) * 100.0);
+    // How late a runaway task's kill lands after its deadline: from submission to its `TimedOut`, less the
+    // limit, over 100 trials.
+    let limit = std::time::Duration::from_millis(20);
+    let mut late: Vec<f64> = (0..100)
+        .map(|_| {
+            let start = Instant::now();
+            let f = limited.submit_with(spin, 0, mp_pool::TaskOptions::new().timeout(limit)).expect("submit");
+            assert!(matches!(f.result(), Err(mp_pool::TaskError::TimedOut { .. })));
+            (start.elapsed().saturating_sub(limit)).as_secs_f64() * 1e3
+        })
+        .collect();
+    late.sort_by(f64::total_cmp);
+    report("pool_kill_late_median", "mp", late[late.len() / 2], "ms");
+    report("pool_kill_late_max", "mp", late[late.len() - 1], "ms");
+    drop(limited);
+    let executor = ProcessPoolExecutor::new(2).expect("executor");
     // Time to the first result of a long map (20,000 items, chunks of 1): streaming hands it out at once.
     let first = median(
         (0..3)

@@ -32,6 +32,12 @@
 //! in a `use mp_pool::*` module), with `map`, `shutdown`,
 //! [`as_completed`] and [`wait`].
 //!
+//! # Beyond CPython
+//!
+//! A hard time limit per task ([`PoolBuilder::task_timeout`], [`TaskOptions`]): a task still running at its
+//! deadline has its worker killed and fails with [`TaskError::TimedOut`]; the task can watch its deadline with
+//! [`current_task`] and stop first. [`TaskFuture::cancel_running`] stops a running task the same way.
+//!
 //! # When things go wrong
 //!
 //! A task that panics fails only its own result ([`TaskError::Panicked`]: message, location, worker name
