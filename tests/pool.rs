@@ -48,6 +48,8 @@ fn main() {
         a_task_sees_its_deadline_and_stops_itself,
         cancel_running_stops_a_running_task_and_spares_the_others,
         time_limits_with_initializers_and_recycled_workers,
+        a_worker_past_its_memory_size_is_recycled,
+        a_worker_over_its_hard_memory_limit_fails_only_its_task,
     ]);
 }
 
@@ -916,4 +918,41 @@ fn time_limits_with_initializers_and_recycled_workers() {
     for (x, r) in quick.iter().enumerate() {
         assert_eq!(r.get_timeout(Duration::from_secs(20)).unwrap(), (x * x) as u64);
     }
+}
+
+/// Keeps `mib` MiB alive (touched) for the rest of the worker's life; returns the worker's pid.
+fn hog(mib: usize) -> u32 {
+    let kept = vec![1u8; mib << 20];
+    std::hint::black_box(&kept);
+    std::mem::forget(kept);
+    std::process::id()
+}
+
+/// billiard's `max_memory_per_child`: a worker whose resident memory a task left above the limit is replaced
+/// after that task (whose result stands); one under it stays.
+fn a_worker_past_its_memory_size_is_recycled() {
+    let pool =
+        PoolBuilder::new().processes(1).max_memory_per_child(96 << 20).start_method(support::method()).build().unwrap();
+    let first = pool.apply(hog, 4).unwrap();
+    assert_eq!(pool.apply(pid, 0).unwrap(), first, "under the limit, the worker stays");
+    assert_eq!(pool.apply(hog, 128).unwrap(), first, "the task that crossed the limit keeps its result");
+    let next = pool.apply(pid, 0).unwrap();
+    assert_ne!(next, first, "then the worker was replaced");
+    assert!(matches!(PoolBuilder::new().processes(1).max_memory_per_child(0).build(), Err(PoolError::ZeroMemory)));
+}
+
+/// A hard memory limit: a task that allocates past it fails with `MemoryExceeded` (its worker aborts on the
+/// failed allocation) instead of taking the machine's memory; the pool goes on with a new worker.
+fn a_worker_over_its_hard_memory_limit_fails_only_its_task() {
+    let pool = PoolBuilder::new().processes(1).memory_limit(256 << 20).start_method(support::method()).build().unwrap();
+    let worker = pool.apply(hog, 16).unwrap();
+    match pool.apply(hog, 4096) {
+        Err(PoolError::Task(TaskError::MemoryExceeded { limit, pid })) => {
+            assert_eq!((limit, pid), (256 << 20, worker));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(pool.apply(square, 3).unwrap(), 9, "a new worker takes the slot");
+    assert_ne!(pool.apply(pid, 0).unwrap(), worker);
+    assert!(matches!(PoolBuilder::new().processes(1).memory_limit(0).build(), Err(PoolError::ZeroMemory)));
 }

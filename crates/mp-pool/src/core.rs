@@ -28,6 +28,8 @@ use crate::{PoolError, TaskError};
 const WINDOW: usize = 2;
 /// How often the handler checks that its workers live (a dead worker's job fails within about this).
 const LIVENESS_INTERVAL: Duration = Duration::from_millis(20);
+/// The signal an aborting process dies of.
+const SIGABRT: i32 = 6;
 /// How often the handler looks for a worker it killed to stop a job (a time limit, a cancel) to be gone.
 const KILL_POLL: Duration = Duration::from_millis(1);
 /// Inputs larger than this travel in a shared-memory segment rather than through a worker's queue.
@@ -53,6 +55,8 @@ pub(crate) struct Config {
     pub(crate) name: &'static str,
     /// The hard time limit of every task that sets none of its own.
     pub(crate) task_timeout: Option<Duration>,
+    pub(crate) max_memory: Option<u64>,
+    pub(crate) memory_limit: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -205,6 +209,8 @@ impl Core {
             inbox: self.inbox.clone(),
             initializer,
             max_tasks: self.config.max_tasks,
+            max_memory: self.config.max_memory,
+            memory_limit: self.config.memory_limit,
         };
         state.started_workers += 1;
         let mut builder = Builder::new().daemon(true).name(format!("{}-{}", self.config.name, state.started_workers));
@@ -610,6 +616,10 @@ impl Core {
                     let error = match (doomed, &ended) {
                         (Some((_, error)), _) => error,
                         (None, Err(JoinError::Panicked(info))) => TaskError::Panicked(info.clone()),
+                        // Rust aborts when an allocation fails; under the address-space limit, that is why.
+                        (None, _) if exitcode == -SIGABRT && self.config.memory_limit.is_some() => {
+                            TaskError::MemoryExceeded { limit: self.config.memory_limit.unwrap_or(0), pid }
+                        }
                         (None, _) => TaskError::WorkerLost { pid, exitcode },
                     };
                     log::warn!("mp-pool: worker {pid} ended (exit code {exitcode}) while running job {}", sent.id);

@@ -18,6 +18,9 @@ pub enum PoolError {
     /// `max_tasks_per_child(0)` (CPython: "maxtasksperchild must be a positive int or None").
     #[error("max_tasks_per_child must be at least 1")]
     ZeroMaxTasks,
+    /// `max_memory_per_child(0)` or `memory_limit(0)`: no worker could run a task.
+    #[error("a worker memory limit must be at least 1 byte")]
+    ZeroMemory,
     /// Work submitted after `close`, `terminate` or `shutdown` (CPython: "Pool not running" /
     /// "cannot schedule new futures after shutdown").
     #[error("the pool is closed")]
@@ -69,6 +72,16 @@ pub enum TaskError {
     /// [`cancel_running`](crate::TaskFuture::cancel_running)).
     #[error("the task was cancelled")]
     Cancelled,
+    /// The worker running the task aborted under the pool's hard memory limit
+    /// ([`PoolBuilder::memory_limit`](crate::PoolBuilder::memory_limit)): an allocation failed. A new worker
+    /// took its place.
+    #[error("worker {pid} ran out of memory under its limit of {limit} bytes (an allocation failed)")]
+    MemoryExceeded {
+        /// The limit: how much the worker's address space could grow.
+        limit: u64,
+        /// The worker's pid.
+        pid: u32,
+    },
     /// The task ran past its hard time limit ([`PoolBuilder::task_timeout`](crate::PoolBuilder::task_timeout),
     /// [`TaskOptions::timeout`](crate::TaskOptions::timeout)): its worker was killed, and a new one took its
     /// place.

@@ -71,6 +71,19 @@ impl ExecutorBuilder {
         self
     }
 
+    /// Replace a worker after a task that left its resident memory above `bytes` (see
+    /// [`PoolBuilder::max_memory_per_child`]).
+    pub fn max_memory_per_child(mut self, bytes: u64) -> Self {
+        self.pool = self.pool.max_memory_per_child(bytes);
+        self
+    }
+
+    /// A hard memory limit per worker (see [`PoolBuilder::memory_limit`]).
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.pool = self.pool.memory_limit(bytes);
+        self
+    }
+
     /// Starts the workers.
     pub fn build(self) -> Result<ProcessPoolExecutor, PoolError> {
         Ok(ProcessPoolExecutor { core: Core::start(self.pool.config("ExecutorWorker")?)? })

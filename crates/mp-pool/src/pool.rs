@@ -30,6 +30,8 @@ pub struct PoolBuilder {
     max_tasks: Option<usize>,
     start_method: Option<StartMethod>,
     task_timeout: Option<Duration>,
+    max_memory: Option<u64>,
+    memory_limit: Option<u64>,
 }
 
 impl PoolBuilder {
@@ -85,6 +87,25 @@ impl PoolBuilder {
         self
     }
 
+    /// Replace a worker after a task that left its resident memory above `bytes` (billiard's
+    /// `max_memory_per_child`, in bytes rather than KiB): the task's result stands, the worker exits and a new
+    /// one takes its place, so that a leak or a bloated cache cannot grow without end. Checked after each task
+    /// (one read of `/proc/self/status`); 0 is [`PoolError::ZeroMemory`].
+    pub fn max_memory_per_child(mut self, bytes: u64) -> Self {
+        self.max_memory = Some(bytes);
+        self
+    }
+
+    /// A hard memory limit per worker: its address space may grow at most `bytes` past its size when it
+    /// starts (`RLIMIT_AS`). An allocation beyond it fails, Rust aborts the worker, and the task running there
+    /// fails with [`TaskError::MemoryExceeded`] instead of the machine running out of memory; a new worker
+    /// takes its place. (A worker that aborts for another reason under this limit is reported the same way.)
+    /// 0 is [`PoolError::ZeroMemory`].
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
     pub(crate) fn config(self, name: &'static str) -> Result<Config, PoolError> {
         let processes = self.processes.unwrap_or_else(mp_process::cpu_count);
         if processes == 0 {
@@ -92,6 +113,9 @@ impl PoolBuilder {
         }
         if self.max_tasks == Some(0) {
             return Err(PoolError::ZeroMaxTasks);
+        }
+        if self.max_memory == Some(0) || self.memory_limit == Some(0) {
+            return Err(PoolError::ZeroMemory);
         }
         let initializer = match self.initializer {
             None => None,
@@ -105,6 +129,8 @@ impl PoolBuilder {
             start_method: self.start_method,
             name,
             task_timeout: self.task_timeout,
+            max_memory: self.max_memory,
+            memory_limit: self.memory_limit,
         })
     }
 

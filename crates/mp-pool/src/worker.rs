@@ -16,6 +16,11 @@ pub(crate) struct WorkerArgs {
     pub(crate) inbox: Queue<Inbox>,
     pub(crate) initializer: Option<Job>,
     pub(crate) max_tasks: Option<u64>,
+    /// Retire after a task that left the worker's resident memory above this (bytes).
+    pub(crate) max_memory: Option<u64>,
+    /// How much the worker's address space may grow past its size at start (bytes): an allocation beyond it
+    /// fails, and the worker aborts.
+    pub(crate) memory_limit: Option<u64>,
 }
 
 /// The pool's inbox: what workers report, and the pool's own wake-up calls.
@@ -34,6 +39,9 @@ pub(crate) enum Inbox {
 /// The worker's main loop (the target of every worker process).
 pub(crate) fn worker_main(args: WorkerArgs) {
     let slot = args.slot;
+    if let Some(limit) = args.memory_limit {
+        limit_address_space(limit);
+    }
     if let Some(init) = &args.initializer {
         if let Err(failure) = run(init) {
             let _ = args.inbox.put(Inbox::InitFailed { slot, failure });
@@ -63,6 +71,34 @@ pub(crate) fn worker_main(args: WorkerArgs) {
         if args.max_tasks.is_some_and(|max| done >= max) {
             return;
         }
+        if let Some(max) = args.max_memory {
+            let resident = status_bytes("VmRSS:");
+            if resident.is_some_and(|r| r > max) {
+                log::info!("mp-pool: worker in slot {slot} holds {resident:?} bytes, over {max}: it retires");
+                return;
+            }
+        }
+    }
+}
+
+/// A size from `/proc/self/status` (`VmRSS:`, `VmSize:`) in bytes.
+fn status_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kib: u64 = line[field.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Limits this worker's address space to its present size plus `limit` (`RLIMIT_AS`).
+fn limit_address_space(limit: u64) {
+    let Some(now) = status_bytes("VmSize:") else {
+        log::error!("mp-pool: cannot read this worker's size; no memory limit");
+        return;
+    };
+    let cap = now.saturating_add(limit);
+    let rlimit = rustix::process::Rlimit { current: Some(cap), maximum: Some(cap) };
+    if let Err(e) = rustix::process::setrlimit(rustix::process::Resource::As, rlimit) {
+        log::error!("mp-pool: cannot limit this worker's memory to {cap} bytes: {e}");
     }
 }
 
