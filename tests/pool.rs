@@ -50,6 +50,9 @@ fn main() {
         time_limits_with_initializers_and_recycled_workers,
         a_worker_past_its_memory_size_is_recycled,
         a_worker_over_its_hard_memory_limit_fails_only_its_task,
+        idle_workers_exit_and_come_back_with_work,
+        an_executor_resizes_in_place,
+        the_reusable_executor_is_one_per_process,
     ]);
 }
 
@@ -955,4 +958,84 @@ fn a_worker_over_its_hard_memory_limit_fails_only_its_task() {
     assert_eq!(pool.apply(square, 3).unwrap(), 9, "a new worker takes the slot");
     assert_ne!(pool.apply(pid, 0).unwrap(), worker);
     assert!(matches!(PoolBuilder::new().processes(1).memory_limit(0).build(), Err(PoolError::ZeroMemory)));
+}
+
+/// The pids of this process's live children.
+fn live_children() -> BTreeSet<u32> {
+    mp_process::active_children().iter().filter_map(|c| c.pid()).collect()
+}
+
+/// Waits until `done()` holds, for at most ten seconds.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// With an idle timeout, workers that wait that long for a task exit (an idle executor holds no process), and
+/// the next submission starts them again.
+fn idle_workers_exit_and_come_back_with_work() {
+    let executor = ExecutorBuilder::new()
+        .max_workers(2)
+        .idle_timeout(Duration::from_millis(200))
+        .start_method(support::method())
+        .build()
+        .unwrap();
+    let futures: Vec<_> = (0..4).map(|_| executor.submit(pid_after_nap, 0).unwrap()).collect();
+    let first: BTreeSet<u32> = futures.into_iter().map(|f| f.result().unwrap()).collect();
+    assert!(first.iter().all(|p| live_children().contains(p)));
+    eventually("idle workers exit", || first.iter().all(|p| !live_children().contains(p)));
+    let futures: Vec<_> = (0..4).map(|x| executor.submit(square, x).unwrap()).collect();
+    let results: Vec<u64> = futures.into_iter().map(|f| f.result_timeout(Duration::from_secs(20)).unwrap()).collect();
+    assert_eq!(results, [0, 1, 4, 9], "work brings workers back");
+    let again = executor.submit(pid, 0).unwrap().result().unwrap();
+    assert!(!first.contains(&again), "a new worker");
+    assert_eq!(executor.max_workers(), 2);
+}
+
+/// `resize` grows an executor at once and shrinks it as its surplus workers finish what they hold.
+fn an_executor_resizes_in_place() {
+    let executor = ExecutorBuilder::new().max_workers(1).start_method(support::method()).build().unwrap();
+    let before = live_children().len();
+    executor.resize(3).unwrap();
+    assert_eq!(executor.max_workers(), 3);
+    let futures: Vec<_> = (0..3).map(|_| executor.submit(nap_then_pid, 300).unwrap()).collect();
+    let pids: BTreeSet<u32> = futures.into_iter().map(|f| f.result().unwrap()).collect();
+    assert_eq!(pids.len(), 3, "three workers ran the three tasks side by side: {pids:?}");
+    executor.resize(1).unwrap();
+    eventually("the surplus workers exit", || live_children().len() <= before);
+    let after: BTreeSet<u32> = (0..4).map(|_| executor.submit(pid, 0).unwrap().result().unwrap()).collect();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(matches!(executor.resize(0), Err(PoolError::ZeroProcesses)));
+    executor.shutdown(true, false);
+    assert!(matches!(executor.resize(2), Err(PoolError::Closed)));
+}
+
+fn nap_then_pid(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+/// loky's `get_reusable_executor`: one per process, resized when asked for another size, replaced (without
+/// blocking) when asked for another idle timeout.
+fn the_reusable_executor_is_one_per_process() {
+    let idle = Duration::from_secs(30);
+    let a = mp_pool::get_reusable_executor(1, idle).unwrap();
+    let b = mp_pool::get_reusable_executor(1, idle).unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+    let c = mp_pool::get_reusable_executor(2, idle).unwrap();
+    assert!(Arc::ptr_eq(&a, &c) && c.max_workers() == 2, "resized in place");
+    let pending = a.submit(nap, 300).unwrap();
+    let started = Instant::now();
+    let d = mp_pool::get_reusable_executor(2, Duration::from_secs(5)).unwrap();
+    assert!(!Arc::ptr_eq(&a, &d), "another idle timeout: a new executor");
+    assert!(started.elapsed() < Duration::from_millis(250), "replacing did not wait for the old one");
+    assert_eq!(pending.result().unwrap(), 300, "the old one finishes what it holds");
+    assert_eq!(d.submit(square, 6).unwrap().result().unwrap(), 36);
+    d.shutdown(true, false);
+    let e = mp_pool::get_reusable_executor(2, Duration::from_secs(5)).unwrap();
+    assert!(!Arc::ptr_eq(&d, &e), "after shutdown, a new one");
+    assert_eq!(e.submit(square, 7).unwrap().result().unwrap(), 49);
 }

@@ -57,6 +57,8 @@ pub(crate) struct Config {
     pub(crate) task_timeout: Option<Duration>,
     pub(crate) max_memory: Option<u64>,
     pub(crate) memory_limit: Option<u64>,
+    /// Workers exit after waiting this long for a job, and are started again when work comes.
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -110,6 +112,11 @@ struct Slot {
     front_since: Instant,
     /// The job this slot's worker was killed to stop, and the error it gets (a time limit, a cancel).
     doomed: Option<(u64, TaskError)>,
+    /// The worker exits (or exited) without a replacement: it was idle past the idle timeout, or the pool
+    /// shrank. A dormant slot below the pool's size gets a worker again when work comes.
+    dormant: bool,
+    /// The "stop" went into its queue.
+    stop_sent: bool,
 }
 
 struct State {
@@ -120,6 +127,8 @@ struct State {
     slots: Vec<Slot>,
     wake_posted: bool,
     started_workers: u64,
+    /// How many slots take work (the pool's size; slots past it are dormant).
+    size: usize,
 }
 
 /// The shared engine.
@@ -163,6 +172,7 @@ impl Core {
                 slots: Vec::new(),
                 wake_posted: false,
                 started_workers: 0,
+                size: config.processes,
             }),
             inbox,
             config,
@@ -186,7 +196,41 @@ impl Core {
     }
 
     pub(crate) fn processes(&self) -> usize {
-        self.config.processes
+        lock(&self.state).size
+    }
+
+    /// Makes the pool `n` workers strong: more slots start at once; slots past `n` take no more work, and
+    /// their workers exit once they have finished what they hold.
+    pub(crate) fn resize(&self, n: usize) -> Result<(), PoolError> {
+        if n == 0 {
+            return Err(PoolError::ZeroProcesses);
+        }
+        let mut state = lock(&self.state);
+        if !matches!(state.phase, Phase::Running) {
+            return Err(PoolError::Closed);
+        }
+        state.size = n;
+        while state.slots.len() < n {
+            let index = state.slots.len();
+            let fresh = self.new_slot(&mut state, index)?;
+            state.slots.push(fresh);
+        }
+        for index in n..state.slots.len() {
+            state.slots[index].dormant = true;
+        }
+        Self::stop_dormant_idlers(&mut state);
+        drop(state);
+        let _ = self.wake();
+        Ok(())
+    }
+
+    /// Tells the workers of dormant slots that hold nothing to exit.
+    fn stop_dormant_idlers(state: &mut State) {
+        for slot in &mut state.slots {
+            if slot.dormant && slot.process.is_some() && slot.outstanding.is_empty() && !slot.stop_sent {
+                slot.stop_sent = slot.tasks.try_put(None).is_ok();
+            }
+        }
     }
 
     /// The pool's time limit per task.
@@ -211,6 +255,7 @@ impl Core {
             max_tasks: self.config.max_tasks,
             max_memory: self.config.max_memory,
             memory_limit: self.config.memory_limit,
+            idle_timeout: self.config.idle_timeout,
         };
         state.started_workers += 1;
         let mut builder = Builder::new().daemon(true).name(format!("{}-{}", self.config.name, state.started_workers));
@@ -231,6 +276,8 @@ impl Core {
             retry_at: None,
             front_since: Instant::now(),
             doomed: None,
+            dormant: false,
+            stop_sent: false,
         })
     }
 
@@ -481,6 +528,7 @@ impl Core {
                 self.check_workers(&mut state, &mut finished);
             }
             self.dispatch(&mut state);
+            Self::stop_dormant_idlers(&mut state);
             let next_limit = self.enforce_limits(&mut state);
             let killing = state.slots.iter().any(|s| s.doomed.is_some() && s.process.is_some());
             wake_in = match (killing, next_limit) {
@@ -518,6 +566,11 @@ impl Core {
     fn handle(&self, state: &mut State, message: Inbox, finished: &mut Finished) {
         match message {
             Inbox::Wake => state.wake_posted = false,
+            Inbox::Idle { slot } => {
+                if let Some(s) = state.slots.get_mut(slot as usize) {
+                    s.dormant = true;
+                }
+            }
             Inbox::Ready { slot } => {
                 if let Some(s) = state.slots.get_mut(slot as usize) {
                     s.ready = true;
@@ -630,6 +683,9 @@ impl Core {
             for job in requeue.into_iter().rev() {
                 state.pending.push_front(job);
             }
+            if state.slots[index].dormant {
+                continue; // idle past its timeout, or the pool shrank: a worker comes back with work
+            }
             if !retired && early_deaths >= MAX_EARLY_DEATHS {
                 let error = TaskError::WorkerStart(format!(
                     "workers died {early_deaths} times in a row before starting (last: pid {pid}, exit code {exitcode})"
@@ -681,6 +737,9 @@ impl Core {
         if matches!(state.phase, Phase::Terminated | Phase::Broken(_)) {
             return;
         }
+        if !state.pending.is_empty() {
+            self.wake_dormant(state);
+        }
         let mut full = vec![false; state.slots.len()];
         while !state.pending.is_empty() {
             let Some(index) = self.least_loaded(state, &full) else { break };
@@ -695,6 +754,28 @@ impl Core {
         }
     }
 
+    /// Work is waiting: dormant slots within the pool's size whose workers are gone get new ones (a start
+    /// that fails is retried with backoff, as a replacement's is).
+    fn wake_dormant(&self, state: &mut State) {
+        let size = state.size.min(state.slots.len());
+        for index in 0..size {
+            let slot = &state.slots[index];
+            if !(slot.dormant && slot.process.is_none() && slot.retry_at.is_none()) {
+                continue;
+            }
+            match self.new_slot(state, index) {
+                Ok(fresh) => state.slots[index] = fresh,
+                Err(e) => {
+                    let slot = &mut state.slots[index];
+                    slot.dormant = false;
+                    slot.respawn_failures += 1;
+                    slot.retry_at = Some(Instant::now() + RESPAWN_BACKOFF_FIRST);
+                    log::warn!("mp-pool: failed to start a worker in slot {index} ({e}); trying again");
+                }
+            }
+        }
+    }
+
     /// The slot that should take the next job: alive, with room and budget, holding the fewest.
     fn least_loaded(&self, state: &State, full: &[bool]) -> Option<usize> {
         let max_tasks = self.config.max_tasks;
@@ -704,7 +785,8 @@ impl Core {
             .enumerate()
             .filter(|(index, slot)| {
                 let budget_left = max_tasks.is_none_or(|max| slot.done + (slot.outstanding.len() as u64) < max);
-                !full[*index] && slot.process.is_some() && slot.outstanding.len() < WINDOW && budget_left
+                let taking = *index < state.size && !slot.dormant && slot.process.is_some();
+                !full[*index] && taking && slot.outstanding.len() < WINDOW && budget_left
             })
             .min_by_key(|(_, slot)| {
                 let started = slot.outstanding.front().map(|s| std::cmp::Reverse(s.at));

@@ -84,6 +84,13 @@ impl ExecutorBuilder {
         self
     }
 
+    /// Workers exit after waiting `idle` for a task, and come back with work (see
+    /// [`PoolBuilder::idle_timeout`]).
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.pool = self.pool.idle_timeout(idle);
+        self
+    }
+
     /// Starts the workers.
     pub fn build(self) -> Result<ProcessPoolExecutor, PoolError> {
         Ok(ProcessPoolExecutor { core: Core::start(self.pool.config("ExecutorWorker")?)? })
@@ -215,6 +222,19 @@ impl ProcessPoolExecutor {
             items: Vec::new().into_iter(),
             started: false,
         })
+    }
+
+    /// How many workers the executor has (its size; idle ones may have exited, see
+    /// [`ExecutorBuilder::idle_timeout`]).
+    pub fn max_workers(&self) -> usize {
+        self.core.processes()
+    }
+
+    /// Grows or shrinks the executor to `max_workers` (loky's resize): new workers start at once; surplus
+    /// ones take no more tasks and exit once they have finished what they hold. Futures already handed out
+    /// are unaffected. 0 is [`PoolError::ZeroProcesses`]; after `shutdown`, [`PoolError::Closed`].
+    pub fn resize(&self, max_workers: usize) -> Result<(), PoolError> {
+        self.core.resize(max_workers)
     }
 
     /// Stops taking work; with `cancel_futures` the futures no worker has started are cancelled; with
@@ -561,4 +581,44 @@ pub fn wait<W: Waitable>(
             return (done, not_done);
         }
     }
+}
+
+/// The process-wide executor of [`get_reusable_executor`], and the idle timeout it was made with.
+static REUSABLE: std::sync::Mutex<Option<(Arc<ProcessPoolExecutor>, Duration)>> = std::sync::Mutex::new(None);
+
+/// One process-wide executor, made on first use and reused (loky's `get_reusable_executor`): asked for
+/// another size it is resized in place ([`ProcessPoolExecutor::resize`]); its workers exit after `idle_timeout`
+/// without a task and start again with the next submission, so an idle program holds no worker processes.
+/// Asked for another idle timeout, or after it was shut down, a new one replaces it (the old one finishes
+/// what it holds and shuts down once its last handle is dropped, without blocking this call).
+///
+/// ```
+/// use std::time::Duration;
+/// # mp_process::init();
+/// let executor = mp_pool::get_reusable_executor(2, Duration::from_secs(10))?;
+/// assert_eq!(executor.submit(|x: u32| x * 2, 21)?.result()?, 42);
+/// let again = mp_pool::get_reusable_executor(3, Duration::from_secs(10))?;
+/// assert!(std::sync::Arc::ptr_eq(&executor, &again) && again.max_workers() == 3);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn get_reusable_executor(
+    max_workers: usize,
+    idle_timeout: Duration,
+) -> Result<Arc<ProcessPoolExecutor>, PoolError> {
+    let mut reusable = REUSABLE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((executor, idle)) = reusable.as_ref() {
+        if *idle == idle_timeout && executor.core.is_running() {
+            if executor.max_workers() != max_workers {
+                executor.resize(max_workers)?;
+            }
+            return Ok(executor.clone());
+        }
+    }
+    let executor = Arc::new(ExecutorBuilder::new().max_workers(max_workers).idle_timeout(idle_timeout).build()?);
+    if let Some((old, _)) = reusable.replace((executor.clone(), idle_timeout)) {
+        // Dropping the last handle waits for its workers: not here.
+        old.shutdown(false, false);
+        std::thread::spawn(move || drop(old));
+    }
+    Ok(executor)
 }

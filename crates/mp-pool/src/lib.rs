@@ -74,7 +74,7 @@ pub use crate::{
     error::{PoolError, TaskError},
     executor::{
         AsCompleted, ExecutorBuilder, MapResults, ProcessPoolExecutor, ReturnWhen, TaskFuture, Waitable, as_completed,
-        wait,
+        get_reusable_executor, wait,
     },
     options::{CurrentTask, TaskOptions, current_task},
     pool::{AsyncResult, Imap, Pool, PoolBuilder},

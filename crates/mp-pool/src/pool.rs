@@ -32,6 +32,7 @@ pub struct PoolBuilder {
     task_timeout: Option<Duration>,
     max_memory: Option<u64>,
     memory_limit: Option<u64>,
+    idle_timeout: Option<Duration>,
 }
 
 impl PoolBuilder {
@@ -106,6 +107,13 @@ impl PoolBuilder {
         self
     }
 
+    /// Workers exit after waiting `idle` for a task, and the pool starts them again when work comes (loky's
+    /// `timeout`): an idle pool holds no processes. By default workers wait for good, as CPython's do.
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = Some(idle);
+        self
+    }
+
     pub(crate) fn config(self, name: &'static str) -> Result<Config, PoolError> {
         let processes = self.processes.unwrap_or_else(mp_process::cpu_count);
         if processes == 0 {
@@ -131,6 +139,7 @@ impl PoolBuilder {
             task_timeout: self.task_timeout,
             max_memory: self.max_memory,
             memory_limit: self.memory_limit,
+            idle_timeout: self.idle_timeout,
         })
     }
 

@@ -21,6 +21,8 @@ pub(crate) struct WorkerArgs {
     /// How much the worker's address space may grow past its size at start (bytes): an allocation beyond it
     /// fails, and the worker aborts.
     pub(crate) memory_limit: Option<u64>,
+    /// Exit after waiting this long for a job (the pool starts a worker again when work comes).
+    pub(crate) idle_timeout: Option<std::time::Duration>,
 }
 
 /// The pool's inbox: what workers report, and the pool's own wake-up calls.
@@ -32,6 +34,8 @@ pub(crate) enum Inbox {
     InitFailed { slot: u32, failure: Failure },
     /// A job's outcome.
     Done { slot: u32, id: u64, result: Result<ByteBuf, Failure> },
+    /// The worker in `slot` waited its idle timeout for a job and exits.
+    Idle { slot: u32 },
     /// Something changed in the parent (a submission, close, terminate): look at the state.
     Wake,
 }
@@ -53,9 +57,17 @@ pub(crate) fn worker_main(args: WorkerArgs) {
     }
     let mut done = 0u64;
     loop {
-        let job = match args.tasks.get() {
+        let next = match args.idle_timeout {
+            None => args.tasks.get(),
+            Some(idle) => args.tasks.get_timeout(idle),
+        };
+        let job = match next {
             Ok(Some(job)) => job,
             Ok(None) => return, // the pool's "stop"
+            Err(mp_ipc::GetError::Empty) => {
+                let _ = args.inbox.put(Inbox::Idle { slot });
+                return;
+            }
             Err(e) => {
                 log::error!("mp-pool: worker in slot {slot} cannot read its jobs: {e}");
                 return;
