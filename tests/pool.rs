@@ -53,6 +53,7 @@ fn main() {
         idle_workers_exit_and_come_back_with_work,
         an_executor_resizes_in_place,
         the_reusable_executor_is_one_per_process,
+        a_time_limit_spares_the_job_queued_behind_and_yields_to_a_death,
     ]);
 }
 
@@ -1038,4 +1039,29 @@ fn the_reusable_executor_is_one_per_process() {
     let e = mp_pool::get_reusable_executor(2, Duration::from_secs(5)).unwrap();
     assert!(!Arc::ptr_eq(&d, &e), "after shutdown, a new one");
     assert_eq!(e.submit(square, 7).unwrap().result().unwrap(), 49);
+}
+
+/// The job queued behind a task that times out on the same worker is re-dispatched, not lost; and a worker that
+/// dies on its own before the deadline reports `WorkerLost`, not a time-out.
+fn a_time_limit_spares_the_job_queued_behind_and_yields_to_a_death() {
+    let executor = ExecutorBuilder::new()
+        .max_workers(1)
+        .task_timeout(Duration::from_millis(300))
+        .start_method(support::method())
+        .build()
+        .unwrap();
+    let stuck = executor.submit(spin, 0).unwrap();
+    let behind = executor.submit(nap, 10).unwrap(); // in the same worker's queue (it holds two)
+    assert!(matches!(stuck.result_timeout(Duration::from_secs(20)), Err(TaskError::TimedOut { .. })));
+    assert_eq!(behind.result_timeout(Duration::from_secs(20)).unwrap(), 10, "re-dispatched to the replacement");
+    let worker = executor.submit(pid, 0).unwrap().result().unwrap();
+    let dying = executor.submit(nap, 5_000).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    // SAFETY: kill(2) with a pid and a signal number.
+    assert_eq!(unsafe { libc::kill(worker as i32, libc::SIGKILL) }, 0);
+    match dying.result_timeout(Duration::from_secs(20)) {
+        Err(TaskError::WorkerLost { pid, .. }) => assert_eq!(pid, worker),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(executor.submit(square, 2).unwrap().result().unwrap(), 4);
 }
