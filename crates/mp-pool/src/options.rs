@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 /// # mp_process::init();
 /// let executor = mp_pool::ProcessPoolExecutor::new(1)?;
 /// let options = mp_pool::TaskOptions::new().timeout(Duration::from_millis(100));
-/// let stuck = executor.submit_with(|(): ()| loop { std::hint::spin_loop() }, (), options)?;
+/// let stuck = executor.submit_with(|(): ()| -> u32 { loop { std::hint::spin_loop() } }, (), options)?;
 /// assert!(matches!(stuck.result(), Err(mp_pool::TaskError::TimedOut { .. })));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
