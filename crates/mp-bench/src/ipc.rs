@@ -134,36 +134,23 @@ fn produce_small((q, n): (Queue<u64>, u64)) {
     }
 }
 
-fn queue_throughput() -> f64 {
-    let q: Queue<u64> = Queue::new().expect("queue");
-    let mut p = Process::new(produce_small, (q.clone(), QUEUE_ITEMS));
-    let start = Instant::now();
-    p.start().expect("start");
-    let mut sum = 0u64;
-    for _ in 0..QUEUE_ITEMS {
-        sum = sum.wrapping_add(q.get().expect("get"));
-    }
-    let rate = QUEUE_ITEMS as f64 / start.elapsed().as_secs_f64();
-    assert_eq!(sum, QUEUE_ITEMS * (QUEUE_ITEMS - 1) / 2);
-    p.join().expect("join");
-    rate
-}
-
-/// A burst with nobody reading: the producer puts every item and exits, then the consumer takes them all
-/// (the queue holds them past its ring). Items per second over the whole.
-fn queue_burst() -> f64 {
-    let n = QUEUE_ITEMS / 4;
+/// Items per second from the start of a producer putting `n` small items to the last one taken: with the
+/// consumer reading as they come (`queue_throughput_small`), or only once the producer has put them all and
+/// exited (`queue_burst`: the queue holds them past its ring).
+fn queue_rate(n: u64, join_first: bool) -> f64 {
     let q: Queue<u64> = Queue::new().expect("queue");
     let mut p = Process::new(produce_small, (q.clone(), n));
     let start = Instant::now();
     p.start().expect("start");
-    p.join().expect("join");
-    let mut sum = 0u64;
-    for _ in 0..n {
-        sum = sum.wrapping_add(q.get().expect("get"));
+    if join_first {
+        p.join().expect("join");
     }
+    let sum = (0..n).fold(0u64, |sum, _| sum.wrapping_add(q.get().expect("get")));
     let rate = n as f64 / start.elapsed().as_secs_f64();
     assert_eq!(sum, n * (n - 1) / 2);
+    if !join_first {
+        p.join().expect("join");
+    }
     rate
 }
 
@@ -221,8 +208,9 @@ pub(crate) fn run() {
         report(&format!("socketpair_rtt{suffix}"), "floor", rounds(&|| socketpair_rtt(placement)), "us");
     }
     report("pipe_rtt_bytes", "mp", median((0..3).map(|_| pipe_rtt(None, true)).collect()), "us");
-    report("queue_throughput_small", "mp", median((0..3).map(|_| queue_throughput()).collect()), "msgs/s");
-    report("queue_burst", "mp", median((0..3).map(|_| queue_burst()).collect()), "msgs/s");
+    let rounds = |join_first, n| median((0..3).map(|_| queue_rate(n, join_first)).collect());
+    report("queue_throughput_small", "mp", rounds(false, QUEUE_ITEMS), "msgs/s");
+    report("queue_burst", "mp", rounds(true, QUEUE_ITEMS / 4), "msgs/s");
     report("queue_bw_1mb", "mp", median((0..3).map(|_| queue_bw()).collect()), "MB/s");
     report("queue_rtt", "mp", median((0..3).map(|_| queue_rtt()).collect()), "us");
 }
