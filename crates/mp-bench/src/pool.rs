@@ -117,43 +117,34 @@ pub(crate) fn run() {
     report("pool_map_chunk1", "mp", chunk1, "items/s");
     drop(pool);
 
+    // Submissions and results, one task each: plain, and with a generous time limit on every task (what
+    // watching deadlines costs).
+    let submit_rate = |executor: &ProcessPoolExecutor| {
+        median(
+            (0..3)
+                .map(|_| {
+                    20_000.0
+                        / seconds(|| {
+                            let futures: Vec<_> =
+                                (0..20_000u64).map(|x| executor.submit(square, x).expect("submit")).collect();
+                            for f in futures {
+                                f.result().expect("result");
+                            }
+                        })
+                })
+                .collect(),
+        )
+    };
     let executor = ProcessPoolExecutor::new(2).expect("executor");
-    let submit = median(
-        (0..3)
-            .map(|_| {
-                20_000.0
-                    / seconds(|| {
-                        let futures: Vec<_> =
-                            (0..20_000u64).map(|x| executor.submit(square, x).expect("submit")).collect();
-                        for f in futures {
-                            f.result().expect("result");
-                        }
-                    })
-            })
-            .collect(),
-    );
+    let submit = submit_rate(&executor);
     report("executor_submit", "mp", submit, "tasks/s");
     drop(executor);
-    // The same with a generous time limit on every task: what watching deadlines costs.
     let limited = ProcessPoolExecutor::builder()
         .max_workers(2)
         .task_timeout(std::time::Duration::from_secs(60))
         .build()
         .expect("executor");
-    let with_limit = median(
-        (0..3)
-            .map(|_| {
-                20_000.0
-                    / seconds(|| {
-                        let futures: Vec<_> =
-                            (0..20_000u64).map(|x| limited.submit(square, x).expect("submit")).collect();
-                        for f in futures {
-                            f.result().expect("result");
-                        }
-                    })
-            })
-            .collect(),
-    );
+    let with_limit = submit_rate(&limited);
     report("pool_timeout_overhead", "mp", with_limit, "tasks/s");
     eprintln!("(pool_timeout_overhead: {:.1}% below executor_submit)", (1.0 - with_limit / submit) * 100.0);
     // How late a runaway task's kill lands after its deadline: from submission to its `TimedOut`, less the

@@ -197,10 +197,7 @@ impl Connection {
     /// (a TCP connection fails with [`SendError::Io`]).
     pub fn send_handle(&mut self, fd: impl AsFd) -> Result<(), SendError> {
         let sock = self.send_fd()?;
-        sys::send_with_fd(sock, 1, fd.as_fd()).map_err(|e| match e.raw_os_error() {
-            Some(code) if code == rustix::io::Errno::PIPE.raw_os_error() => SendError::BrokenPipe,
-            _ => SendError::Io(e),
-        })
+        sys::send_with_fd(sock, 1, fd.as_fd()).map_err(send_error)
     }
 
     /// Receives a descriptor sent with [`send_handle`](Self::send_handle) (or by CPython's `send_handle`),
@@ -246,10 +243,7 @@ impl Connection {
         }
         let fd = self.send_fd()?;
         let (header, n) = frame::header(data.len());
-        sys::send_parts(fd, &header[..n], data).map_err(|e| match e.raw_os_error() {
-            Some(code) if code == rustix::io::Errno::PIPE.raw_os_error() => SendError::BrokenPipe,
-            _ => SendError::Io(e),
-        })
+        sys::send_parts(fd, &header[..n], data).map_err(send_error)
     }
 
     /// Sends a value, serialized with postcard inside this call (an unserializable value is an error here,
@@ -468,6 +462,14 @@ impl Connection {
             return Ok(true);
         }
         sys::poll_readable(fd, timeout).map_err(RecvError::Io)
+    }
+}
+
+/// A failed send: `EPIPE` (the peer closed) is [`SendError::BrokenPipe`].
+fn send_error(e: std::io::Error) -> SendError {
+    match e.raw_os_error() {
+        Some(code) if code == rustix::io::Errno::PIPE.raw_os_error() => SendError::BrokenPipe,
+        _ => SendError::Io(e),
     }
 }
 
