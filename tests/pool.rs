@@ -904,7 +904,16 @@ fn cancel_running_stops_a_running_task_and_spares_the_others() {
     assert_eq!(executor.submit(square, 4).unwrap().result().unwrap(), 16, "the executor goes on");
 }
 
-fn init_marker(_: ()) {}
+static INITIALIZED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn init_marker(_: ()) {
+    INITIALIZED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether this worker ran the pool's initializer, and its pid.
+fn initialized(_: u64) -> (bool, u32) {
+    (INITIALIZED.load(std::sync::atomic::Ordering::SeqCst), std::process::id())
+}
 
 /// Time limits with an initializer (it runs again in the replacement) and `max_tasks_per_child`.
 fn time_limits_with_initializers_and_recycled_workers() {
@@ -918,9 +927,17 @@ fn time_limits_with_initializers_and_recycled_workers() {
         .unwrap();
     let stuck = pool.apply_async(spin, 0).unwrap();
     let quick: Vec<_> = (0..10).map(|x| pool.apply_async(square, x).unwrap()).collect();
-    assert!(matches!(stuck.get_timeout(Duration::from_secs(20)), Err(TaskError::TimedOut { .. })));
+    let killed = match stuck.get_timeout(Duration::from_secs(20)) {
+        Err(TaskError::TimedOut { pid, .. }) => pid,
+        other => panic!("{other:?}"),
+    };
     for (x, r) in quick.iter().enumerate() {
         assert_eq!(r.get_timeout(Duration::from_secs(20)).unwrap(), (x * x) as u64);
+    }
+    // Every worker since, the killed one's replacement and the recycled ones, ran the initializer.
+    for _ in 0..6 {
+        let (ran, worker) = pool.apply(initialized, 0).unwrap();
+        assert!(ran && worker != killed, "worker {worker} ran the initializer: {ran}");
     }
 }
 
