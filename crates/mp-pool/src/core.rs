@@ -119,6 +119,17 @@ struct Slot {
     stop_sent: bool,
 }
 
+impl Slot {
+    /// Takes back the job waiting in this slot's queue, which its worker has not started (the worker holds the
+    /// one it runs), with its input segment; `None` when the queue is empty or its worker is taking from it now.
+    fn take_back_queued(&mut self) -> Option<(Job, Option<InputSegment>)> {
+        let Ok(Some(job)) = self.tasks.try_get() else { return None };
+        let at = self.outstanding.iter().position(|sent| sent.id == job.id);
+        let segment = at.and_then(|at| self.outstanding.remove(at)).and_then(|sent| sent.segment);
+        Some((job, segment))
+    }
+}
+
 struct State {
     phase: Phase,
     next_id: u64,
@@ -370,9 +381,7 @@ impl Core {
         let slot = &mut state.slots[index];
         if slot.outstanding.front().is_some_and(|running| running.id != id) {
             // Behind the running job: still in the queue unless its worker is taking it this instant.
-            if let Ok(Some(job)) = slot.tasks.try_get() {
-                let at = slot.outstanding.iter().position(|j| j.id == job.id);
-                let segment = at.and_then(|at| slot.outstanding.remove(at)).and_then(|sent| sent.segment);
+            if let Some((job, segment)) = slot.take_back_queued() {
                 if job.id == id {
                     let completion = state.completions.remove(&id);
                     drop(state);
@@ -527,7 +536,7 @@ impl Core {
                 last_check = Instant::now();
                 self.check_workers(&mut state, &mut finished);
             }
-            self.dispatch(&mut state);
+            self.dispatch(&mut state, &mut finished);
             Self::stop_dormant_idlers(&mut state);
             let next_limit = self.enforce_limits(&mut state);
             let killing = state.slots.iter().any(|s| s.doomed.is_some() && s.process.is_some());
@@ -733,12 +742,12 @@ impl Core {
     /// worker before one that already has a job waiting; among equals, the one whose job started last, since
     /// a job that has run long is likely to run on). Then no worker idles while another holds a job it has not
     /// started: that job is taken back from its queue and handed to the idle one.
-    fn dispatch(&self, state: &mut State) {
+    fn dispatch(&self, state: &mut State, finished: &mut Finished) {
         if matches!(state.phase, Phase::Terminated | Phase::Broken(_)) {
             return;
         }
-        if !state.pending.is_empty() {
-            self.wake_dormant(state);
+        if !state.pending.is_empty() && !self.wake_dormant(state, finished) {
+            return;
         }
         let mut full = vec![false; state.slots.len()];
         while !state.pending.is_empty() {
@@ -754,29 +763,23 @@ impl Core {
         }
     }
 
-    /// Work is waiting: dormant slots within the pool's size whose workers are gone get new ones (a start
-    /// that fails is retried with backoff, as a replacement's is).
-    fn wake_dormant(&self, state: &mut State) {
-        let size = state.size.min(state.slots.len());
-        for index in 0..size {
-            let slot = &state.slots[index];
-            if !(slot.dormant && slot.process.is_none() && slot.retry_at.is_none()) {
-                continue;
-            }
-            match self.new_slot(state, index) {
-                Ok(fresh) => state.slots[index] = fresh,
-                Err(e) => {
-                    let slot = &mut state.slots[index];
-                    slot.dormant = false;
-                    slot.respawn_failures += 1;
-                    slot.retry_at = Some(Instant::now() + RESPAWN_BACKOFF_FIRST);
-                    log::warn!("mp-pool: failed to start a worker in slot {index} ({e}); trying again");
+    /// Work is waiting: dormant slots within the pool's size whose workers are gone get new ones, started as
+    /// a replacement is (a failed start is retried with backoff). `false` if the pool broke.
+    fn wake_dormant(&self, state: &mut State, finished: &mut Finished) -> bool {
+        for index in 0..state.size.min(state.slots.len()) {
+            let slot = &mut state.slots[index];
+            if slot.dormant && slot.process.is_none() && slot.retry_at.is_none() {
+                slot.dormant = false; // a failed start now waits for its retry like any other
+                if !self.respawn(state, index, 0, finished) {
+                    return false;
                 }
             }
         }
+        true
     }
 
-    /// The slot that should take the next job: alive, with room and budget, holding the fewest.
+    /// The slot that should take the next job: alive, with room and budget, holding the fewest, and not marked
+    /// in `full` (slots past its end are not).
     fn least_loaded(&self, state: &State, full: &[bool]) -> Option<usize> {
         let max_tasks = self.config.max_tasks;
         state
@@ -786,7 +789,7 @@ impl Core {
             .filter(|(index, slot)| {
                 let budget_left = max_tasks.is_none_or(|max| slot.done + (slot.outstanding.len() as u64) < max);
                 let taking = *index < state.size && !slot.dormant && slot.process.is_some();
-                !full[*index] && taking && slot.outstanding.len() < WINDOW && budget_left
+                !full.get(*index).copied().unwrap_or(false) && taking && slot.outstanding.len() < WINDOW && budget_left
             })
             .min_by_key(|(_, slot)| {
                 let started = slot.outstanding.front().map(|s| std::cmp::Reverse(s.at));
@@ -816,23 +819,16 @@ impl Core {
 
     /// Moves jobs that wait behind a running one to workers that have nothing.
     fn rebalance(&self, state: &mut State) {
-        let no_full = vec![false; state.slots.len()];
         loop {
             let idle = state.slots.iter().position(|s| s.process.is_some() && s.ready && s.outstanding.is_empty());
             let Some(idle) = idle else { return };
-            if self.least_loaded(state, &no_full) != Some(idle) {
+            if self.least_loaded(state, &[]) != Some(idle) {
                 return; // it has no budget left
             }
             let Some(donor) = state.slots.iter().position(|s| s.process.is_some() && s.outstanding.len() >= 2) else {
                 return;
             };
-            // Whatever is still in the donor's queue has not started; its worker holds the rest.
-            let Ok(Some(job)) = state.slots[donor].tasks.try_get() else { return };
-            let slot = &mut state.slots[donor];
-            let segment = match slot.outstanding.iter().position(|s| s.id == job.id) {
-                Some(at) => slot.outstanding.remove(at).and_then(|sent| sent.segment),
-                None => None, // not tracked as the donor's (cannot happen): it still runs, where there is room
-            };
+            let Some((job, segment)) = state.slots[donor].take_back_queued() else { return };
             if let Err(pending) = Self::hand_over(&mut state.slots[idle], job, segment) {
                 state.pending.push_front(pending);
                 return;

@@ -222,7 +222,7 @@ pub fn from_bytes<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, S
 /// Why `bytes` failed to decode as `T` with `error`: the message a `Deserialize` impl (or a visitor) raised,
 /// when postcard discarded it, else postcard's own text. Decodes a second time through an adapter that keeps
 /// the message; the fast path is postcard's alone.
-pub fn explain_decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8], error: &postcard::Error) -> String {
+fn explain_decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8], error: &postcard::Error) -> String {
     if matches!(error, postcard::Error::SerdeDeCustom) {
         STASHED.set(None);
         let mut inner = postcard::Deserializer::from_bytes(bytes);
